@@ -1,0 +1,65 @@
+"""Workspace snapshots: save a GPU machine's work fast, restore it onto any new machine.
+
+The library behind ``dumont-provision snapshot create|list|restore|prune``; see docs/SNAPSHOTS.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from provisioning.snapshot.create import CreateOptions, CreateResult, create_snapshot
+from provisioning.snapshot.destinations import DestinationOptions, open_destination
+from provisioning.snapshot.manifest import SnapshotRecord
+from provisioning.snapshot.progress import Progress
+from provisioning.snapshot.prune import PruneResult, prune_snapshots
+from provisioning.snapshot.repository import Repository
+from provisioning.snapshot.restore import RestoreResult, restore_snapshot
+
+__all__ = [
+    "CreateOptions",
+    "CreateResult",
+    "DestinationOptions",
+    "Progress",
+    "PruneResult",
+    "RestoreResult",
+    "SnapshotRecord",
+    "create_snapshot",
+    "list_snapshots",
+    "open_destination",
+    "prune_snapshots",
+    "restore_latest",
+    "restore_snapshot",
+]
+
+
+def list_snapshots(
+    destination: str, options: DestinationOptions | None = None
+) -> list[SnapshotRecord]:
+    store = open_destination(destination, options)
+    try:
+        return Repository.open(store, create=False).snapshots()
+    finally:
+        store.close()
+
+
+def restore_latest(
+    destination: str,
+    target_dir: Path,
+    *,
+    source: str | None = None,
+    overwrite: bool = False,
+    options: DestinationOptions | None = None,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Fill ``target_dir`` from the newest snapshot (of ``source``, when given) at ``destination``.
+
+    Meant for a replacement GPU: restore this first, then reverse-sync from the standby only what
+    changed after ``result.snapshot.time``. Raises UnknownSnapshotError when there is none.
+    """
+    store = open_destination(destination, options)
+    try:
+        return restore_snapshot(
+            store, "latest", target_dir, source=source, overwrite=overwrite, progress=progress
+        )
+    finally:
+        store.close()

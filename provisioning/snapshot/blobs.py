@@ -1,0 +1,153 @@
+"""Blobs: content hashed with BLAKE3, cut by FastCDC, compressed with zstd unless incompressible.
+
+A blob's id is the BLAKE3 hash of its plain content, so identical content is stored once and every
+byte read back can be checked. Big files are cut at content-defined boundaries (FastCDC), so a line
+inserted in the middle of a 170 MB log changes one chunk, not everything after it.
+
+Every function here is safe to call from many threads at once: the hashers, the chunker and the
+zstd (de)compressors are per thread, and all of them release the GIL on large buffers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import blake3
+import pyfastcdc
+import zstandard
+
+__all__ = [
+    "SMALL_FILE_LIMIT",
+    "ChunkerParams",
+    "Codec",
+    "EncodedBlob",
+    "blob_id",
+    "decode_blob",
+    "encode_blob",
+    "file_chunks",
+    "new_content_hasher",
+]
+
+Codec = Literal["zstd", "raw"]
+
+# Files up to this size are one blob, read in one call (most source files).
+SMALL_FILE_LIMIT = 1 << 20
+# A blob whose sample shrinks by less than this is stored as is (model weights, archives).
+_INCOMPRESSIBLE_RATIO = 0.95
+_SAMPLE_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkerParams:
+    """FastCDC sizes; fixed per repository so that the same content always cuts the same way."""
+
+    average: int = 1 << 20
+    minimum: int = 256 * 1024
+    maximum: int = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBlob:
+    id: str
+    raw_length: int
+    codec: Codec
+    payload: bytes
+
+
+def blob_id(data: bytes | memoryview) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def new_content_hasher() -> blake3.blake3:
+    return blake3.blake3()
+
+
+class _PerThread(threading.local):
+    def __init__(self) -> None:
+        self.compressors: dict[int, zstandard.ZstdCompressor] = {}
+        self.decompressor = zstandard.ZstdDecompressor()
+        self.chunkers: dict[ChunkerParams, pyfastcdc.FastCDC] = {}
+
+
+_per_thread = _PerThread()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    compressor = _per_thread.compressors.get(level)
+    if compressor is None:
+        compressor = zstandard.ZstdCompressor(level=level)
+        _per_thread.compressors[level] = compressor
+    return compressor
+
+
+def _looks_incompressible(data: bytes | memoryview, compressor: zstandard.ZstdCompressor) -> bool:
+    """Compress a sample from the middle (headers of weight files compress; the tensors don't)."""
+    if len(data) <= _SAMPLE_SIZE:
+        return False
+    middle = len(data) // 2
+    sample = data[middle - _SAMPLE_SIZE // 2 : middle + _SAMPLE_SIZE // 2]
+    return len(compressor.compress(sample)) > len(sample) * _INCOMPRESSIBLE_RATIO
+
+
+def encode_blob(data: bytes | memoryview, level: int, known_id: str | None = None) -> EncodedBlob:
+    """Hash and compress one blob; keeps it raw when zstd would not save at least 5 %."""
+    identity = known_id or blob_id(data)
+    compressor = _compressor(level)
+    if not _looks_incompressible(data, compressor):
+        compressed = compressor.compress(data)
+        if len(compressed) < len(data) * _INCOMPRESSIBLE_RATIO:
+            return EncodedBlob(identity, len(data), "zstd", compressed)
+    return EncodedBlob(identity, len(data), "raw", bytes(data))
+
+
+def decode_blob(codec: str, payload: bytes, raw_length: int) -> bytes:
+    """The blob's plain content; raises ValueError when the payload cannot be decoded."""
+    if codec == "raw":
+        return payload
+    if codec == "zstd":
+        try:
+            return _per_thread.decompressor.decompress(payload, max_output_size=raw_length)
+        except zstandard.ZstdError as exc:
+            raise ValueError(f"zstd: {exc}") from exc
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+def _chunker(params: ChunkerParams) -> pyfastcdc.FastCDC:
+    chunker = _per_thread.chunkers.get(params)
+    if chunker is None:
+        chunker = pyfastcdc.FastCDC(
+            params.average, min_size=params.minimum, max_size=params.maximum
+        )
+        _per_thread.chunkers[params] = chunker
+    return chunker
+
+
+def file_chunks(
+    readinto: Callable[[memoryview], int], size: int, params: ChunkerParams
+) -> Iterator[memoryview]:
+    """The pieces of an open file, each valid only until the next one is produced.
+
+    ``size`` is what stat said; a small file is read in one call with room for one extra byte, so
+    a file that grew meanwhile shows up as a length mismatch rather than being cut short.
+    """
+    if size <= SMALL_FILE_LIMIT:
+        buffer = bytearray(size + 1)
+        view = memoryview(buffer)
+        filled = 0
+        while filled < len(buffer):
+            count = readinto(view[filled:])
+            if count <= 0:
+                break
+            filled += count
+        yield view[:filled]
+        return
+
+    class _Reader:
+        def readinto(self, target: memoryview) -> int:
+            return readinto(target)
+
+    for chunk in _chunker(params).cut_stream(_Reader()):
+        yield chunk.data

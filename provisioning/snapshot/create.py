@@ -1,0 +1,284 @@
+"""Taking a snapshot: scan the tree, store the content that is new, write manifest and record.
+
+Files are read by a thread pool (hashing, chunking and zstd all release the GIL); a file whose
+size, mtime and ctime differ between open and the end of reading changed under us and is read
+again, up to ``retries`` times, then stored as last read and named in the snapshot's warnings.
+A file that looks unchanged since the parent snapshot (same size, mtime, ctime, inode) is not
+read at all; everything else is compared by content, so only new chunks are stored.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from provisioning.snapshot.blobs import (
+    SMALL_FILE_LIMIT,
+    blob_id,
+    encode_blob,
+    file_chunks,
+    new_content_hasher,
+)
+from provisioning.snapshot.errors import SourceMissingError, UnknownSnapshotError
+from provisioning.snapshot.manifest import Entry, SnapshotRecord
+from provisioning.snapshot.packs import BlobLocation, PackWriter
+from provisioning.snapshot.progress import Progress
+from provisioning.snapshot.repository import Repository
+from provisioning.snapshot.scan import scan_tree
+from provisioning.snapshot.stores.base import ObjectStore
+from provisioning.snapshot.stores.local import LocalStore
+
+__all__ = ["CreateOptions", "CreateResult", "create_snapshot", "default_threads"]
+
+# The one seam the "file changes while read" tests use; everything else is the real thing.
+open_source_file = os.open
+
+
+def default_threads() -> int:
+    return max(2, os.cpu_count() or 2)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOptions:
+    excludes: tuple[str, ...] = ()
+    level: int = 1
+    threads: int = field(default_factory=default_threads)
+    # A snapshot id whose unchanged files need not be read; None picks the latest snapshot of
+    # the same source on this host, "" disables the shortcut (same as rehash).
+    parent: str | None = None
+    rehash: bool = False
+    retries: int = 3
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    snapshot: SnapshotRecord
+    read_bytes: int
+    stored_bytes: int
+    reused_files: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class _FileOutcome:
+    entry: Entry | None
+    read_bytes: int
+    warning: str | None = None
+
+
+class _Snapshotter:
+    def __init__(self, source: Path, options: CreateOptions, writer: PackWriter, repo: Repository):
+        self.source = os.fsencode(source)
+        self.options = options
+        self.writer = writer
+        self.repo = repo
+
+    def store_file(self, entry: Entry) -> _FileOutcome:
+        path = os.path.join(self.source, os.fsencode(entry.path))
+        read_total = 0
+        for _attempt in range(self.options.retries + 1):
+            try:
+                stored, before, after, length = self._read_once(path)
+            except FileNotFoundError:
+                return _FileOutcome(None, read_total, f"{entry.path}: vanished while snapshotting")
+            except OSError as exc:
+                return _FileOutcome(None, read_total, f"{entry.path}: unreadable ({exc.strerror})")
+            read_total += length
+            entry = replace(
+                stored,
+                size=length,
+                mode=after.st_mode & 0o7777,
+                mtime_ns=after.st_mtime_ns,
+                ctime_ns=after.st_ctime_ns,
+                inode=after.st_ino,
+            )
+            if length == before.st_size and _same_version(before, after):
+                return _FileOutcome(entry, read_total)
+        tries = self.options.retries + 1
+        return _FileOutcome(
+            entry,
+            read_total,
+            f"{entry.path}: changed while read {tries} times; stored as last read",
+        )
+
+    def _read_once(self, path: bytes) -> tuple[Entry, os.stat_result, os.stat_result, int]:
+        descriptor = open_source_file(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with io.FileIO(descriptor, "rb", closefd=True) as source:
+            before = os.fstat(descriptor)
+            hasher = new_content_hasher() if before.st_size > SMALL_FILE_LIMIT else None
+            chunks: list[str] = []
+            length = 0
+            for piece in file_chunks(source.readinto, before.st_size, self.repo.chunker):
+                identity = blob_id(piece)
+                if not self.writer.knows(identity):
+                    self.writer.add(encode_blob(piece, self.options.level, identity))
+                chunks.append(identity)
+                length += len(piece)
+                if hasher is not None:
+                    hasher.update(piece)
+                if self.options.progress is not None:
+                    self.options.progress.advance(len(piece))
+            after = os.fstat(descriptor)
+        if len(chunks) == 1:
+            content_hash = chunks[0]
+        elif hasher is not None and chunks:
+            content_hash = hasher.hexdigest()
+        else:
+            content_hash = blob_id(b"")
+            chunks = [] if length == 0 else chunks
+        entry = Entry(path="", kind="file", mode=0, mtime_ns=0).with_content(
+            content_hash, tuple(chunks)
+        )
+        return entry, before, after, length
+
+
+def _same_version(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+    )
+
+
+def _looks_unchanged(entry: Entry, previous: Entry | None, index: dict[str, BlobLocation]) -> bool:
+    return (
+        previous is not None
+        and previous.kind == "file"
+        and (previous.size, previous.mtime_ns, previous.ctime_ns, previous.inode)
+        == (entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode)
+        and all(chunk in index for chunk in previous.chunks)
+    )
+
+
+def _parent_entries(
+    repo: Repository, source: str, options: CreateOptions
+) -> tuple[str | None, dict[str, Entry]]:
+    if options.rehash or options.parent == "":
+        return None, {}
+    try:
+        if options.parent is not None:
+            parent = repo.find_snapshot(options.parent)
+        else:
+            host = socket.gethostname()
+            mine = [r for r in repo.snapshots() if r.source == source and r.host == host]
+            if not mine:
+                return None, {}
+            parent = mine[-1]
+    except UnknownSnapshotError:
+        if options.parent is not None:
+            raise
+        return None, {}
+    entries = repo.load_manifest(parent)
+    return parent.id, {entry.path: entry for entry in entries if entry.kind == "file"}
+
+
+def _repository_excludes(source: Path, store: ObjectStore) -> list[str]:
+    """A local repository inside the source tree must not snapshot itself."""
+    if isinstance(store, LocalStore):
+        repo_root = store.root.resolve()
+        if repo_root.is_relative_to(source) and repo_root != source:
+            return [f"/{repo_root.relative_to(source).as_posix()}"]
+    return []
+
+
+def create_snapshot(
+    source: Path, store: ObjectStore, options: CreateOptions | None = None
+) -> CreateResult:
+    """Snapshot ``source`` into the repository on ``store`` (created on first use)."""
+    options = options or CreateOptions()
+    started = time.monotonic()
+    if not source.is_dir():
+        problem = "is not a directory" if source.exists() else "does not exist"
+        raise SourceMissingError(f"snapshot source {source} {problem}")
+    source = source.resolve()
+    store.check_writable()
+    repo = Repository.open(store, create=True)
+    index = repo.load_index()
+    parent_id, previous = _parent_entries(repo, str(source), options)
+    excludes = [*options.excludes, *_repository_excludes(source, store)]
+    scan = scan_tree(source, excludes)
+
+    entries = list(scan.entries)
+    to_read: list[int] = []
+    reused = 0
+    for position, entry in enumerate(entries):
+        if entry.kind != "file":
+            continue
+        earlier = previous.get(entry.path)
+        if earlier is not None and _looks_unchanged(entry, earlier, index):
+            entries[position] = entry.with_content(earlier.hash, earlier.chunks)
+            reused += 1
+        else:
+            to_read.append(position)
+
+    progress = options.progress
+    if progress is not None:
+        progress.set_totals(sum(entries[i].size for i in to_read), len(to_read))
+        progress.start()
+    writer = PackWriter(store, index.__contains__)
+    warnings = [f"{path}: skipped (socket, FIFO or device)" for path in scan.skipped]
+    read_bytes = 0
+    dropped: set[int] = set()
+    try:
+        snapshotter = _Snapshotter(source, options, writer, repo)
+        with ThreadPoolExecutor(options.threads, thread_name_prefix="snapshot-read") as pool:
+            outcomes = pool.map(snapshotter.store_file, (entries[i] for i in to_read))
+            for position, outcome in zip(to_read, outcomes, strict=True):
+                read_bytes += outcome.read_bytes
+                if outcome.warning:
+                    warnings.append(outcome.warning)
+                if outcome.entry is None:
+                    dropped.add(position)
+                else:
+                    entries[position] = replace(outcome.entry, path=entries[position].path)
+                if progress is not None:
+                    progress.advance(0, 1)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if progress is not None:
+            progress.stop()
+    kept = [entry for position, entry in enumerate(entries) if position not in dropped]
+    record = _record(repo, kept, str(source), parent_id, excludes, warnings, writer.stored_bytes)
+    repo.save_snapshot(record)
+    return CreateResult(record, read_bytes, writer.stored_bytes, reused, time.monotonic() - started)
+
+
+def _record(
+    repo: Repository,
+    entries: list[Entry],
+    source: str,
+    parent_id: str | None,
+    excludes: list[str],
+    warnings: list[str],
+    added_bytes: int,
+) -> SnapshotRecord:
+    manifest_name, manifest_hash = repo.save_manifest(entries)
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    suffix = blob_id(f"{manifest_hash}{stamp}".encode())[:8]
+    files = [entry for entry in entries if entry.kind == "file"]
+    return SnapshotRecord(
+        id=f"{now:%Y%m%dT%H%M%S}Z-{suffix}",
+        time=stamp,
+        source=source,
+        host=socket.gethostname(),
+        manifest=manifest_name,
+        manifest_hash=manifest_hash,
+        parent=parent_id,
+        files=len(files),
+        dirs=sum(1 for entry in entries if entry.kind == "dir"),
+        size=sum(entry.size for entry in files),
+        added_bytes=added_bytes,
+        excludes=excludes,
+        warnings=warnings,
+    )

@@ -1,0 +1,254 @@
+"""Restoring a snapshot: recreate the tree exactly, checking every byte against its hash.
+
+Work goes pack by pack (as restic's restorer does): each pack is streamed once, front to back, and
+each blob in it is decompressed, checked against its BLAKE3 id and written with pwrite at every
+place it belongs (one blob can fill many files). All-zero blobs are not written, so sparse files
+come back sparse. Files of several chunks are hashed once more when complete. A blob that is
+missing, truncated or does not match its id is reported with every file it affects; those files
+are removed, never left behind with wrong content.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import blake3
+
+from provisioning.snapshot.blobs import blob_id, decode_blob
+from provisioning.snapshot.create import default_threads
+from provisioning.snapshot.errors import (
+    CorruptSnapshotError,
+    DestinationError,
+    RestoreTargetError,
+    TargetNotEmptyError,
+)
+from provisioning.snapshot.manifest import Entry, SnapshotRecord
+from provisioning.snapshot.packs import BlobLocation
+from provisioning.snapshot.progress import Progress
+from provisioning.snapshot.repository import Repository
+from provisioning.snapshot.stores.base import ObjectStore, skip_bytes
+
+__all__ = ["RestoreResult", "restore_snapshot"]
+
+_VERIFY_READ = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    snapshot: SnapshotRecord
+    files: int
+    bytes: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class _Piece:
+    """One blob to read from a pack and every (file, offset) it fills."""
+
+    blob: str
+    where: BlobLocation
+    targets: list[tuple[bytes, int]] = field(default_factory=list)
+
+
+def _is_zero(data: bytes) -> bool:
+    return bool(data) and data[0] == 0 and data[-1] == 0 and data == bytes(len(data))
+
+
+def _safe_relative(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return bool(parts) and not path.startswith("/") and ".." not in parts
+
+
+class _Restorer:
+    def __init__(self, target: Path, threads: int, progress: Progress | None) -> None:
+        self.target = os.fsencode(target)
+        self.threads = threads
+        self.progress = progress
+        self.bad_blobs: set[str] = set()
+
+    def path(self, relative: str) -> bytes:
+        return os.path.join(self.target, os.fsencode(relative))
+
+    def plan(
+        self, files: list[Entry], index: dict[str, BlobLocation]
+    ) -> tuple[dict[str, list[_Piece]], set[str]]:
+        """Pieces grouped by pack, and the files whose chunks the index does not know."""
+        by_pack: dict[str, dict[str, _Piece]] = {}
+        unknown: set[str] = set()
+        for entry in files:
+            offset = 0
+            for chunk in entry.chunks:
+                where = index.get(chunk)
+                if where is None:
+                    unknown.add(entry.path)
+                    break
+                pieces = by_pack.setdefault(where.pack, {})
+                piece = pieces.setdefault(chunk, _Piece(chunk, where))
+                piece.targets.append((self.path(entry.path), offset))
+                offset += where.raw_length
+            else:
+                if offset != entry.size:
+                    unknown.add(entry.path)
+        ordered = {
+            pack: sorted(pieces.values(), key=lambda piece: piece.where.offset)
+            for pack, pieces in sorted(by_pack.items())
+        }
+        return ordered, unknown
+
+    def restore_pack(self, store: ObjectStore, pack: str, pieces: list[_Piece]) -> None:
+        position = 0
+        try:
+            with store.open_stream(pack) as stream:
+                for number, piece in enumerate(pieces):
+                    skip_bytes(stream, piece.where.offset - position)
+                    payload = stream.read(piece.where.length)
+                    position = piece.where.offset + len(payload)
+                    if len(payload) != piece.where.length:
+                        self.bad_blobs.update(p.blob for p in pieces[number:])
+                        return
+                    self._write_piece(piece, payload)
+        except DestinationError:
+            self.bad_blobs.update(piece.blob for piece in pieces)
+
+    def _write_piece(self, piece: _Piece, payload: bytes) -> None:
+        try:
+            content = decode_blob(piece.where.codec, payload, piece.where.raw_length)
+        except ValueError:
+            self.bad_blobs.add(piece.blob)
+            return
+        if blob_id(content) != piece.blob:
+            self.bad_blobs.add(piece.blob)
+            return
+        if not _is_zero(content):
+            for path, offset in piece.targets:
+                descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    os.pwrite(descriptor, content, offset)
+                finally:
+                    os.close(descriptor)
+        if self.progress is not None:
+            self.progress.advance(len(content) * len(piece.targets))
+
+    def content_matches(self, entry: Entry) -> bool:
+        hasher = blake3.blake3()
+        with open(self.path(entry.path), "rb", buffering=0) as restored:
+            while piece := restored.read(_VERIFY_READ):
+                hasher.update(piece)
+        return hasher.hexdigest() == entry.hash
+
+
+def _prepare_target(target: Path, overwrite: bool) -> None:
+    try:
+        if target.exists() and any(target.iterdir()) and not overwrite:
+            raise TargetNotEmptyError(f"restore target {target} is not empty (use --overwrite)")
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RestoreTargetError(f"cannot restore into {target}: {exc.strerror}") from exc
+
+
+def _make_room(path: bytes, want_dir: bool) -> None:
+    """With --overwrite: clear whatever stands where an entry goes (a dir stays a dir)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        if not want_dir:
+            shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _create_layout(restorer: _Restorer, entries: list[Entry], overwrite: bool) -> None:
+    for entry in entries:
+        path = restorer.path(entry.path)
+        if overwrite and entry.kind in ("dir", "file"):
+            _make_room(path, entry.kind == "dir")
+        if entry.kind == "dir":
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        elif entry.kind == "file":
+            descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(descriptor, entry.size)
+            finally:
+                os.close(descriptor)
+
+
+def _link_and_set_metadata(restorer: _Restorer, entries: list[Entry], overwrite: bool) -> None:
+    as_root = os.geteuid() == 0
+    for entry in entries:
+        path = restorer.path(entry.path)
+        if entry.kind in ("symlink", "hardlink") and overwrite:
+            _make_room(path, want_dir=False)
+        if entry.kind == "symlink":
+            os.symlink(os.fsencode(entry.target), path)
+        elif entry.kind == "hardlink":
+            os.link(restorer.path(entry.target), path, follow_symlinks=False)
+    # Children before parents, so that writing a child does not bump its directory's mtime.
+    for entry in reversed(entries):
+        if entry.kind == "hardlink":
+            continue
+        path = restorer.path(entry.path)
+        if as_root:
+            os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+        if entry.kind != "symlink":
+            os.chmod(path, entry.mode)
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+
+def restore_snapshot(
+    store: ObjectStore,
+    snapshot: str,
+    target: Path,
+    *,
+    source: str | None = None,
+    threads: int | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Restore ``snapshot`` (an id, id prefix or "latest") into ``target``."""
+    started = time.monotonic()
+    repo = Repository.open(store, create=False)
+    record = repo.find_snapshot(snapshot, source)
+    entries = repo.load_manifest(record)
+    unsafe = [entry.path for entry in entries if not _safe_relative(entry.path)]
+    if unsafe:
+        raise CorruptSnapshotError(f"snapshot {record.id} names paths outside its tree", unsafe)
+    _prepare_target(target, overwrite)
+    restorer = _Restorer(target, threads or default_threads(), progress)
+    files = [entry for entry in entries if entry.kind == "file"]
+    plan, unknown = restorer.plan(files, repo.load_index())
+    try:
+        _create_layout(restorer, entries, overwrite)
+    except OSError as exc:
+        raise RestoreTargetError(f"cannot write into {target}: {exc.strerror}") from exc
+    if progress is not None:
+        progress.set_totals(sum(entry.size for entry in files), len(files))
+        progress.start()
+    try:
+        with ThreadPoolExecutor(restorer.threads, thread_name_prefix="snapshot-restore") as pool:
+            list(pool.map(lambda item: restorer.restore_pack(store, *item), plan.items()))
+            damaged = unknown | {
+                entry.path for entry in files if restorer.bad_blobs.intersection(entry.chunks)
+            }
+            to_check = [e for e in files if len(e.chunks) > 1 and e.path not in damaged]
+            checks = pool.map(restorer.content_matches, to_check)
+            damaged |= {entry.path for entry, ok in zip(to_check, checks, strict=True) if not ok}
+    finally:
+        if progress is not None:
+            progress.stop()
+    damaged |= {e.path for e in entries if e.kind == "hardlink" and e.target in damaged}
+    kept = [entry for entry in entries if entry.path not in damaged]
+    for path in damaged - {e.path for e in entries if e.kind == "hardlink"}:
+        with_path = restorer.path(path)
+        if os.path.lexists(with_path):
+            os.unlink(with_path)
+    _link_and_set_metadata(restorer, kept, overwrite)
+    if damaged:
+        raise CorruptSnapshotError(
+            f"snapshot {record.id} is damaged; restored everything else into {target}",
+            sorted(damaged),
+        )
+    total = sum(entry.size for entry in files)
+    return RestoreResult(record, len(files), total, time.monotonic() - started)
