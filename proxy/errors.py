@@ -3,7 +3,7 @@
 DumontError                     root: every error this package raises on purpose
 ├── ConfigError                 bad configuration; start-up stops with one line naming the key
 ├── HookError                   a hook command failed, timed out or could not start
-└── HTTPProblem                 an error with an HTTP status; only proxy.boundary turns it into a response
+└── HTTPProblem                 has an HTTP status; only proxy.boundary turns it into a response
     ├── BadRequest              400
     ├── Unauthorized            401  (missing or wrong admin token)
     ├── Forbidden               403  (cross-origin call to a same-origin route)

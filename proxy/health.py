@@ -1,0 +1,86 @@
+"""Active health checks: GET the health path on each backend, every interval or when asked.
+
+code-server's /healthz answers {"status": "alive"|"expired"}; ``expired`` means idle, not dead, so
+any 2xx counts as up. One probe is in flight per backend at a time; ``probe_now`` skips the wait
+(after a passive failure, or to confirm a first failed check at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from .backends import Backend
+from .config import HealthConfig
+from .failover import CheckResult, Role
+from .tasks import TaskSet
+
+__all__ = ["HealthChecker", "probe"]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"connect failed: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def probe(backend: Backend, settings: HealthConfig, now: Callable[[], float]) -> CheckResult:
+    started = time.perf_counter()
+    url = backend.target(settings.path)
+    try:
+        async with backend.probe_session.get(
+            url, timeout=aiohttp.ClientTimeout(total=settings.timeout), allow_redirects=False
+        ) as response:
+            await response.read()
+            ok = 200 <= response.status < 300
+            detail = "" if ok else f"HTTP {response.status}"
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        ok, detail = False, _describe(exc)
+    latency = time.perf_counter() - started
+    return CheckResult(backend.role, ok, now(), latency if ok else None, detail)
+
+
+class HealthChecker:
+    def __init__(
+        self,
+        backends: dict[Role, Backend],
+        settings: HealthConfig,
+        report: Callable[[CheckResult], object],
+        now: Callable[[], float],
+        tasks: TaskSet,
+    ) -> None:
+        self._backends = backends
+        self._settings = settings
+        self._report = report
+        self._now = now
+        self._tasks = tasks
+        self._wake: dict[Role, asyncio.Event] = {}
+
+    def start(self) -> None:
+        for role in self._backends:
+            self._wake[role] = asyncio.Event()
+            self._tasks.spawn(self._run(role), name=f"health-{role}")
+
+    def probe_now(self, role: Role) -> None:
+        if role in self._wake:
+            self._wake[role].set()
+
+    async def _run(self, role: Role) -> None:
+        wake = self._wake[role]
+        interval = self._settings.interval
+        while True:
+            wake.clear()
+            started = time.monotonic()
+            self._report(await probe(self._backends[role], self._settings, self._now))
+            remaining = interval - (time.monotonic() - started)
+            if remaining > 0 and not wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), remaining)

@@ -1,0 +1,63 @@
+"""The public listener: the proxy's own routes under /__dumont/, everything else forwarded.
+
+The reserved prefix never collides with code-server's paths (/, /stable-*, /vscode-remote-resource,
+/proxy/<port>, /absproxy/<port>, /healthz, /login, /mint-key).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .boundary import error_boundary
+from .forward_http import forward_http
+from .forward_ws import forward_websocket, is_websocket_upgrade
+from .headers import ClientFacts
+from .workspace import Workspace
+
+__all__ = ["PREFIX", "WORKSPACE", "make_public_app"]
+
+PREFIX = "/__dumont"
+WORKSPACE = web.AppKey("workspace", Workspace)
+
+
+def _client_facts(request: web.Request, workspace: Workspace) -> ClientFacts:
+    peer = request.remote
+    trusted = bool(workspace.config.trusted_proxies) and ClientFacts.is_trusted(
+        peer, workspace.config.trusted_proxies
+    )
+    return ClientFacts(peer, request.scheme, request.host, trusted)
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    workspace = request.app[WORKSPACE]
+    client = _client_facts(request, workspace)
+    if is_websocket_upgrade(request):
+        return await forward_websocket(request, workspace, client)
+    return await forward_http(request, workspace, client)
+
+
+async def proxy_health(request: web.Request) -> web.Response:
+    workspace = request.app[WORKSPACE]
+    return web.json_response(
+        {"status": "ok", "active": workspace.machine.active},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def proxy_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[WORKSPACE].status(), headers={"Cache-Control": "no-store"})
+
+
+async def _close_websockets(app: web.Application) -> None:
+    await app[WORKSPACE].close_websockets()
+
+
+def make_public_app(workspace: Workspace) -> web.Application:
+    app = web.Application(middlewares=[error_boundary], client_max_size=0)
+    app[WORKSPACE] = workspace
+    app.router.add_get(f"{PREFIX}/healthz", proxy_health)
+    app.router.add_get(f"{PREFIX}/status", proxy_status)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    # Runs after the listener stopped accepting: 1001 tells browsers the proxy is going away.
+    app.on_shutdown.append(_close_websockets)
+    return app

@@ -1,0 +1,119 @@
+"""Runs the proxy: both listeners, the workspace's background work, and a bounded shutdown.
+
+On SIGTERM or SIGINT: stop accepting, close WebSockets with 1001, give in-flight requests
+``shutdown_timeout`` seconds, then cancel and await every background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .config import Config, HostPort
+from .control_app import make_control_app
+from .public_app import make_public_app
+from .workspace import Workspace
+
+__all__ = ["ProxyServer", "install_event_loop_policy", "run"]
+
+log = logging.getLogger("dumont.server")
+
+
+def install_event_loop_policy() -> str:
+    """uvloop when it imports (it is much faster at sockets), asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+@dataclass
+class Listener:
+    runner: web.AppRunner
+    site: web.TCPSite
+
+    @property
+    def address(self) -> HostPort:
+        server = self.site._server
+        assert isinstance(server, asyncio.base_events.Server | object)
+        sockets = getattr(server, "sockets", None) or []
+        host, port = sockets[0].getsockname()[:2]
+        return HostPort(host, port)
+
+
+class ProxyServer:
+    def __init__(self, config: Config, workspace: Workspace | None = None) -> None:
+        self.config = config
+        self.workspace = workspace or Workspace(config)
+        self.public: Listener | None = None
+        self.control: Listener | None = None
+
+    async def start(self) -> None:
+        self.workspace.start()
+        self.public = await self._listen(
+            make_public_app(self.workspace), self.config.listen, self.config.access_log
+        )
+        self.control = await self._listen(
+            make_control_app(self.workspace), self.config.control_listen, False
+        )
+        log.info(
+            "serving on http://%s (control on http://%s): primary %s, standby %s",
+            self.public.address,
+            self.control.address,
+            self.config.primary,
+            self.config.standby,
+        )
+
+    async def _listen(self, app: web.Application, where: HostPort, access_log: bool) -> Listener:
+        runner = web.AppRunner(
+            app,
+            access_log=logging.getLogger("aiohttp.access") if access_log else None,
+            shutdown_timeout=self.config.shutdown_timeout,
+            handle_signals=False,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, where.host, where.port, backlog=1024)
+        await site.start()
+        return Listener(runner, site)
+
+    async def stop(self) -> None:
+        for listener in (self.public, self.control):
+            if listener is not None:
+                await listener.runner.cleanup()
+        await self.workspace.close()
+        log.info("stopped")
+
+
+async def serve(config: Config, on_ready: Callable[[ProxyServer], None] | None = None) -> None:
+    server = ProxyServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if on_ready is not None:
+        on_ready(server)
+    try:
+        await stop.wait()
+        log.info("shutting down (up to %gs for in-flight requests)", config.shutdown_timeout)
+    finally:
+        await server.stop()
+
+
+def run(config: Config) -> int:
+    loop_name = install_event_loop_policy()
+    log.debug("event loop: %s", loop_name)
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"dumont-proxy: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,284 @@
+"""One workspace: a primary and a standby backend, the failover machine, and the I/O around it.
+
+The machine (proxy.failover) decides; this module carries its decisions out: it points the router at
+the active backend, re-sends or closes the traffic of the backend that lost it, runs hooks, asks the
+health checker for an immediate probe, and tells observers (logs, metrics, the watcher's event
+stream) what happened. v1 serves one workspace; the shape lets one proxy route many by Host later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from yarl import URL
+
+from .backends import Backend
+from .config import Config
+from .errors import Conflict, NoBackendAvailable
+from .failover import (
+    Activate,
+    AdminFailback,
+    AdminFailover,
+    BackendReplaced,
+    CheckResult,
+    CommandRefused,
+    Decision,
+    Event,
+    FailoverMachine,
+    HealthChanged,
+    HookFinished,
+    PassiveFailure,
+    Policy,
+    ProbeNow,
+    Role,
+    RunHook,
+    SwitchFinished,
+    SwitchRecord,
+    SwitchStarted,
+)
+from .health import HealthChecker
+from .hooks import run_hook
+from .tasks import TaskSet
+
+__all__ = ["Workspace"]
+
+log = logging.getLogger("dumont.workspace")
+
+# RFC 6455 7.4.1: 1012 "service restart" tells the client to reconnect; 1001 "going away".
+CLOSE_SWITCHED = 1012
+CLOSE_SHUTDOWN = 1001
+
+Observer = Callable[[Decision], None]
+
+
+class Workspace:
+    def __init__(self, config: Config, now: Callable[[], float] | None = None) -> None:
+        self.config = config
+        self._now = now or (lambda: asyncio.get_running_loop().time())
+        hooks = config.hooks
+        self.machine = FailoverMachine(
+            Policy(
+                fall=config.health.fall,
+                rise=config.health.rise,
+                failback=config.failback,
+                failback_hold=config.failback_hold,
+                before_failover=hooks.before_failover is not None,
+                before_failback=hooks.before_failback is not None,
+            )
+        )
+        self.backends: dict[Role, Backend] = {
+            "primary": Backend("primary", config.primary, config.connect_timeout),
+            "standby": Backend("standby", config.standby, config.connect_timeout),
+        }
+        self.tasks = TaskSet("workspace")
+        self.checker = HealthChecker(self.backends, config.health, self.feed, self._now, self.tasks)
+        self.observers: list[Observer] = []
+        self._changed = asyncio.Event()
+        self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
+
+    # --------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self.checker.start()
+
+    async def close(self) -> None:
+        await self.tasks.close()
+        for backend in self.backends.values():
+            await backend.close()
+
+    async def close_websockets(self, code: int = CLOSE_SHUTDOWN) -> None:
+        for backend in self.backends.values():
+            await backend.close_websockets(code, b"proxy shutting down")
+
+    # ------------------------------------------------------------------------ event intake
+
+    def feed(self, event: Event) -> list[Decision]:
+        decisions = self.machine.handle(event)
+        if isinstance(event, CheckResult):
+            self._check_counts[event.role] += 1
+        for decision in decisions:
+            self._carry_out(decision)
+            for observe in self.observers:
+                observe(decision)
+        # Wake everyone waiting for news (requests waiting for a backend, event streams).
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return decisions
+
+    def report_passive_failure(self, backend: Backend, detail: str) -> None:
+        if self.backends.get(backend.role) is backend:
+            self.feed(PassiveFailure(backend.role, self._now(), detail))
+
+    # ---------------------------------------------------------------------------- decisions
+
+    def _carry_out(self, decision: Decision) -> None:
+        match decision:
+            case Activate(role=role, previous=previous):
+                log.warning("routing to %s (was %s)", role or "nothing", previous or "nothing")
+                if previous is not None:
+                    lost = self.backends[previous]
+                    if rerouted := lost.reroute_waiting():
+                        log.info("re-sending %d waiting request(s) from %s", rerouted, previous)
+                    self.tasks.spawn(
+                        lost.close_websockets(CLOSE_SWITCHED, b"backend switched"),
+                        name=f"close-websockets-{previous}",
+                    )
+            case ProbeNow(role=role):
+                self.checker.probe_now(role)
+            case RunHook(hook=hook, switch=switch):
+                command = getattr(self.config.hooks, hook)
+                if command is not None:
+                    self.tasks.spawn(self._run_hook(hook, command, switch), name=f"hook-{hook}")
+            case HealthChanged(role=role, up=up, reason=reason):
+                log.warning("%s is %s: %s", role, "up" if up else "down", reason)
+            case SwitchStarted(switch=sw):
+                log.warning("%s %s -> %s started: %s", sw.kind, sw.from_role, sw.to_role, sw.reason)
+            case SwitchFinished(switch=sw):
+                log.warning(
+                    "%s %s -> %s %s in %.3fs%s",
+                    sw.kind,
+                    sw.from_role,
+                    sw.to_role,
+                    sw.outcome,
+                    sw.duration or 0.0,
+                    f": {sw.detail}" if sw.detail else "",
+                )
+            case CommandRefused():
+                pass
+
+    async def _run_hook(self, hook: Any, command: str, switch: SwitchRecord) -> None:
+        env = {
+            "DUMONT_EVENT": hook,
+            "DUMONT_FROM": switch.from_role or "",
+            "DUMONT_TO": switch.to_role,
+            "DUMONT_FROM_URL": str(self.backends[switch.from_role].url) if switch.from_role else "",
+            "DUMONT_TO_URL": str(self.backends[switch.to_role].url),
+            "DUMONT_REASON": switch.reason,
+            "DUMONT_SWITCH_ID": str(switch.id),
+            "DUMONT_PRIMARY_URL": str(self.backends["primary"].url),
+            "DUMONT_STANDBY_URL": str(self.backends["standby"].url),
+        }
+        outcome = await run_hook(command, env, self.config.hooks.timeout)
+        level = logging.INFO if outcome.ok else logging.ERROR
+        log.log(
+            level,
+            "hook %s %s in %.2fs: %s",
+            hook,
+            "ok" if outcome.ok else "failed",
+            outcome.seconds,
+            outcome.detail,
+        )
+        self.feed(HookFinished(hook, switch.id, outcome.ok, self._now(), outcome.detail))
+
+    # ------------------------------------------------------------------------------ routing
+
+    def active_backend(self) -> Backend | None:
+        role = self.machine.active
+        return self.backends[role] if role is not None else None
+
+    async def acquire(self, wait: float) -> Backend:
+        """The backend to use now, waiting up to ``wait`` seconds for a switch to finish."""
+        backend = self.active_backend()
+        if backend is not None:
+            return backend
+        deadline = self._now() + wait
+        while (remaining := deadline - self._now()) > 0:
+            await self.changed(remaining)
+            if (backend := self.active_backend()) is not None:
+                return backend
+        raise NoBackendAvailable(retry_after=max(1, round(self.config.health.interval * 2)))
+
+    async def changed(self, timeout: float) -> bool:
+        """Wait until the next event is handled; False on timeout."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_for_verdict(self, backend: Backend, timeout: float) -> None:
+        """After a passive failure: wait until that backend was probed again or traffic moved."""
+        seen = self._check_counts[backend.role]
+        deadline = self._now() + timeout
+        while (remaining := deadline - self._now()) > 0:
+            if self.machine.active != backend.role or self._check_counts[backend.role] > seen:
+                return
+            await self.changed(remaining)
+
+    async def changes(self) -> AsyncIterator[dict[str, Any]]:
+        """The status after every event, for the watcher's event stream."""
+        while True:
+            yield self.status()
+            await self._changed.wait()
+
+    # -------------------------------------------------------------------------------- admin
+
+    def _command(self, event: AdminFailover | AdminFailback) -> SwitchRecord | None:
+        for decision in self.feed(event):
+            if isinstance(decision, CommandRefused):
+                raise Conflict(decision.reason)
+        return self.machine.history[-1] if self.machine.history else None
+
+    def failover(self, reason: str = "admin: failover requested") -> None:
+        self._command(AdminFailover(self._now(), reason))
+
+    def failback(self, reason: str = "admin: failback requested") -> None:
+        self._command(AdminFailback(self._now(), reason))
+
+    async def replace_backend(self, role: Role, url: URL) -> None:
+        other = self.backends["standby" if role == "primary" else "primary"]
+        if url.origin() == other.url.origin():
+            raise Conflict(f"{url} is already the {other.role}")
+        await self.backends[role].replace_url(url)
+        log.warning("%s now points at %s", role, url)
+        self.feed(BackendReplaced(role, self._now(), str(url)))
+
+    # ------------------------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        m = self.machine
+        now = self._now()
+        backends = {}
+        for role, backend in self.backends.items():
+            h = m.health[role]
+            backends[role] = {
+                "name": backend.name,
+                "url": str(backend.url),
+                "healthy": h.up,
+                "last_check_latency_ms": None
+                if h.last_latency is None
+                else round(h.last_latency * 1000, 3),
+                "last_check_age_s": None
+                if h.last_check_at is None
+                else round(now - h.last_check_at, 3),
+                "last_detail": h.last_detail,
+                "fail_streak": h.fail_streak,
+                "ok_streak": h.ok_streak,
+                "open_websockets": len(backend.websockets),
+            }
+        return {
+            "state": str(m.state),
+            "active": m.active,
+            "target": m.target,
+            "epoch": m.epoch,
+            "failback": self.config.failback,
+            "failback_available": m.failback_available,
+            "backends": backends,
+            "switches": [
+                {
+                    "id": sw.id,
+                    "kind": sw.kind,
+                    "from": sw.from_role,
+                    "to": sw.to_role,
+                    "reason": sw.reason,
+                    "outcome": sw.outcome,
+                    "detail": sw.detail,
+                    "duration_s": None if sw.duration is None else round(sw.duration, 4),
+                    "age_s": round(now - sw.started_at, 3),
+                }
+                for sw in reversed(m.history)
+            ],
+        }
