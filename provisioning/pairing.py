@@ -18,10 +18,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from provisioning.errors import CloudNotFound, ConfigError, NoOfferError, ProvisioningError
 from provisioning.gcp import StandbySpec, StandbyVm, StandbyVms
+from provisioning.progress import Progress, quiet
 from provisioning.store import Pair, PairState, PairStore
 from provisioning.vast import InstanceRequest, VastClient, VastInstance
 
@@ -30,7 +31,6 @@ __all__ = [
     "GpuVerdict",
     "PairService",
     "PairSpec",
-    "Progress",
     "Repair",
     "standby_name_for",
     "validate_pair_id",
@@ -51,10 +51,6 @@ def validate_pair_id(pair_id: str) -> str:
 
 def standby_name_for(pair_id: str) -> str:
     return f"dumont-{pair_id}-standby"
-
-
-class Progress(Protocol):
-    def __call__(self, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -103,10 +99,6 @@ class GpuVerdict:
 ReplacementFiller = Callable[[Pair, VastInstance, StandbyVm], Awaitable[None]]
 
 
-def _quiet(message: str) -> None:
-    del message
-
-
 class PairService:
     def __init__(
         self,
@@ -115,7 +107,7 @@ class PairService:
         standbys: StandbyVms,
         *,
         startup_script: Callable[[str, PairSpec], str],
-        progress: Progress = _quiet,
+        progress: Progress = quiet,
         poll_interval: float = 5.0,
         ready_timeout: float = 1200.0,
     ) -> None:

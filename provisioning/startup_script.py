@@ -85,3 +85,20 @@ def render_startup_script(
             "",
         ]
     )
+
+
+def render_gpu_onstart(*, extra: str = "") -> str:
+    """Vast's on-start script for the GPU: the sync tools lsyncd needs (containers lack them)."""
+    lines = [
+        "#!/bin/bash",
+        "# Dumont GPU (dumont-provision): lsyncd, rsync and ssh for the sync to the standby.",
+        "export DEBIAN_FRONTEND=noninteractive",
+        "if ! command -v lsyncd >/dev/null || ! command -v rsync >/dev/null; then",
+        "  apt-get update && apt-get install -y --no-install-recommends"
+        " lsyncd rsync openssh-client psmisc",
+        "fi",
+        "mkdir -p /var/lib/dumont /workspace",
+    ]
+    if extra:
+        lines.append(extra)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,52 @@
+"""``dumont-provision``: GPU <-> CPU pairs, their sync, and workspace snapshots.
+
+A ProvisioningError is printed as one line on stderr with exit code 2; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import provisioning.snapshot.cli
+from provisioning.cli_pair import add_pair_subcommand
+from provisioning.cli_sync import add_sync_subcommand
+from provisioning.errors import ProvisioningError
+from provisioning.settings import option, resolve
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dumont-provision",
+        description="GPU <-> CPU standby pairs on Vast.ai and Google Cloud, and their file sync.",
+    )
+    parser.add_argument("--config", help="TOML file with a [provisioning] table of option defaults")
+    option(parser, "--store", default="/var/lib/dumont/pairs.sqlite3", help="pair store")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_pair_subcommand(sub)
+    add_sync_subcommand(sub)
+    provisioning.snapshot.cli.add_subcommand(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        resolve(args)
+        code: int = args.handler(args)
+    except ProvisioningError as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the cause carried
+        print(f"dumont-provision: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

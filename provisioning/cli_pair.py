@@ -1,0 +1,274 @@
+"""``dumont-provision pair ...``: create, destroy, list, show, reconcile, gpu-lost."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from provisioning.errors import ConfigError
+from provisioning.gcp import StandbyVm, StandbyVms, load_credentials
+from provisioning.pairing import PairService, PairSpec, validate_pair_id
+from provisioning.progress import StderrProgress
+from provisioning.proxy_admin import set_backend
+from provisioning.reverse_sync import reverse_sync
+from provisioning.settings import option
+from provisioning.ssh import SshHost
+from provisioning.startup_script import render_gpu_onstart, render_startup_script
+from provisioning.store import Pair, PairStore
+from provisioning.sync import SyncController
+from provisioning.vast import DEFAULT_VAST_URL, VastClient, VastInstance
+
+__all__ = ["add_pair_subcommand"]
+
+
+def _cloud_options(parser: argparse.ArgumentParser) -> None:
+    option(parser, "--vast-url", default=DEFAULT_VAST_URL, help="Vast.ai API base URL")
+    option(
+        parser, "--vast-api-key-file", help="file holding the Vast.ai API key (else VAST_API_KEY)"
+    )
+    option(parser, "--gcp-project", help="Google Cloud project of the standbys")
+    option(parser, "--gcp-zone", default="us-central1-a", help="Compute Engine zone")
+    option(parser, "--gcp-credentials", help="service-account JSON (else application default)")
+    option(parser, "--gcp-endpoint", help="Compute Engine API endpoint override (tests, proxies)")
+    option(
+        parser,
+        "--gcp-anonymous",
+        action="store_true",
+        help="no Google credentials; only together with --gcp-endpoint (local fakes)",
+    )
+    option(parser, "--poll-interval", type=float, default=5.0, help="seconds between state polls")
+
+
+def _vast_key(args: argparse.Namespace) -> str:
+    if args.vast_api_key_file:
+        try:
+            key = Path(args.vast_api_key_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read Vast.ai API key file {args.vast_api_key_file}") from exc
+    else:
+        key = os.environ.get("VAST_API_KEY", "").strip()
+    if not key:
+        raise ConfigError("missing Vast.ai API key: set VAST_API_KEY or --vast-api-key-file")
+    return key
+
+
+@asynccontextmanager
+async def _service(args: argparse.Namespace) -> AsyncIterator[PairService]:
+    if args.gcp_anonymous and not args.gcp_endpoint:
+        raise ConfigError("--gcp-anonymous needs --gcp-endpoint: it is for local fake APIs only")
+    credentials = load_credentials(args.gcp_credentials, anonymous=args.gcp_anonymous)
+    standbys = StandbyVms(
+        args.gcp_project or "",
+        args.gcp_zone,
+        credentials=credentials,
+        api_endpoint=args.gcp_endpoint,
+    )
+    progress = StderrProgress()
+
+    def startup_script(pair_id: str, spec: PairSpec) -> str:
+        return render_startup_script(
+            pair_id=pair_id, ssh_user=spec.standby_user, ssh_public_key=spec.ssh_public_key
+        )
+
+    async with VastClient(_vast_key(args), base_url=args.vast_url) as vast:
+        yield PairService(
+            PairStore(Path(args.store)),
+            vast,
+            standbys,
+            startup_script=startup_script,
+            progress=progress,
+            poll_interval=args.poll_interval,
+        )
+
+
+def _spec_from_args(args: argparse.Namespace) -> PairSpec:
+    if not args.ssh_public_key:
+        raise ConfigError("missing key: --ssh-public-key FILE (the pair's admin public key)")
+    try:
+        public_key = Path(args.ssh_public_key).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"missing key: cannot read {args.ssh_public_key}") from exc
+    try:
+        query: dict[str, Any] = json.loads(args.gpu_query) if args.gpu_query else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"bad --gpu-query: not JSON ({exc.msg})") from exc
+    if not isinstance(query, dict):
+        raise ConfigError("bad --gpu-query: expected a JSON object")
+    if args.gpu_name:
+        query["gpu_name"] = {"eq": args.gpu_name}
+    query.setdefault("num_gpus", {"eq": args.num_gpus})
+    return PairSpec(
+        gpu_query=query,
+        image=args.image,
+        disk_gb=args.disk,
+        standby_user=args.standby_user,
+        ssh_public_key=public_key,
+        onstart=render_gpu_onstart(),
+        max_price=args.max_price,
+        termination_action=args.termination_action,
+    )
+
+
+def _print_pair(pair: Pair) -> None:
+    gpu = pair.gpu_instance_id if pair.gpu_instance_id is not None else "-"
+    print(f"{pair.id}\t{pair.state.value}\tgpu={gpu}\tstandby={pair.standby_name}")
+
+
+def _create(args: argparse.Namespace) -> int:
+    validate_pair_id(args.pair)
+    spec = _spec_from_args(args)
+
+    async def run() -> Pair:
+        async with _service(args) as service:
+            return await service.create(args.pair, spec)
+
+    _print_pair(asyncio.run(run()))
+    return 0
+
+
+def _destroy(args: argparse.Namespace) -> int:
+    async def run() -> Pair:
+        async with _service(args) as service:
+            return await service.destroy(args.pair)
+
+    _print_pair(asyncio.run(run()))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    for pair in PairStore(Path(args.store)).list(include_destroyed=args.all):
+        _print_pair(pair)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    store = PairStore(Path(args.store))
+    pair = store.get(args.pair)
+    _print_pair(pair)
+    for event in store.events(pair.id):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at))
+        print(f"  {stamp}Z {event.kind} {event.detail}".rstrip())
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    async def run() -> list[str]:
+        async with _service(args) as service:
+            repairs = await service.reconcile(
+                args.pair, rollback=args.rollback, delete_orphans=args.delete_orphans
+            )
+            return [str(r) for r in repairs]
+
+    repairs = asyncio.run(run())
+    for line in repairs:
+        print(line)
+    if not repairs:
+        print("nothing to repair")
+    return 0
+
+
+def _filler(args: argparse.Namespace) -> Callable[[Pair, VastInstance, StandbyVm], Awaitable[None]]:
+    from provisioning.cli_sync import topology_from_args
+
+    async def fill(pair: Pair, gpu: VastInstance, standby: StandbyVm) -> None:
+        spec = PairSpec.from_json(pair.spec)
+        gpu_host = SshHost(gpu.ssh_host, "root", gpu.ssh_port)
+        standby_host = SshHost(standby.external_ip, spec.standby_user, args.standby_ssh_port)
+        progress = StderrProgress()
+        controller = SyncController(
+            topology_from_args(args, gpu=gpu_host, standby=standby_host), progress=progress
+        )
+        # Deploy without starting: the standby stays fenced until reverse sync has filled the GPU.
+        await controller.deploy(start=False)
+        await reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
+        port = gpu.host_port(args.code_server_port) or args.code_server_port
+        url = f"http://{gpu.public_ip or gpu.ssh_host}:{port}"
+        if args.proxy_control:
+            await set_backend(args.proxy_control, args.admin_token or "", "primary", url)
+            progress(f"registered {url} as the proxy's primary")
+        else:
+            progress(f"new primary ready at {url} (no --proxy-control: not registered)")
+
+    return fill
+
+
+def _gpu_lost(args: argparse.Namespace) -> int:
+    async def run() -> tuple[Pair, str]:
+        async with _service(args) as service:
+            verdict = await service.check_gpu(args.pair, proxy_says_down=True)
+            reason = args.reason or verdict.reason
+            fill = _filler(args) if args.replace else None
+            pair = await service.gpu_lost(args.pair, reason=reason, replace=args.replace, fill=fill)
+            return pair, verdict.reason
+
+    pair, verdict = asyncio.run(run())
+    print(f"{verdict}")
+    _print_pair(pair)
+    return 0
+
+
+def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from provisioning.cli_sync import add_sync_options
+
+    pair = subparsers.add_parser("pair", help="GPU <-> CPU standby pairs")
+    actions = pair.add_subparsers(dest="pair_action", required=True, metavar="ACTION")
+
+    create = actions.add_parser("create", help="rent a GPU, then its standby VM (idempotent)")
+    create.add_argument("--pair", required=True, help="pair id, e.g. alice-1")
+    option(create, "--gpu-name", help="GPU model as Vast names it, e.g. RTX_4090")
+    option(create, "--num-gpus", type=int, default=1, help="GPUs per machine")
+    option(create, "--gpu-query", help="extra Vast search filters as JSON")
+    option(create, "--image", default="vastai/base-image", help="Docker image for the GPU")
+    option(create, "--disk", type=float, default=50.0, help="GPU disk in GB")
+    option(create, "--max-price", type=float, help="highest $/hour accepted")
+    option(create, "--ssh-public-key", help="admin public key installed on both machines")
+    option(create, "--standby-user", default="dumont", help="admin user on the standby")
+    option(
+        create,
+        "--termination-action",
+        default="STOP",
+        choices=["STOP", "DELETE"],
+        help="what GCP does on spot preemption",
+    )
+    create.set_defaults(handler=_create)
+
+    destroy = actions.add_parser("destroy", help="user intent: destroy the GPU and the standby")
+    destroy.add_argument("--pair", required=True)
+    destroy.set_defaults(handler=_destroy)
+
+    listing = actions.add_parser("list", help="pairs in the store")
+    listing.add_argument("--all", action="store_true", help="include destroyed pairs")
+    listing.set_defaults(handler=_list)
+
+    show = actions.add_parser("show", help="one pair and its history")
+    show.add_argument("--pair", required=True)
+    show.set_defaults(handler=_show)
+
+    reconcile = actions.add_parser("reconcile", help="compare store and clouds; repair")
+    reconcile.add_argument("--pair", help="only this pair")
+    reconcile.add_argument("--rollback", action="store_true", help="destroy half-created pairs")
+    reconcile.add_argument(
+        "--delete-orphans", action="store_true", help="delete labelled machines the store lacks"
+    )
+    reconcile.set_defaults(handler=_reconcile)
+
+    lost = actions.add_parser("gpu-lost", help="spot interruption: keep the standby, degrade")
+    lost.add_argument("--pair", required=True)
+    option(lost, "--reason", help="why (the proxy's on_failover hook passes DUMONT_REASON)")
+    lost.add_argument("--replace", action="store_true", help="rent a replacement GPU and fill it")
+    option(lost, "--proxy-control", help="the proxy's control URL, to register the new primary")
+    option(lost, "--admin-token", help="bearer token for the proxy's admin API")
+    option(lost, "--standby-ssh-port", type=int, default=22, help="the standby's SSH port")
+    option(lost, "--code-server-port", type=int, default=8080, help="code-server's port on a GPU")
+    add_sync_options(lost, with_hosts=False)
+    lost.set_defaults(handler=_gpu_lost)
+
+    for parser in (create, destroy, reconcile, lost):
+        _cloud_options(parser)

@@ -1,0 +1,195 @@
+"""``dumont-provision sync ...``: the verbs an operator and the proxy's hooks call.
+
+Every parameter is a flag (or ``DUMONT_<FLAG>`` / the config file), so a hook line is complete by
+itself; docs/PROVISIONING.md lists the exact hook command lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+
+from provisioning.errors import ConfigError
+from provisioning.lsyncd_config import LsyncdSettings, render_lsyncd_config
+from provisioning.progress import StderrProgress
+from provisioning.reverse_sync import reverse_sync
+from provisioning.settings import option
+from provisioning.ssh import SshHost
+from provisioning.sync import SyncController, SyncTopology, topology_roots
+
+__all__ = ["add_sync_options", "add_sync_subcommand", "topology_from_args"]
+
+
+
+def add_sync_options(parser: argparse.ArgumentParser, *, with_hosts: bool = True) -> None:
+    if with_hosts:
+        option(parser, "--gpu", help="the GPU over SSH from here: [ssh://][user@]host[:port]")
+        option(parser, "--standby", help="the standby over SSH from here: [user@]host[:port]")
+        option(
+            parser,
+            "--standby-from-gpu",
+            help="the standby as the GPU reaches it (default: --standby's address)",
+        )
+    option(parser, "--sync-user", help="the user the GPU syncs as (default: --standby's user)")
+    option(parser, "--key", help="admin SSH private key for both machines")
+    option(parser, "--known-hosts", help="known_hosts file (default: host keys are not checked)")
+    option(parser, "--workspace", default="/workspace", help="GPU_PATH[:STANDBY_PATH] to sync")
+    option(
+        parser,
+        "--user-data",
+        default="/root/.local/share/code-server",
+        help="code-server's user data dir, GPU_PATH[:STANDBY_PATH], or 'none'",
+    )
+    option(parser, "--gpu-state-dir", default="/var/lib/dumont", help="lsyncd files on the GPU")
+    option(parser, "--standby-state-dir", default="/var/lib/dumont", help="gate and fence flag")
+    option(
+        parser,
+        "--standby-authorized-keys",
+        default=".ssh/authorized_keys",
+        help="where the gated sync key goes on the standby (relative: the sync user's home)",
+    )
+    option(parser, "--delay", type=float, default=1.0, help="lsyncd delay in seconds")
+    option(
+        parser,
+        "--delete",
+        default="running",
+        choices=["true", "false", "running", "startup"],
+        help="lsyncd delete mode",
+    )
+    option(parser, "--exclude", action="append", default=[], help="extra exclude pattern")
+    option(parser, "--timeout", type=float, default=3600.0, help="seconds for long copies")
+
+
+def topology_from_args(
+    args: argparse.Namespace, *, gpu: SshHost | None = None, standby: SshHost | None = None
+) -> SyncTopology:
+    key = args.key
+    if gpu is None:
+        if not args.gpu:
+            raise ConfigError("missing --gpu: the GPU's SSH address")
+        gpu = SshHost.parse(args.gpu, key=key, what="--gpu")
+    if standby is None:
+        if not args.standby:
+            raise ConfigError("missing --standby: the standby's SSH address")
+        standby = SshHost.parse(args.standby, key=key, what="--standby")
+    from_gpu_address = getattr(args, "standby_from_gpu", None)
+    from_gpu = (
+        SshHost.parse(from_gpu_address, what="--standby-from-gpu") if from_gpu_address else standby
+    )
+    from_gpu = SshHost(
+        host=from_gpu.host,
+        user=args.sync_user or from_gpu.user,
+        port=from_gpu.port,
+        known_hosts=args.known_hosts,
+    )
+    gpu = SshHost(gpu.host, gpu.user, gpu.port, key, args.known_hosts)
+    standby = SshHost(standby.host, standby.user, standby.port, key, args.known_hosts)
+    user_data = None if str(args.user_data).lower() == "none" else args.user_data
+    return SyncTopology(
+        gpu=gpu,
+        standby=standby,
+        standby_from_gpu=from_gpu,
+        roots=topology_roots(args.workspace, user_data),
+        settings=LsyncdSettings(
+            state_dir=args.gpu_state_dir,
+            delay=args.delay,
+            delete=args.delete,
+            extra_excludes=tuple(args.exclude or ()),
+        ),
+        standby_state_dir=args.standby_state_dir,
+        standby_authorized_keys=args.standby_authorized_keys,
+    )
+
+
+def _controller(args: argparse.Namespace) -> SyncController:
+    return SyncController(topology_from_args(args), progress=StderrProgress())
+
+
+def _render(args: argparse.Namespace) -> int:
+    t = topology_from_args(args)
+    sys.stdout.write(render_lsyncd_config(t.roots, t.sync_target, t.settings))
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    controller = _controller(args)
+    asyncio.run(controller.deploy(start=not args.no_start, first_sync_timeout=args.timeout))
+    print(f"sync deployed on {controller.topology.gpu.describe()}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    status = asyncio.run(_controller(args).status(probe=not args.no_probe))
+    if args.json:
+        print(json.dumps(asdict(status) | {"healthy": status.healthy}, indent=2))
+    else:
+        r = status.lsyncd
+        print(f"lsyncd:   {'running' if r.running else 'STOPPED'}")
+        print(f"fenced:   {'yes' if status.fenced else 'no'}")
+        print(f"pending:  {r.pending_delays} events, {r.watched_directories} dirs watched")
+        lag = f"{status.lag_seconds:.2f} s" if status.lag_seconds is not None else "not measured"
+        print(f"lag:      {lag}")
+        for problem in status.problems:
+            print(f"problem:  {problem}")
+    return 0 if status.healthy else 1
+
+
+def _fence(args: argparse.Namespace) -> int:
+    report = asyncio.run(_controller(args).fence(drain_timeout=args.drain_timeout))
+    print("standby fenced: the old primary's writes are refused")
+    if report.gpu_stopped:
+        print("lsyncd stopped on the GPU")
+    else:
+        print(f"GPU not reached, lsyncd not stopped (the fence holds): {report.gpu_error}")
+    return 0
+
+
+def _unfence(args: argparse.Namespace) -> int:
+    from provisioning.fence import unfence_standby
+
+    t = topology_from_args(args)
+    asyncio.run(unfence_standby(t.standby, t.standby_state_dir))
+    print("fence lifted: the standby accepts the GPU's sync again")
+    return 0
+
+
+def _reverse(args: argparse.Namespace) -> int:
+    progress = StderrProgress()
+    controller = SyncController(topology_from_args(args), progress=progress)
+    report = asyncio.run(
+        reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
+    )
+    print(
+        f"reverse sync verified for {report.roots} roots in {report.seconds:.1f} s;"
+        f" the primary's replaced files are kept in {report.backup_dir}"
+    )
+    return 0
+
+
+def add_sync_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sync = subparsers.add_parser("sync", help="lsyncd GPU -> standby: deploy, status, fence")
+    actions = sync.add_subparsers(dest="sync_action", required=True, metavar="ACTION")
+    verbs = {
+        "render": ("print the lsyncd config the GPU would run", _render),
+        "deploy": ("install gate, key and config; start lsyncd; wait for the first sync", _deploy),
+        "status": ("lsyncd state, fence, problems and measured lag (exit 1 if unhealthy)", _status),
+        "fence": ("refuse the old primary's writes on the standby; stop its lsyncd", _fence),
+        "unfence": ("lift the fence on the standby", _unfence),
+        "reverse": ("copy the standby to the primary, verify, unfence, restart sync", _reverse),
+    }
+    for name, (text, handler) in verbs.items():
+        parser = actions.add_parser(name, help=text, description=text)
+        add_sync_options(parser)
+        parser.set_defaults(handler=handler)
+        if name == "deploy":
+            parser.add_argument("--no-start", action="store_true", help="install only")
+        if name == "status":
+            parser.add_argument("--no-probe", action="store_true", help="skip the lag probe")
+            parser.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "fence":
+            parser.add_argument(
+                "--drain-timeout", type=float, default=10.0, help="seconds for in-flight syncs"
+            )

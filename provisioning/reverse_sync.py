@@ -1,0 +1,92 @@
+"""Reverse sync before failback: the standby's files go to the primary, verified, before the switch.
+
+Run by the proxy's ``before_failback`` hook (``dumont-provision sync reverse``); a non-zero exit
+abandons the failback, so the user stays on the standby rather than on a primary missing files.
+
+1. Fence the standby (idempotent) and stop lsyncd on the primary: nothing may flow forward now.
+2. On the primary, pull every root from the standby with rsync through the sync key. The standby's
+   gate is in read-only mode while fenced, which is exactly what a pull needs. ``--delete`` makes
+   the primary a mirror; whatever it had that the standby lacks or changed is moved aside into a
+   backup dir (the last writes before the crash that never reached the standby), never thrown away.
+3. Verify: a checksum dry run must find no difference at all.
+4. Lift the fence and restart forward sync; wait until its startup pass finished.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+
+from provisioning.errors import RemoteCommandError, ReverseSyncError
+from provisioning.fence import fence_standby, unfence_standby
+from provisioning.lsyncd_config import SyncRoot
+from provisioning.progress import Progress, quiet
+from provisioning.ssh import run_remote
+from provisioning.sync import SyncController
+
+__all__ = ["ReverseReport", "reverse_sync"]
+
+
+@dataclass(frozen=True)
+class ReverseReport:
+    backup_dir: str
+    seconds: float
+    roots: int
+
+
+def _pull_command(controller: SyncController, root: SyncRoot, *, extra: list[str]) -> str:
+    t = controller.topology
+    source = f"{t.sync_target.destination}:{root.standby_path.rstrip('/')}/"
+    argv = ["rsync", "-a", "--delete", *extra, "-e", t.sync_target.rsh()]
+    argv += [f"--exclude={e}" for e in (*root.excludes, *t.settings.extra_excludes)]
+    argv += [source, f"{root.gpu_path.rstrip('/')}/"]
+    return shlex.join(argv)
+
+
+async def reverse_sync(
+    controller: SyncController,
+    *,
+    progress: Progress = quiet,
+    first_sync_timeout: float = 3600.0,
+    drain_timeout: float = 10.0,
+) -> ReverseReport:
+    t = controller.topology
+    started = time.monotonic()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    backup_root = f"{t.settings.state_dir}/reverse-backups/{stamp}"
+    progress("fencing the standby and stopping forward sync")
+    await fence_standby(t.standby, t.standby_state_dir, drain_timeout=drain_timeout)
+    try:
+        await controller.stop()
+    except RemoteCommandError as exc:
+        raise ReverseSyncError(f"cannot stop lsyncd on the primary: {exc}") from exc
+    for root in t.roots:
+        progress(f"copying {root.name} from the standby to the primary")
+        backup = ["--backup", f"--backup-dir={backup_root}/{root.name}"]
+        try:
+            pull = _pull_command(controller, root, extra=backup)
+            script = f"mkdir -p {shlex.quote(root.gpu_path)} && {pull}"
+            await run_remote(t.gpu, script, timeout=first_sync_timeout)
+        except RemoteCommandError as exc:
+            raise ReverseSyncError(f"reverse sync of {root.name} failed: {exc}") from exc
+    for root in t.roots:
+        progress(f"verifying {root.name} byte for byte")
+        verify = ["--checksum", "--dry-run", "--itemize-changes"]
+        try:
+            differences = await run_remote(
+                t.gpu, _pull_command(controller, root, extra=verify), timeout=first_sync_timeout
+            )
+        except RemoteCommandError as exc:
+            raise ReverseSyncError(f"verifying {root.name} failed: {exc}") from exc
+        lines = [line for line in differences.splitlines() if line.strip()]
+        if lines:
+            shown = ", ".join(line.split(" ", 1)[-1] for line in lines[:5])
+            raise ReverseSyncError(
+                f"{root.name} differs after reverse sync in {len(lines)} entries: {shown}"
+            )
+    progress("lifting the fence and restarting forward sync")
+    await unfence_standby(t.standby, t.standby_state_dir)
+    await controller.start()
+    await controller.wait_first_sync(timeout=first_sync_timeout)
+    return ReverseReport(backup_root, time.monotonic() - started, len(t.roots))

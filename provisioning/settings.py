@@ -1,0 +1,80 @@
+"""Options for ``dumont-provision``: a flag, else ``DUMONT_<DEST>`` from the environment, else the
+``[provisioning]`` table of a TOML file (``--config``), else the built-in default.
+
+Flags are declared with :func:`option`, which records the built-in default apart from argparse's,
+so that "not given" can be told from "given the default value".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from provisioning.errors import ConfigError
+
+__all__ = ["option", "resolve"]
+
+_DEFAULTS: dict[str, Any] = {}
+_TYPES: dict[str, Any] = {}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def option(
+    parser: argparse.ArgumentParser, flag: str, *, default: Any = None, help: str, **kwargs: Any
+) -> None:
+    dest = flag.lstrip("-").replace("-", "_")
+    _DEFAULTS[dest] = default
+    _TYPES[dest] = "flag" if kwargs.get("action") == "store_true" else kwargs.get("type", str)
+    env = f"DUMONT_{dest.upper()}"
+    shown = f"; default {default}" if default not in (None, False, []) else ""
+    parser.add_argument(flag, dest=dest, default=None, help=f"{help} (env {env}{shown})", **kwargs)
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every option left unset from the environment, the config file, then the default."""
+    table = _load_table(getattr(args, "config", None) or os.environ.get("DUMONT_CONFIG"))
+    for dest, default in _DEFAULTS.items():
+        if not hasattr(args, dest) or getattr(args, dest) not in (None, []):
+            continue
+        env = os.environ.get(f"DUMONT_{dest.upper()}")
+        if env is not None:
+            setattr(args, dest, _convert(dest, env, f"env DUMONT_{dest.upper()}"))
+        elif dest in table:
+            setattr(args, dest, _convert(dest, table[dest], f"{dest} in the config file"))
+        else:
+            setattr(args, dest, default)
+    return args
+
+
+def _convert(dest: str, value: Any, where: str) -> Any:
+    kind = _TYPES[dest]
+    if kind == "flag":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise ConfigError(f"bad {where}: {value!r} is not a boolean")
+        return text in _TRUE
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad {where}: {value!r}: {exc}") from exc
+
+
+def _load_table(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"bad config file {path}: {exc}") from exc
+    table = data.get("provisioning", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"bad config file {path}: [provisioning] must be a table")
+    return {key.replace("-", "_"): value for key, value in table.items()}
