@@ -1,0 +1,199 @@
+"""Medians over runs, the printed table (Markdown, so the docs can quote it), JSON, the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "Bar",
+    "Column",
+    "Row",
+    "check_bars",
+    "machine_info",
+    "median_rows",
+    "render_bars",
+    "render_table",
+    "write_json",
+]
+
+Cell = float | str | None
+Row = dict[str, Cell]
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    better: Literal["higher", "lower"] | None = None
+    digits: int = 0
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A bar our proxy must meet: ``row[key] op reference``; reference is a number or a row name."""
+
+    text: str
+    key: str
+    op: Literal[">=", "<=", "<"]
+    reference: float | str
+
+
+def median_rows(runs: Sequence[Mapping[str, Row]]) -> dict[str, Row]:
+    """Per proxy and metric, the median over runs (for strings: the most common value)."""
+    merged: dict[str, dict[str, list[Cell]]] = {}
+    for run in runs:
+        for name, row in run.items():
+            for key, value in row.items():
+                merged.setdefault(name, {}).setdefault(key, []).append(value)
+    result: dict[str, Row] = {}
+    for name, metrics in merged.items():
+        result[name] = {}
+        for key, values in metrics.items():
+            numbers = [v for v in values if isinstance(v, int | float)]
+            if numbers:
+                result[name][key] = statistics.median(numbers)
+            else:
+                texts = [v for v in values if isinstance(v, str)]
+                result[name][key] = statistics.mode(texts) if texts else None
+    return result
+
+
+def _best(rows: Mapping[str, Row], peers: Sequence[str], column: Column) -> float | None:
+    values = [
+        v for name in peers if isinstance(v := rows.get(name, {}).get(column.key), int | float)
+    ]
+    if not values:
+        return None
+    return max(values) if column.better == "higher" else min(values)
+
+
+def _cell(value: Cell, column: Column, best: float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if math.isinf(value):
+        return "never"
+    text = f"{value:,.{column.digits}f}"
+    if best:
+        text += f" ({value / best:.2f})"
+    return text
+
+
+def render_table(
+    rows: Mapping[str, Row], columns: Sequence[Column], peers: Sequence[str], first: str = "proxy"
+) -> str:
+    """A Markdown table; a numeric cell also shows its ratio to the best of ``peers``."""
+    bests = {c.key: _best(rows, peers, c) if c.better else None for c in columns}
+    header = [first, *(c.title for c in columns)]
+    body = [
+        [name, *(_cell(row.get(c.key), c, bests[c.key]) for c in columns)]
+        for name, row in rows.items()
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
+
+    rule = (
+        "|"
+        + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths))
+        + "|"
+    )
+    return "\n".join([line(header), rule, *(line(b) for b in body)])
+
+
+def check_bars(row: Row, rows: Mapping[str, Row], bars: Sequence[Bar]) -> list[dict[str, Any]]:
+    """Each bar with the measured value, the reference value and whether it is met."""
+    results = []
+    for bar in bars:
+        value = row.get(bar.key)
+        ref: Cell = bar.reference
+        if isinstance(ref, str):
+            ref = rows.get(ref, {}).get(bar.key)
+        met: bool | None = None
+        if isinstance(value, int | float) and isinstance(ref, int | float):
+            met = {">=": value >= ref, "<=": value <= ref, "<": value < ref}[bar.op]
+        results.append({"bar": bar.text, "value": value, "reference": ref, "met": met})
+    return results
+
+
+def render_bars(results: Sequence[Mapping[str, Any]]) -> str:
+    lines = []
+    for r in results:
+        verdict = {True: "MET ", False: "MISS", None: "n/a "}[r["met"]]
+        value, ref = r["value"], r["reference"]
+        shown_value = f"{value:,.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else value
+        shown_ref = f"{ref:,.3f}".rstrip("0").rstrip(".") if isinstance(ref, float) else ref
+        lines.append(f"  {verdict} {r['bar']}: {shown_value} (bar: {shown_ref})")
+    return "\n".join(lines)
+
+
+def _version(argv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=5, check=False)
+    except OSError as exc:
+        return f"unavailable ({exc})"
+    text = (done.stdout + done.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def machine_info() -> dict[str, Any]:
+    """What ran the benchmark and what else was busy on the machine when it started."""
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    busy = subprocess.run(
+        ["ps", "-eo", "pcpu,pid,comm,args", "--sort=-pcpu"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()[1:9]
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "busiest_processes_at_start": [b[:160] for b in busy],
+        "nginx": _version(["nginx", "-v"]),
+        "haproxy": _version(["haproxy", "-v"]),
+        "caddy": _version(["caddy", "version"]),
+        "wrk": _version(["wrk", "-v"]),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON has no infinity: a switch that never happened is written as "never"."""
+    if isinstance(value, float) and math.isinf(value):
+        return "never"
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(_plain(payload), indent=2) + "\n")

@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""Throughput benchmark (issue 2): our proxy next to nginx, HAProxy and Caddy, in one run.
+
+Upstreams: an nginx origin (``/1k``: 1 KiB, ``/big``: 256 MiB of random bytes) and an aiohttp
+WebSocket echo. Every proxy gets its own instance in front of each upstream (our proxy forwards
+everything to one primary, so the WebSocket cell uses a second instance whose primary is the echo).
+"direct" is the baseline without a proxy. Per proxy and run:
+
+- wrk: ``/1k``, 32 connections, 2 threads -> req/s, p50 and p99 latency;
+- a WebSocket client: one connection, small messages sent and awaited one at a time -> p50/p99 RTT;
+- curl: one ``/big`` download, body discarded -> MB/s (10^6 bytes per second);
+- RSS of the proxy's process group after start (idle) and after wrk and the download.
+
+Each cell is the median over ``--runs`` runs; a ratio in parentheses compares with the best peer.
+Usage: ``.venv/bin/python bench/throughput.py [--quick] [--runs N] [--only dumont] [--json F]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, WSMsgType
+from peers.procs import ProcessGroup, stopping
+from peers.proxies import POOL_PROXIES, RunningProxy, Upstreams, render_config, start_proxy
+from peers.report import (
+    Bar,
+    Column,
+    Row,
+    check_bars,
+    machine_info,
+    median_rows,
+    render_bars,
+    render_table,
+    write_json,
+)
+from peers.upstreams import BIG_PATH, SMALL_PATH, make_docroot, start_nginx_origin, start_ws_echo
+
+PEERS = ("nginx", "haproxy", "caddy")
+COLUMNS = (
+    Column("req_s", "req/s", "higher"),
+    Column("p50_ms", "p50 ms", "lower", 3),
+    Column("p99_ms", "p99 ms", "lower", 3),
+    Column("ws_p50_us", "WS p50 us", "lower"),
+    Column("ws_p99_us", "WS p99 us", "lower"),
+    Column("ws_added_p50_us", "WS +p50 us", None),
+    Column("bulk_mb_s", "bulk MB/s", "higher"),
+    Column("rss_idle_mb", "RSS idle MB", "lower", 1),
+    Column("rss_after_mb", "RSS after MB", "lower", 1),
+)
+BARS = (
+    Bar("req/s at least Caddy's", "req_s", ">=", "caddy"),
+    Bar("p99 at most Caddy's (ms)", "p99_ms", "<=", "caddy"),
+    Bar("WebSocket p50 adds at most 50 us over direct", "ws_added_p50_us", "<=", 50.0),
+    Bar("bulk at least 1 GB/s (MB/s)", "bulk_mb_s", ">=", 1000.0),
+    Bar("idle RSS under 80 MB", "rss_idle_mb", "<", 80.0),
+)
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def run_wrk(url: str, seconds: int, connections: int = 32, threads: int = 2) -> dict[str, float]:
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
+    pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.MULTILINE))
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
+    if rps is None or "50" not in pct or "99" not in pct:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if bad or errors:
+        print(
+            f"  wrk {url}: {bad[0] if bad else ''} {errors[0] if errors else ''}", file=sys.stderr
+        )
+    return {
+        "req_s": float(rps[1]),
+        "p50_ms": _ms(pct["50"]),
+        "p99_ms": _ms(pct["99"]),
+        "wrk_non2xx": float(bad[1]) if bad else 0.0,
+    }
+
+
+async def _ws_rtts(url: str, messages: int, warmup: int) -> list[float]:
+    payload = "x" * 64
+    rtts: list[float] = []
+    async with ClientSession() as session, session.ws_connect(url, compress=0) as ws:
+        for i in range(warmup + messages):
+            start = time.perf_counter_ns()
+            await ws.send_str(payload)
+            msg = await ws.receive(timeout=10)
+            elapsed = time.perf_counter_ns() - start
+            if msg.type is not WSMsgType.TEXT or msg.data != payload:
+                raise RuntimeError(f"WebSocket echo through {url} answered {msg.type}")
+            if i >= warmup:
+                rtts.append(elapsed / 1000)
+    return rtts
+
+
+def run_ws(url: str, messages: int) -> dict[str, float]:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    rtts = asyncio.run(_ws_rtts(url, messages, warmup=max(50, messages // 20)))
+    cuts = statistics.quantiles(rtts, n=100, method="inclusive")
+    return {"ws_p50_us": statistics.median(rtts), "ws_p99_us": cuts[98]}
+
+
+def run_bulk(url: str, expected_bytes: int) -> dict[str, float]:
+    argv = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}"]
+    out = subprocess.run(
+        [*argv, "--max-time", "120", url], capture_output=True, text=True, check=True
+    ).stdout
+    code, size, seconds = out.split()
+    if code != "200" or int(size) != expected_bytes:
+        raise RuntimeError(f"bulk download from {url}: HTTP {code}, {size} bytes")
+    return {"bulk_mb_s": int(size) / float(seconds) / 1e6}
+
+
+def _mb(n: int) -> float:
+    return n / (1 << 20)
+
+
+def bench_proxy(name: str, origin: int, echo: int, workdir: Path, args: argparse.Namespace) -> Row:
+    """All cells of one proxy; ``direct`` means no proxy in between."""
+    big = args.big_mib << 20
+    row: Row = {}
+    if name == "direct":
+        http_base, ws_base = f"http://127.0.0.1:{origin}", f"ws://127.0.0.1:{echo}"
+        proxy: RunningProxy | None = None
+    else:
+        proxy = start_proxy(name, "pool", Upstreams(primary=origin, standby=echo), workdir)
+        http_base = proxy.url("")
+        ws_base = ""
+    try:
+        if proxy is not None:
+            time.sleep(args.settle)
+            row["rss_idle_mb"] = _mb(proxy.group.rss_bytes())
+        if args.warmup:
+            run_wrk(http_base + SMALL_PATH, args.warmup)
+        row.update(run_wrk(http_base + SMALL_PATH, args.duration))
+        row.update(run_bulk(http_base + BIG_PATH, big))
+        if proxy is not None:
+            row["rss_after_mb"] = _mb(proxy.group.rss_bytes())
+    finally:
+        if proxy is not None:
+            proxy.group.stop()
+    ws_proxy = None
+    if name != "direct":
+        ws_proxy = start_proxy(name, "pool", Upstreams(primary=echo, standby=origin), workdir)
+        ws_base = ws_proxy.url("").replace("http://", "ws://")
+    try:
+        row.update(run_ws(ws_base + "/ws", args.messages))
+    finally:
+        if ws_proxy is not None:
+            ws_proxy.group.stop()
+    return row
+
+
+def _frame_name(frame: str) -> str:
+    """``handle (aiohttp/web_protocol.py:512)`` -> ``handle (aiohttp/web_protocol.py)``."""
+    return re.sub(r":\d+\)$", ")", frame.strip())
+
+
+def summarize_raw_profile(raw: str, top: int = 15) -> str:
+    """Top functions by own samples and by samples including callees, from py-spy's raw output."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";") if f and not f.startswith("process ")]
+        if not frames:
+            continue
+        samples += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    if not samples:
+        return "py-spy recorded no samples"
+    parts = []
+    for title, counter in (("own time", own), ("including callees", total)):
+        parts.append(f"Top {top} functions by {title} ({samples} samples):")
+        parts.extend(
+            f"  {100 * n / samples:5.1f}%  {frame}" for frame, n in counter.most_common(top)
+        )
+    return "\n".join(parts)
+
+
+def profile_dumont(origin: int, echo: int, workdir: Path, args: argparse.Namespace) -> str:
+    """Run wrk against our proxy with py-spy attached; return the summary of the hot functions."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    proxy = start_proxy("dumont", "pool", Upstreams(primary=origin, standby=echo), workdir)
+    out = args.profile_out or workdir / "dumont-profile.txt"
+    spy = ProcessGroup(
+        "py-spy",
+        [
+            py_spy, "record", "--pid", str(proxy.group.pgid), "--duration", str(args.duration),
+            "--rate", "200", "--format", "raw", "--output", str(out), "--subprocesses",
+            *(["--native"] if args.profile_native else []),
+        ],
+        workdir / "py-spy.log",
+    )  # fmt: skip
+    try:
+        spy.start()
+        time.sleep(1.0)  # py-spy attaches
+        result = run_wrk(proxy.url(SMALL_PATH), args.duration)
+        assert spy.popen is not None
+        spy.popen.wait(timeout=args.duration + 30)
+    finally:
+        spy.stop()
+        proxy.group.stop()
+    if not out.exists():
+        return f"py-spy wrote nothing; its log:\n{spy.log_tail()}"
+    head = f"Profile of our proxy under wrk ({result['req_s']:,.0f} req/s while sampled), {out}:"
+    return head + "\n" + summarize_raw_profile(out.read_text())
+
+
+def show_configs(workdir: Path) -> None:
+    up = Upstreams(primary=8001, standby=8002)
+    for name in PEERS:
+        print(f"## {name} (pool mode, upstream 127.0.0.1:8001)\n")
+        print(render_config(name, "pool", 8080, up, workdir))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds per cell")
+    parser.add_argument("--runs", type=int, help="runs to take the median of (3; quick: 1)")
+    parser.add_argument("--only", help="comma-separated proxies (direct always runs)")
+    parser.add_argument("--json", type=Path, help="write every run and the medians here")
+    parser.add_argument("--profile", action="store_true", help="py-spy our proxy under wrk")
+    parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
+    parser.add_argument("--profile-out", type=Path, help="keep py-spy's raw output here")
+    parser.add_argument("--show-configs", action="store_true", help="print peer configs, exit")
+    args = parser.parse_args()
+    args.duration = 2 if args.quick else 10
+    args.warmup = 0 if args.quick else 2
+    args.messages = 500 if args.quick else 5000
+    args.big_mib = 64 if args.quick else 256
+    args.settle = 0.5 if args.quick else 2.0
+    args.runs = args.runs or (1 if args.quick else 3)
+    names = args.only.split(",") if args.only else list(POOL_PROXIES)
+    unknown = set(names) - set(POOL_PROXIES) - {"direct"}
+    if unknown:
+        parser.error(f"unknown proxies {sorted(unknown)}; known: {', '.join(POOL_PROXIES)}")
+    args.names = ["direct", *(n for n in POOL_PROXIES if n in names)]
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="dumont-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.show_configs:
+            show_configs(workdir)
+            return 0
+        machine = machine_info()
+        print(f"machine: {machine['cpus']} x {machine['cpu']}, load {machine['loadavg_at_start']}")
+        runs: list[dict[str, Row]] = []
+        with stopping([]) as groups:
+            docroot = make_docroot(workdir, args.big_mib)
+            origin_group, origin = start_nginx_origin(workdir, docroot)
+            groups.append(origin_group)
+            echo_group, echo = start_ws_echo(workdir)
+            groups.append(echo_group)
+            for run in range(args.runs):
+                # Rotate the order so that no proxy always runs first or last.
+                order = args.names[run % len(args.names) :] + args.names[: run % len(args.names)]
+                rows: dict[str, Row] = {}
+                for name in order:
+                    print(f"run {run + 1}/{args.runs}: {name}", file=sys.stderr, flush=True)
+                    rows[name] = bench_proxy(name, origin, echo, workdir, args)
+                direct_p50 = rows["direct"]["ws_p50_us"]
+                for row in rows.values():
+                    p50 = row["ws_p50_us"]
+                    assert isinstance(p50, float)
+                    assert isinstance(direct_p50, float)
+                    row["ws_added_p50_us"] = p50 - direct_p50
+                runs.append({n: rows[n] for n in args.names})
+            medians = median_rows(runs)
+            print(f"\nMedians of {args.runs} run(s); (ratio) to the best of {', '.join(PEERS)}:\n")
+            print(render_table(medians, COLUMNS, PEERS))
+            bars: list[dict[str, Any]] = []
+            if "dumont" in medians:
+                bars = check_bars(medians["dumont"], medians, BARS)
+                print("\nBars for our proxy:\n" + render_bars(bars))
+            profile = profile_dumont(origin, echo, workdir, args) if args.profile else None
+            if profile:
+                print("\n" + profile)
+        if args.json:
+            payload = {
+                "benchmark": "throughput",
+                "machine": machine,
+                "settings": {k: v for k, v in vars(args).items() if k != "json"},
+                "runs": runs,
+                "median": medians,
+                "bars": bars,
+                "profile": profile,
+            }
+            write_json(args.json, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
