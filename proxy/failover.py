@@ -406,6 +406,8 @@ class FailoverMachine:
 
     def _recover(self, at: float, out: list[Decision]) -> None:
         """Nothing is serving: take whichever backend is up, the last one served first."""
+        if self.last_served is None and self.health["primary"].up is None:
+            return  # start-up: the primary's first check decides before the standby may serve
         order: list[Role] = [self.last_served] if self.last_served else []
         order += [r for r in ROLES if r not in order]
         for role in order:
@@ -497,11 +499,11 @@ class FailoverMachine:
         role = sw.record.to_role
         self._activate(role, at, out)
         self.state = SERVING[role]
-        self._finish(sw, at, "completed", "", out)
-        if sw.record.kind == "failover":
-            out.append(RunHook("on_failover", sw.record))
-        elif sw.record.kind == "failback":
-            out.append(RunHook("on_failback", sw.record))
+        record = self._finish(sw, at, "completed", "", out)
+        if record.kind == "failover":
+            out.append(RunHook("on_failover", record))
+        elif record.kind == "failback":
+            out.append(RunHook("on_failback", record))
 
     def _finish(
         self,
@@ -510,11 +512,14 @@ class FailoverMachine:
         outcome: Literal["completed", "abandoned"],
         detail: str,
         out: list[Decision],
-    ) -> None:
-        record = replace(sw.record, finished_at=at, outcome=outcome, detail=detail)
+    ) -> SwitchRecord:
+        record = replace(
+            sw.record, finished_at=at, outcome=outcome, detail=detail or sw.record.detail
+        )
         self.history.append(record)
         self._switch = None
         out.append(SwitchFinished(record))
+        return record
 
     def _activate(self, role: Role | None, at: float, out: list[Decision]) -> None:
         if role == self.active:

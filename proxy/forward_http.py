@@ -100,7 +100,8 @@ async def _open_upstream(
             # verdict (or the switch) rather than for a whole interval.
             await workspace.wait_for_verdict(backend, wait)
         except aiohttp.ClientResponseError as exc:
-            raise UpstreamError(f"{backend.name}: invalid response: {exc.message}") from exc
+            message = exc.message[:200]  # a garbage status line can be megabytes long
+            raise UpstreamError(f"{backend.name}: invalid response: {message}") from exc
     raise UpstreamError("no backend answered")  # pragma: no cover - the loop always returns
 
 
