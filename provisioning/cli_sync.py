@@ -23,7 +23,6 @@ from provisioning.sync import SyncController, SyncTopology, topology_roots
 __all__ = ["add_sync_options", "add_sync_subcommand", "topology_from_args"]
 
 
-
 def add_sync_options(parser: argparse.ArgumentParser, *, with_hosts: bool = True) -> None:
     if with_hosts:
         option(parser, "--gpu", help="the GPU over SSH from here: [ssh://][user@]host[:port]")

@@ -35,7 +35,10 @@ class LsyncdReport:
         return not self.problems
 
 
-def parse_lsyncd(*, running: bool, status_text: str, log_text: str, roots: int) -> LsyncdReport:
+def parse_lsyncd(
+    *, running: bool, status_text: str, log_text: str, roots: int, console_text: str = ""
+) -> LsyncdReport:
+    """``console_text`` is lsyncd's stdout/stderr: config errors never reach the log file."""
     start = log_text.rfind("--- Startup ---")
     log = log_text[start:] if start >= 0 else log_text
     delays = sum(int(n) for n in _DELAYS.findall(status_text))
@@ -61,7 +64,9 @@ def parse_lsyncd(*, running: bool, status_text: str, log_text: str, roots: int) 
             " the standby is fenced or unreachable"
         )
     if not running:
-        problems.append("lsyncd is not running: nothing is being synced")
+        errors = [line for line in console_text.splitlines() if "Error:" in line]
+        why = f" (last error: {errors[-1].split('Error:', 1)[1].strip()})" if errors else ""
+        problems.append(f"lsyncd is not running: nothing is being synced{why}")
     elif finished < roots and not failing:
         problems.append(f"first full sync still running ({finished} of {roots} roots done)")
     return LsyncdReport(

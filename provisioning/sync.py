@@ -193,13 +193,15 @@ class SyncController:
             f"if [ -d /run/systemd/system ]; then {systemd_check}; else {pid_check}; fi"
             f" && echo running || echo stopped; echo {marker};"
             f" cat {q(s.status_path)} 2>/dev/null; echo {marker};"
-            f" tail -n 2000 {q(s.log_path)} 2>/dev/null || true",
+            f" tail -n 2000 {q(s.log_path)} 2>/dev/null; echo {marker};"
+            f" tail -n 20 {q(s.log_path)}.out 2>/dev/null || true",
         )
-        state, status_text, log_text = [*out.split(f"{marker}\n", 2), "", ""][:3]
+        state, status_text, log_text, console = [*out.split(f"{marker}\n", 3), "", "", ""][:4]
         return parse_lsyncd(
             running=state.strip() == "running",
             status_text=status_text,
             log_text=log_text,
+            console_text=console,
             roots=len(self.topology.roots),
         )
 
