@@ -19,7 +19,10 @@ from .errors import UpstreamError, UpstreamTimeout
 from .headers import ClientFacts, request_headers, response_headers
 from .workspace import Workspace
 
-__all__ = ["IDEMPOTENT", "forward_http"]
+__all__ = ["IDEMPOTENT", "SERVED_BY", "forward_http"]
+
+# Request storage key: the name ("gpu"/"cpu") of the backend that answered.
+SERVED_BY = web.RequestKey("served_by", str)
 
 IDEMPOTENT = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 # Responses up to this size are read whole and sent in one write: fewer syscalls and awaits.
@@ -86,7 +89,9 @@ async def _open_upstream(
     for attempt in range(1, MAX_ATTEMPTS + 1):
         backend = await workspace.acquire(wait)
         try:
-            return await _send(backend, request, headers, replayable)
+            upstream = await _send(backend, request, headers, replayable)
+            request[SERVED_BY] = backend.name
+            return upstream
         except _Rerouted:
             continue
         except PASSIVE_FAILURES as exc:

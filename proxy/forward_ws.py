@@ -41,13 +41,15 @@ def _sendable(code: int | None) -> int:
 Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
 
-async def _pump(source: Socket, sink: Socket) -> None:
+async def _pump(source: Socket, sink: Socket, counted: list[int], slot: int) -> None:
     while True:
         msg = await source.receive()
         kind = msg.type
         if kind is WSMsgType.TEXT:
+            counted[slot] += len(msg.data)
             await sink.send_str(msg.data)
         elif kind is WSMsgType.BINARY:
+            counted[slot] += len(msg.data)
             await sink.send_bytes(msg.data)
         elif kind is WSMsgType.PING:
             await sink.ping(msg.data)
@@ -68,13 +70,18 @@ class WebSocketBridge:
     def __init__(self, client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse):
         self.client = client
         self.upstream = upstream
+        self.relayed = [0, 0]  # message payload bytes: [to the backend, to the browser]
         self._tasks: tuple[asyncio.Task[None], ...] = ()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = (
-            loop.create_task(_pump(self.client, self.upstream), name="ws-client-to-backend"),
-            loop.create_task(_pump(self.upstream, self.client), name="ws-backend-to-client"),
+            loop.create_task(
+                _pump(self.client, self.upstream, self.relayed, 0), name="ws-client-to-backend"
+            ),
+            loop.create_task(
+                _pump(self.upstream, self.client, self.relayed, 1), name="ws-backend-to-client"
+            ),
         )
         try:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -141,8 +148,10 @@ async def forward_websocket(
         raise
     bridge = WebSocketBridge(ws, upstream)
     backend.websockets.add(bridge)
+    workspace.traffic.websocket_opened(backend.name)
     try:
         await bridge.run()
     finally:
         backend.websockets.discard(bridge)
+        workspace.traffic.websocket_closed(backend.name, *bridge.relayed)
     return ws

@@ -6,10 +6,13 @@ The reserved prefix never collides with code-server's paths (/, /stable-*, /vsco
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from .boundary import error_boundary
-from .forward_http import forward_http
+from .errors import HTTPProblem
+from .forward_http import SERVED_BY, forward_http
 from .forward_ws import forward_websocket, is_websocket_upgrade
 from .headers import ClientFacts
 from .workspace import Workspace
@@ -33,7 +36,26 @@ async def forward(request: web.Request) -> web.StreamResponse:
     client = _client_facts(request, workspace)
     if is_websocket_upgrade(request):
         return await forward_websocket(request, workspace, client)
-    return await forward_http(request, workspace, client)
+    started = time.perf_counter()
+    status = 500
+    response: web.StreamResponse | None = None
+    try:
+        response = await forward_http(request, workspace, client)
+        status = response.status
+        return response
+    except HTTPProblem as problem:
+        status = problem.status
+        raise
+    finally:
+        sent = 0 if response is None else (response.content_length or response.body_length)
+        workspace.traffic.request_done(
+            request.get(SERVED_BY),
+            request.method,
+            status,
+            time.perf_counter() - started,
+            request.content.total_bytes,
+            sent,
+        )
 
 
 async def proxy_health(request: web.Request) -> web.Response:

@@ -41,6 +41,7 @@ from .failover import (
 )
 from .health import HealthChecker
 from .hooks import run_hook
+from .observe import NullTrafficObserver, TrafficObserver
 from .tasks import TaskSet
 
 __all__ = ["Workspace"]
@@ -51,7 +52,8 @@ log = logging.getLogger("dumont.workspace")
 CLOSE_SWITCHED = 1012
 CLOSE_SHUTDOWN = 1001
 
-Observer = Callable[[Decision], None]
+# Sees every event the machine handles and every decision it makes, in order.
+Observer = Callable[[Event | Decision], None]
 
 
 class Workspace:
@@ -76,6 +78,7 @@ class Workspace:
         self.tasks = TaskSet("workspace")
         self.checker = HealthChecker(self.backends, config.health, self.feed, self._now, self.tasks)
         self.observers: list[Observer] = []
+        self.traffic: TrafficObserver = NullTrafficObserver()
         self._changed = asyncio.Event()
         self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
 
@@ -99,6 +102,8 @@ class Workspace:
         decisions = self.machine.handle(event)
         if isinstance(event, CheckResult):
             self._check_counts[event.role] += 1
+        for observe in self.observers:
+            observe(event)
         for decision in decisions:
             self._carry_out(decision)
             for observe in self.observers:

@@ -1,0 +1,52 @@
+"""What the proxy tells observers (metrics, logs, dashboards) about traffic and decisions.
+
+The forwarding code calls a ``TrafficObserver`` once per request and per WebSocket, never per
+chunk, so an observer's cost stays bounded per request. Failover events and decisions reach
+``Workspace.observers`` (see proxy.workspace).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+__all__ = ["NullTrafficObserver", "TrafficObserver"]
+
+Direction = Literal["upstream", "downstream"]
+
+
+class TrafficObserver(Protocol):
+    def request_done(
+        self,
+        backend: str | None,
+        method: str,
+        status: int,
+        seconds: float,
+        bytes_up: int,
+        bytes_down: int,
+    ) -> None:
+        """One HTTP request finished. ``backend`` is "gpu"/"cpu", or None if none answered."""
+
+    def websocket_opened(self, backend: str) -> None: ...
+
+    def websocket_closed(self, backend: str, bytes_up: int, bytes_down: int) -> None: ...
+
+
+class NullTrafficObserver:
+    """The default: observes nothing, costs one call."""
+
+    def request_done(
+        self,
+        backend: str | None,
+        method: str,
+        status: int,
+        seconds: float,
+        bytes_up: int,
+        bytes_down: int,
+    ) -> None:
+        return None
+
+    def websocket_opened(self, backend: str) -> None:
+        return None
+
+    def websocket_closed(self, backend: str, bytes_up: int, bytes_down: int) -> None:
+        return None
