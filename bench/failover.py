@@ -43,7 +43,9 @@ from peers.report import (
     Column,
     Row,
     check_bars,
+    load_summary,
     machine_info,
+    machine_load,
     median_rows,
     render_bars,
     render_table,
@@ -164,6 +166,7 @@ def run_scenario(name: str, death: Death, workdir: Path, args: argparse.Namespac
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         row = asyncio.run(_scenario(proxy.url("/"), lambda: gpu.signal(SIGNALS[death]), args))
         proxy.group.check_alive()
+        row["starts"] = float(proxy.starts)
     return row
 
 
@@ -203,7 +206,9 @@ def main() -> int:
             show_configs(workdir)
             return 0
         machine = machine_info()
-        print(f"machine: {machine['cpus']} x {machine['cpu']}, load {machine['loadavg_at_start']}")
+        print(
+            f"machine: {machine['cpus']} x {machine['cpu']}, load {machine['at_start']['loadavg']}"
+        )
         runs: list[dict[str, Row]] = []
         for run in range(args.runs):
             order = args.names[run % len(args.names) :] + args.names[: run % len(args.names)]
@@ -212,7 +217,11 @@ def main() -> int:
                 rows[name] = {}
                 for death in DEATHS:
                     print(f"run {run + 1}/{args.runs}: {name} {death}", file=sys.stderr, flush=True)
-                    result = run_scenario(name, death, workdir, args)
+                    try:
+                        result = run_scenario(name, death, workdir, args)
+                    except Exception as exc:  # one broken proxy must not cost the others
+                        print(f"  {name} {death} failed: {exc!r}", file=sys.stderr)
+                        result = {"error": repr(exc)}
                     rows[name].update({f"{death}_{k}": v for k, v in result.items()})
             runs.append({n: rows[n] for n in args.names})
     medians = median_rows(runs)
@@ -222,11 +231,14 @@ def main() -> int:
     if "dumont" in medians:
         bars = check_bars(medians["dumont"], medians, BARS)
         print("\nBars for our proxy:\n" + render_bars(bars))
+    machine["at_end"] = machine_load()
+    print("\n" + load_summary(machine))
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         payload = {"benchmark": "failover", "machine": machine, "settings": settings}
         write_json(args.json, {**payload, "runs": runs, "median": medians, "bars": bars})
-    return 0
+    errors = [v for run in runs for row in run.values() for k, v in row.items() if "error" in k]
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ from peers.report import (
     Column,
     Row,
     check_bars,
+    load_summary,
     machine_info,
+    machine_load,
     median_rows,
     render_bars,
     render_table,
@@ -161,6 +163,7 @@ def bench_proxy(name: str, origin: int, echo: int, workdir: Path, args: argparse
         row.update(run_bulk(http_base + BIG_PATH, big))
         if proxy is not None:
             row["rss_after_mb"] = _mb(proxy.group.rss_bytes())
+            row["starts"] = float(proxy.starts)
     finally:
         if proxy is not None:
             proxy.group.stop()
@@ -200,8 +203,10 @@ def summarize_raw_profile(raw: str, top: int = 15) -> str:
             total[frame] += count
     if not samples:
         return "py-spy recorded no samples"
+    # Frames on every stack (runpy, asyncio.run, the server's main) say nothing: leave them out.
+    total = Counter({frame: n for frame, n in total.items() if n < 0.99 * samples})
     parts = []
-    for title, counter in (("own time", own), ("including callees", total)):
+    for title, counter in (("own time", own), ("time including callees", total)):
         parts.append(f"Top {top} functions by {title} ({samples} samples):")
         parts.extend(
             f"  {100 * n / samples:5.1f}%  {frame}" for frame, n in counter.most_common(top)
@@ -270,6 +275,27 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def one_run(
+    run: int, origin: int, echo: int, workdir: Path, args: argparse.Namespace
+) -> dict[str, Row]:
+    """Every proxy once; the order rotates per run so that none always runs first or last."""
+    shift = run % len(args.names)
+    rows: dict[str, Row] = {}
+    for name in args.names[shift:] + args.names[:shift]:
+        print(f"run {run + 1}/{args.runs}: {name}", file=sys.stderr, flush=True)
+        try:
+            rows[name] = bench_proxy(name, origin, echo, workdir, args)
+        except Exception as exc:  # one broken proxy must not cost the other columns
+            print(f"  {name} failed: {exc!r}", file=sys.stderr)
+            rows[name] = {"error": repr(exc)}
+    direct = rows["direct"].get("ws_p50_us")
+    for row in rows.values():
+        p50 = row.get("ws_p50_us")
+        if isinstance(p50, float) and isinstance(direct, float):
+            row["ws_added_p50_us"] = p50 - direct
+    return {n: rows[n] for n in args.names}
+
+
 def main() -> int:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="dumont-bench-") as tmp:
@@ -278,50 +304,37 @@ def main() -> int:
             show_configs(workdir)
             return 0
         machine = machine_info()
-        print(f"machine: {machine['cpus']} x {machine['cpu']}, load {machine['loadavg_at_start']}")
-        runs: list[dict[str, Row]] = []
+        print(
+            f"machine: {machine['cpus']} x {machine['cpu']}, load {machine['at_start']['loadavg']}"
+        )
         with stopping([]) as groups:
             docroot = make_docroot(workdir, args.big_mib)
             origin_group, origin = start_nginx_origin(workdir, docroot)
             groups.append(origin_group)
             echo_group, echo = start_ws_echo(workdir)
             groups.append(echo_group)
-            for run in range(args.runs):
-                # Rotate the order so that no proxy always runs first or last.
-                order = args.names[run % len(args.names) :] + args.names[: run % len(args.names)]
-                rows: dict[str, Row] = {}
-                for name in order:
-                    print(f"run {run + 1}/{args.runs}: {name}", file=sys.stderr, flush=True)
-                    rows[name] = bench_proxy(name, origin, echo, workdir, args)
-                direct_p50 = rows["direct"]["ws_p50_us"]
-                for row in rows.values():
-                    p50 = row["ws_p50_us"]
-                    assert isinstance(p50, float)
-                    assert isinstance(direct_p50, float)
-                    row["ws_added_p50_us"] = p50 - direct_p50
-                runs.append({n: rows[n] for n in args.names})
+            runs = [one_run(run, origin, echo, workdir, args) for run in range(args.runs)]
             medians = median_rows(runs)
             print(f"\nMedians of {args.runs} run(s); (ratio) to the best of {', '.join(PEERS)}:\n")
-            print(render_table(medians, COLUMNS, PEERS))
+            print(render_table(medians, COLUMNS, PEERS), flush=True)
             bars: list[dict[str, Any]] = []
             if "dumont" in medians:
                 bars = check_bars(medians["dumont"], medians, BARS)
-                print("\nBars for our proxy:\n" + render_bars(bars))
+                print("\nBars for our proxy:\n" + render_bars(bars), flush=True)
             profile = profile_dumont(origin, echo, workdir, args) if args.profile else None
             if profile:
                 print("\n" + profile)
-        if args.json:
-            payload = {
-                "benchmark": "throughput",
-                "machine": machine,
-                "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                "runs": runs,
-                "median": medians,
-                "bars": bars,
-                "profile": profile,
-            }
-            write_json(args.json, payload)
-    return 0
+    machine["at_end"] = machine_load()
+    print("\n" + load_summary(machine))
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if k != "json"}
+        payload = {"benchmark": "throughput", "machine": machine, "settings": settings}
+        write_json(
+            args.json,
+            {**payload, "runs": runs, "median": medians, "bars": bars, "profile": profile},
+        )
+    errors = [row["error"] for run in runs for row in run.values() if "error" in row]
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

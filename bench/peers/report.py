@@ -19,7 +19,9 @@ __all__ = [
     "Column",
     "Row",
     "check_bars",
+    "load_summary",
     "machine_info",
+    "machine_load",
     "median_rows",
     "render_bars",
     "render_table",
@@ -155,13 +157,8 @@ def _version(argv: Sequence[str]) -> str:
     return text[0] if text else "?"
 
 
-def machine_info() -> dict[str, Any]:
-    """What ran the benchmark and what else was busy on the machine when it started."""
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+def machine_load() -> dict[str, Any]:
+    """The load average and the busiest processes (by CPU share over their lifetime) right now."""
     busy = subprocess.run(
         ["ps", "-eo", "pcpu,pid,comm,args", "--sort=-pcpu"],
         capture_output=True,
@@ -169,12 +166,24 @@ def machine_info() -> dict[str, Any]:
         check=False,
     ).stdout.splitlines()[1:9]
     return {
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "busiest_processes": [b[:160] for b in busy],
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """What ran the benchmark and what else was busy on the machine when it started."""
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-        "busiest_processes_at_start": [b[:160] for b in busy],
+        "at_start": machine_load(),
         "nginx": _version(["nginx", "-v"]),
         "haproxy": _version(["haproxy", "-v"]),
         "caddy": _version(["caddy", "version"]),
@@ -193,6 +202,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def load_summary(machine: Mapping[str, Any]) -> str:
+    start, end = machine["at_start"], machine.get("at_end", {})
+    return f"load average (1, 5, 15 min) at start {start['loadavg']}, at end {end.get('loadavg')}"
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
