@@ -124,6 +124,9 @@ async def _scenario(url: str, fault: Callable[[], None], args: argparse.Namespac
                 break
             await asyncio.sleep(0.05)
         stop.set()
+        # Done watching: let the request in flight finish; at the cap it is cut (and counted).
+        grace = 2.0 if time.monotonic() < deadline else 0.0
+        await asyncio.wait([poller], timeout=grace)
         poller.cancel()
     return measure(answers, fault_at)
 
