@@ -17,7 +17,8 @@ __all__ = ["LsyncdReport", "parse_lsyncd"]
 _DELAYS = re.compile(r"^There are (\d+) delays", re.MULTILINE)
 _WATCHING = re.compile(r"^Inotify watching (\d+) directories", re.MULTILINE)
 _STARTUP_DONE = re.compile(r'Startup of "([^"]*)" finished: (\d+)')
-_RETRYING = re.compile(r"Retrying \((\w+)\): (\d+)")
+# "Retrying (list): 12" for a live sync, 'Retrying startup of "/src/": 12' for the startup pass.
+_RETRYING = re.compile(r'Retrying (?:\(\w+\)|startup of "[^"]*"): (\d+)')
 _FINISHED = re.compile(r"Finished \((\w+)\): 0")
 
 
@@ -48,7 +49,7 @@ def parse_lsyncd(
     for line in log.splitlines():
         if _RETRYING.search(line):
             failing += 1
-        elif _FINISHED.search(line):
+        elif _FINISHED.search(line) or _STARTUP_DONE.search(line):
             failing = 0
     problems: list[str] = []
     if "out of inotify watches" in log:
@@ -60,7 +61,7 @@ def parse_lsyncd(
     if failing:
         last = _RETRYING.findall(log)[-1]
         problems.append(
-            f"rsync to the standby failed {failing} times in a row (last exit {last[1]}):"
+            f"rsync to the standby failed {failing} times in a row (last exit {last}):"
             " the standby is fenced or unreachable"
         )
     if not running:
