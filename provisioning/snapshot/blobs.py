@@ -11,7 +11,7 @@ zstd (de)compressors are per thread, and all of them release the GIL on large bu
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,10 +25,12 @@ __all__ = [
     "Codec",
     "EncodedBlob",
     "blob_id",
+    "content_hash",
     "decode_blob",
     "encode_blob",
     "file_chunks",
-    "new_content_hasher",
+    "looks_incompressible",
+    "raw_blob",
 ]
 
 Codec = Literal["zstd", "raw"]
@@ -54,15 +56,23 @@ class EncodedBlob:
     id: str
     raw_length: int
     codec: Codec
-    payload: bytes
+    payload: bytes | memoryview
 
 
 def blob_id(data: bytes | memoryview) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-def new_content_hasher() -> blake3.blake3:
-    return blake3.blake3()
+def content_hash(chunks: Sequence[str]) -> str:
+    """A file's hash: its one blob's id, or for a file of several chunks the BLAKE3 of the chunk
+    ids (a Merkle hash, as restic keeps a file as its list of blob ids).
+
+    Each chunk id is the hash of that chunk's bytes, so this names the content as surely as a
+    hash over all the bytes would, and restore checks it without reading the file once more.
+    """
+    if len(chunks) == 1:
+        return chunks[0]
+    return blake3.blake3(b"".join(bytes.fromhex(chunk) for chunk in chunks)).hexdigest()
 
 
 class _PerThread(threading.local):
@@ -83,24 +93,31 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return compressor
 
 
-def _looks_incompressible(data: bytes | memoryview, compressor: zstandard.ZstdCompressor) -> bool:
+def looks_incompressible(data: bytes | memoryview, level: int) -> bool:
     """Compress a sample from the middle (headers of weight files compress; the tensors don't)."""
     if len(data) <= _SAMPLE_SIZE:
         return False
+    compressor = _compressor(level)
     middle = len(data) // 2
     sample = data[middle - _SAMPLE_SIZE // 2 : middle + _SAMPLE_SIZE // 2]
     return len(compressor.compress(sample)) > len(sample) * _INCOMPRESSIBLE_RATIO
 
 
 def encode_blob(data: bytes | memoryview, level: int, known_id: str | None = None) -> EncodedBlob:
-    """Hash and compress one blob; keeps it raw when zstd would not save at least 5 %."""
+    """Hash and compress one blob; keeps it raw when zstd would not save at least 5 %.
+
+    A raw blob's payload is ``data`` itself, not a copy: store it before ``data`` is reused.
+    """
     identity = known_id or blob_id(data)
-    compressor = _compressor(level)
-    if not _looks_incompressible(data, compressor):
-        compressed = compressor.compress(data)
+    if not looks_incompressible(data, level):
+        compressed = _compressor(level).compress(data)
         if len(compressed) < len(data) * _INCOMPRESSIBLE_RATIO:
             return EncodedBlob(identity, len(data), "zstd", compressed)
-    return EncodedBlob(identity, len(data), "raw", bytes(data))
+    return raw_blob(data, identity)
+
+
+def raw_blob(data: bytes | memoryview, identity: str) -> EncodedBlob:
+    return EncodedBlob(identity, len(data), "raw", data)
 
 
 def decode_blob(codec: str, payload: bytes, raw_length: int) -> bytes:
@@ -126,24 +143,9 @@ def _chunker(params: ChunkerParams) -> pyfastcdc.FastCDC:
 
 
 def file_chunks(
-    readinto: Callable[[memoryview], int], size: int, params: ChunkerParams
+    readinto: Callable[[memoryview], int], params: ChunkerParams
 ) -> Iterator[memoryview]:
-    """The pieces of an open file, each valid only until the next one is produced.
-
-    ``size`` is what stat said; a small file is read in one call with room for one extra byte, so
-    a file that grew meanwhile shows up as a length mismatch rather than being cut short.
-    """
-    if size <= SMALL_FILE_LIMIT:
-        buffer = bytearray(size + 1)
-        view = memoryview(buffer)
-        filled = 0
-        while filled < len(buffer):
-            count = readinto(view[filled:])
-            if count <= 0:
-                break
-            filled += count
-        yield view[:filled]
-        return
+    """The content-defined chunks of a stream, each valid only until the next one is produced."""
 
     class _Reader:
         def readinto(self, target: memoryview) -> int:

@@ -12,18 +12,21 @@ from __future__ import annotations
 import io
 import os
 import socket
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from provisioning.snapshot.blobs import (
     SMALL_FILE_LIMIT,
     blob_id,
+    content_hash,
     encode_blob,
     file_chunks,
-    new_content_hasher,
+    looks_incompressible,
+    raw_blob,
 )
 from provisioning.snapshot.errors import SourceMissingError, UnknownSnapshotError
 from provisioning.snapshot.manifest import Entry, SnapshotRecord
@@ -73,33 +76,92 @@ class _FileOutcome:
     warning: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One read of one file: what it held and the file's stat around the read."""
+
+    content_hash: str
+    chunks: tuple[str, ...]
+    length: int
+    before: os.stat_result
+    after: os.stat_result
+
+
+_BATCH_FILES = 64
+_BATCH_BYTES = 4 << 20
+
+
+def _batches(entries: list[Entry], positions: list[int]) -> list[list[int]]:
+    """Small files in groups (one task per file costs more than reading it); big ones alone."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for position in positions:
+        size = entries[position].size
+        if size > SMALL_FILE_LIMIT:
+            batches.append([position])
+            continue
+        if len(current) >= _BATCH_FILES or current_bytes + size > _BATCH_BYTES:
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(position)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches
+
+
 class _Snapshotter:
+    """Reads files; chunks of big files are compressed and stored by a second pool meanwhile."""
+
     def __init__(self, source: Path, options: CreateOptions, writer: PackWriter, repo: Repository):
         self.source = os.fsencode(source)
         self.options = options
         self.writer = writer
         self.repo = repo
+        self.encoders = ThreadPoolExecutor(options.threads, thread_name_prefix="snapshot-encode")
+        # Bounds memory: at most this many chunks (4 MiB at most each) wait for an encoder.
+        self._in_flight = threading.BoundedSemaphore(2 * options.threads)
+        self._encodings: list[Future[None]] = []
+
+    def close(self) -> None:
+        """Wait for every chunk handed to the encoders; raises the first failure."""
+        self.encoders.shutdown(wait=True)
+        for encoding in self._encodings:
+            encoding.result()
+
+    def store_batch(self, batch: list[Entry]) -> list[_FileOutcome]:
+        outcomes = [self.store_file(entry) for entry in batch]
+        if self.options.progress is not None:
+            self.options.progress.advance(0, len(batch))
+        return outcomes
 
     def store_file(self, entry: Entry) -> _FileOutcome:
         path = os.path.join(self.source, os.fsencode(entry.path))
         read_total = 0
         for _attempt in range(self.options.retries + 1):
             try:
-                stored, before, after, length = self._read_once(path)
+                read = self._read_once(path)
             except FileNotFoundError:
                 return _FileOutcome(None, read_total, f"{entry.path}: vanished while snapshotting")
             except OSError as exc:
                 return _FileOutcome(None, read_total, f"{entry.path}: unreadable ({exc.strerror})")
-            read_total += length
-            entry = replace(
-                stored,
-                size=length,
+            read_total += read.length
+            after = read.after
+            entry = Entry(
+                path=entry.path,
+                kind="file",
                 mode=after.st_mode & 0o7777,
                 mtime_ns=after.st_mtime_ns,
-                ctime_ns=after.st_ctime_ns,
+                uid=after.st_uid,
+                gid=after.st_gid,
+                size=read.length,
+                hash=read.content_hash,
+                chunks=read.chunks,
                 inode=after.st_ino,
+                ctime_ns=after.st_ctime_ns,
             )
-            if length == before.st_size and _same_version(before, after):
+            if read.length == read.before.st_size and _same_version(read.before, after):
                 return _FileOutcome(entry, read_total)
         tries = self.options.retries + 1
         return _FileOutcome(
@@ -108,35 +170,62 @@ class _Snapshotter:
             f"{entry.path}: changed while read {tries} times; stored as last read",
         )
 
-    def _read_once(self, path: bytes) -> tuple[Entry, os.stat_result, os.stat_result, int]:
+    def _read_once(self, path: bytes) -> _Read:
         descriptor = open_source_file(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with io.FileIO(descriptor, "rb", closefd=True) as source:
+        try:
             before = os.fstat(descriptor)
-            hasher = new_content_hasher() if before.st_size > SMALL_FILE_LIMIT else None
-            chunks: list[str] = []
-            length = 0
-            for piece in file_chunks(source.readinto, before.st_size, self.repo.chunker):
+            if before.st_size <= SMALL_FILE_LIMIT:
+                content_hash, chunks, length = self._read_small(descriptor, before.st_size)
+            else:
+                content_hash, chunks, length = self._read_big(descriptor)
+            after = os.fstat(descriptor)
+        finally:
+            os.close(descriptor)
+        return _Read(content_hash, chunks, length, before, after)
+
+    def _read_small(self, descriptor: int, size: int) -> tuple[str, tuple[str, ...], int]:
+        # One byte more than stat said: a file that grew meanwhile shows as a length mismatch.
+        data = os.read(descriptor, size + 1)
+        identity = blob_id(data)
+        if self.writer.claim(identity):
+            self.writer.store_claimed(encode_blob(data, self.options.level, identity))
+        if self.options.progress is not None:
+            self.options.progress.advance(len(data))
+        return identity, (identity,), len(data)
+
+    def _read_big(self, descriptor: int) -> tuple[str, tuple[str, ...], int]:
+        chunks: list[str] = []
+        length = 0
+        with io.FileIO(descriptor, "rb", closefd=False) as source:
+            for piece in file_chunks(source.readinto, self.repo.chunker):
                 identity = blob_id(piece)
-                if not self.writer.knows(identity):
-                    self.writer.add(encode_blob(piece, self.options.level, identity))
+                if not self.writer.claim(identity):
+                    pass
+                elif looks_incompressible(piece, self.options.level):
+                    # Straight from the chunker's buffer into the pack's: one copy, no allocation.
+                    self.writer.store_claimed(raw_blob(piece, identity))
+                else:
+                    self._hand_off(identity, bytes(piece))
                 chunks.append(identity)
                 length += len(piece)
-                if hasher is not None:
-                    hasher.update(piece)
                 if self.options.progress is not None:
                     self.options.progress.advance(len(piece))
-            after = os.fstat(descriptor)
-        if len(chunks) == 1:
-            content_hash = chunks[0]
-        elif hasher is not None and chunks:
-            content_hash = hasher.hexdigest()
-        else:
-            content_hash = blob_id(b"")
-            chunks = [] if length == 0 else chunks
-        entry = Entry(path="", kind="file", mode=0, mtime_ns=0).with_content(
-            content_hash, tuple(chunks)
-        )
-        return entry, before, after, length
+        return content_hash(chunks), tuple(chunks), length
+
+    def _hand_off(self, identity: str, data: bytes) -> None:
+        self._in_flight.acquire()
+        try:
+            encoding = self.encoders.submit(self._encode_and_store, identity, data)
+        except BaseException:
+            self._in_flight.release()
+            raise
+        self._encodings.append(encoding)
+
+    def _encode_and_store(self, identity: str, data: bytes) -> None:
+        try:
+            self.writer.store_claimed(encode_blob(data, self.options.level, identity))
+        finally:
+            self._in_flight.release()
 
 
 def _same_version(before: os.stat_result, after: os.stat_result) -> bool:
@@ -226,22 +315,24 @@ def create_snapshot(
     warnings = [f"{path}: skipped (socket, FIFO or device)" for path in scan.skipped]
     read_bytes = 0
     dropped: set[int] = set()
+    snapshotter = _Snapshotter(source, options, writer, repo)
     try:
-        snapshotter = _Snapshotter(source, options, writer, repo)
         with ThreadPoolExecutor(options.threads, thread_name_prefix="snapshot-read") as pool:
-            outcomes = pool.map(snapshotter.store_file, (entries[i] for i in to_read))
-            for position, outcome in zip(to_read, outcomes, strict=True):
-                read_bytes += outcome.read_bytes
-                if outcome.warning:
-                    warnings.append(outcome.warning)
-                if outcome.entry is None:
-                    dropped.add(position)
-                else:
-                    entries[position] = replace(outcome.entry, path=entries[position].path)
-                if progress is not None:
-                    progress.advance(0, 1)
+            batches = _batches(entries, to_read)
+            results = pool.map(snapshotter.store_batch, ([entries[i] for i in b] for b in batches))
+            for batch, outcomes in zip(batches, results, strict=True):
+                for position, outcome in zip(batch, outcomes, strict=True):
+                    read_bytes += outcome.read_bytes
+                    if outcome.warning:
+                        warnings.append(outcome.warning)
+                    if outcome.entry is None:
+                        dropped.add(position)
+                    else:
+                        entries[position] = outcome.entry
+        snapshotter.close()
         writer.finish()
     except BaseException:
+        snapshotter.encoders.shutdown(wait=True, cancel_futures=True)
         writer.abort()
         raise
     finally:

@@ -1,13 +1,13 @@
 """The repository shape on any store (modelled on restic's)::
 
     config.json                         format version and chunker sizes
-    packs/ab/<blake3 of the pack>       blobs back to back, zstd or raw
+    packs/ab/<random id>                blobs back to back, zstd or raw, each named by its hash
     index/<blake3>.json                 which blob sits where, in which pack
     manifests/<blake3>.jsonl.zst        one JSON line per path of a tree
     snapshots/<time>-<id>.json          a snapshot: its manifest, source, counts
 
-Everything but config.json is named by its hash, so nothing is ever overwritten and everything read
-back can be checked.
+Blobs, index objects and manifests are named by their BLAKE3 hash, so nothing is ever overwritten
+and everything read back can be checked.
 """
 
 from __future__ import annotations

@@ -6,7 +6,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-__all__ = ["IteratorReader", "ObjectStore", "ReadStream", "skip_bytes"]
+__all__ = ["IteratorReader", "ObjectStore", "Payload", "ReadStream", "joined", "skip_bytes"]
+
+# What put() takes: bytes, or a view of a reused pack buffer that a local store writes without
+# copying it first.
+Payload = bytes | memoryview
+
+
+def joined(data: Payload) -> bytes:
+    return data if isinstance(data, bytes) else data.tobytes()
 
 
 class ReadStream(Protocol):
@@ -30,7 +38,7 @@ class ObjectStore(Protocol):
         """Create the store if needed and prove an object can be written, or raise."""
         ...
 
-    def put(self, name: str, data: bytes) -> None: ...
+    def put(self, name: str, data: Payload) -> None: ...
 
     def get(self, name: str) -> bytes: ...
 

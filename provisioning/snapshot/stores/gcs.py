@@ -25,7 +25,7 @@ from urllib.parse import quote
 import httpx
 
 from provisioning.snapshot.errors import DestinationError, UploadError
-from provisioning.snapshot.stores.base import IteratorReader, ReadStream
+from provisioning.snapshot.stores.base import IteratorReader, Payload, ReadStream, joined
 
 __all__ = ["GcsStore", "default_token_provider"]
 
@@ -133,7 +133,8 @@ class GcsStore:
         self.put(probe, b"")
         self.delete([probe])
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, payload: Payload) -> None:
+        data = joined(payload)
         session = self._start_upload(name, len(data))
         offset = 0
         failures = 0

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from provisioning.snapshot.errors import DestinationError
-from provisioning.snapshot.stores.base import ReadStream
+from provisioning.snapshot.stores.base import Payload, ReadStream
 
 __all__ = ["LocalStore"]
 
@@ -37,7 +37,7 @@ class LocalStore:
     def _path(self, name: str) -> Path:
         return self.root / name
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Payload) -> None:
         final = self._path(name)
         temporary = final.with_name(f"{final.name}.tmp-{secrets.token_hex(4)}")
         try:

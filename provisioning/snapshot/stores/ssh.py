@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from provisioning.snapshot.errors import DestinationError
-from provisioning.snapshot.stores.base import IteratorReader, ReadStream
+from provisioning.snapshot.stores.base import IteratorReader, Payload, ReadStream, joined
 
 __all__ = ["SshStore"]
 
@@ -97,11 +97,12 @@ class SshStore:
         root = shlex.quote(self.root)
         self._run(f"mkdir -p {root} && : > {probe} && rm -f {probe}")
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: Payload) -> None:
         final = self._remote(name)
         temporary = self._remote(f"{name}.tmp-{secrets.token_hex(4)}")
         directory = shlex.quote(os.path.dirname(f"{self.root}/{name}"))
-        self._run(f"mkdir -p {directory} && cat > {temporary} && mv -f {temporary} {final}", data)
+        command = f"mkdir -p {directory} && cat > {temporary} && mv -f {temporary} {final}"
+        self._run(command, joined(data))
 
     def get(self, name: str) -> bytes:
         return self._run(f"cat {self._remote(name)}")
