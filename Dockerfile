@@ -27,10 +27,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-# README.md: pyproject.toml names it as the long description, so the build needs it.
-COPY pyproject.toml README.md ./
-COPY proxy/ proxy/
-COPY provisioning/ provisioning/
+# The context is what .dockerignore lets through: pyproject.toml, README.md (pyproject names it as
+# the long description), the two packages, templates/ and static/.
+COPY . .
 # The wheel declares the provisioning CLI's dependencies too (the Google Cloud SDK, zstandard: over
 # 100 MB); the proxy needs none of them. Install the package without dependencies, then every
 # declared dependency except those named in SKIP_DEPS, then import every module of `proxy`, so that a
@@ -42,7 +41,8 @@ RUN python3 -m venv /opt/dumont \
  && /opt/dumont/bin/pip install --no-warn-script-location -r /tmp/proxy-requirements.txt \
  && /opt/dumont/bin/python -c "import importlib, pkgutil, proxy; [importlib.import_module(m.name) for m in pkgutil.walk_packages(proxy.__path__, 'proxy.') if not m.name.endswith('__main__')]" \
  && /opt/dumont/bin/dumont-proxy --help >/dev/null \
- && /opt/dumont/bin/pip uninstall --yes pip setuptools
+ && /opt/dumont/bin/pip uninstall --yes pip setuptools \
+ && mkdir -p templates static
 
 FROM ${BASE_IMAGE}
 ARG BASE_IMAGE
@@ -62,8 +62,8 @@ RUN useradd --no-log-init --uid 10001 --user-group --home-dir /var/lib/dumont --
       --shell /usr/sbin/nologin dumont \
  && mkdir -p /etc/dumont
 COPY --from=build /opt/dumont /opt/dumont
-COPY templates/ /usr/share/dumont/templates/
-COPY static/ /usr/share/dumont/static/
+COPY --from=build /src/templates/ /usr/share/dumont/templates/
+COPY --from=build /src/static/ /usr/share/dumont/static/
 # No DUMONT_LISTEN here: the environment outranks the TOML file, so setting it would make a
 # `listen` in a mounted file ineffective. The proxy's default is 0.0.0.0:8888.
 ENV PATH=/opt/dumont/bin:${PATH} \

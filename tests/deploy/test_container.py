@@ -183,6 +183,11 @@ def test_entrypoint_serves_and_fails_over(
         )
         wait_for("the primary serves", lambda: get_json(f"{base}/")["backend"] == "gpu", 20, proxy)
         assert get_json(f"{base}/__dumont/status")["active"] == "primary"
+        # The pages' assets come from the image (DUMONT_ASSETS_DIR), not from a source tree.
+        watcher = REPO / "static" / "watcher.js"
+        if watcher.is_file():
+            with urllib.request.urlopen(f"{base}/__dumont/static/watcher.js", timeout=2) as r:
+                assert r.read() == watcher.read_bytes()
 
         # It runs unprivileged, and the image's own HEALTHCHECK command passes against it.
         pids = container.entrypoints()
