@@ -1,4 +1,8 @@
-"""``dumont-provision pair ...``: create, destroy, list, show, reconcile, gpu-lost."""
+"""``dumont-provision pair ...``: create, destroy, list, show, reconcile, gpu-lost.
+
+google-cloud-compute takes seconds to import, so the cloud modules are imported by the handlers
+that need them: the proxy's hooks call ``sync fence`` on failover, and that must start at once.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioning.errors import ConfigError
-from provisioning.gcp import StandbyVm, StandbyVms, load_credentials
-from provisioning.pairing import PairService, PairSpec, validate_pair_id
 from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import set_backend
 from provisioning.reverse_sync import reverse_sync
@@ -24,6 +26,10 @@ from provisioning.startup_script import render_gpu_onstart, render_startup_scrip
 from provisioning.store import Pair, PairStore
 from provisioning.sync import SyncController
 from provisioning.vast import DEFAULT_VAST_URL, VastClient, VastInstance
+
+if TYPE_CHECKING:
+    from provisioning.gcp import StandbyVm
+    from provisioning.pairing import PairService, PairSpec
 
 __all__ = ["add_pair_subcommand"]
 
@@ -61,11 +67,19 @@ def _vast_key(args: argparse.Namespace) -> str:
 
 @asynccontextmanager
 async def _service(args: argparse.Namespace) -> AsyncIterator[PairService]:
+    from provisioning.gcp import StandbyVms, load_credentials, validate_zone
+    from provisioning.pairing import PairService
+
+    # Cheap checks first, so the one-line error names what the user got wrong.
+    vast_key = _vast_key(args)
+    validate_zone(args.gcp_zone)
+    if not args.gcp_project:
+        raise ConfigError("missing Google Cloud project: pass --gcp-project")
     if args.gcp_anonymous and not args.gcp_endpoint:
         raise ConfigError("--gcp-anonymous needs --gcp-endpoint: it is for local fake APIs only")
     credentials = load_credentials(args.gcp_credentials, anonymous=args.gcp_anonymous)
     standbys = StandbyVms(
-        args.gcp_project or "",
+        args.gcp_project,
         args.gcp_zone,
         credentials=credentials,
         api_endpoint=args.gcp_endpoint,
@@ -77,7 +91,7 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[PairService]:
             pair_id=pair_id, ssh_user=spec.standby_user, ssh_public_key=spec.ssh_public_key
         )
 
-    async with VastClient(_vast_key(args), base_url=args.vast_url) as vast:
+    async with VastClient(vast_key, base_url=args.vast_url) as vast:
         yield PairService(
             PairStore(Path(args.store)),
             vast,
@@ -89,6 +103,8 @@ async def _service(args: argparse.Namespace) -> AsyncIterator[PairService]:
 
 
 def _spec_from_args(args: argparse.Namespace) -> PairSpec:
+    from provisioning.pairing import PairSpec
+
     if not args.ssh_public_key:
         raise ConfigError("missing key: --ssh-public-key FILE (the pair's admin public key)")
     try:
@@ -122,6 +138,8 @@ def _print_pair(pair: Pair) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from provisioning.pairing import validate_pair_id
+
     validate_pair_id(args.pair)
     spec = _spec_from_args(args)
 
@@ -178,6 +196,8 @@ def _filler(args: argparse.Namespace) -> Callable[[Pair, VastInstance, StandbyVm
     from provisioning.cli_sync import topology_from_args
 
     async def fill(pair: Pair, gpu: VastInstance, standby: StandbyVm) -> None:
+        from provisioning.pairing import PairSpec
+
         spec = PairSpec.from_json(pair.spec)
         gpu_host = SshHost(gpu.ssh_host, "root", gpu.ssh_port)
         standby_host = SshHost(standby.external_ip, spec.standby_user, args.standby_ssh_port)

@@ -15,11 +15,17 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
+from provisioning.gcp import StandbyVms, load_credentials
 from provisioning.lsyncd_config import LsyncdSettings, SyncRoot
+from provisioning.pairing import PairService
 from provisioning.ssh import SshHost
+from provisioning.store import PairStore
 from provisioning.sync import SyncTopology
+from provisioning.vast import RetryPolicy, VastClient
 from tests.provisioning.fake_gcp import FakeGcp
-from tests.provisioning.fake_vast import FakeVast
+from tests.provisioning.fake_vast import API_KEY, FakeVast
+
+FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
 
 
 @dataclass
@@ -49,6 +55,26 @@ async def clouds() -> AsyncIterator[FakeClouds]:
         gcp.release_all()
         await vast_server.close()
         await gcp_server.close()
+
+
+@contextlib.asynccontextmanager
+async def pair_service(clouds: FakeClouds, store: Path) -> AsyncIterator[PairService]:
+    """The real clients, talking to the fakes, behind a PairService on a real SQLite store."""
+    standbys = StandbyVms(
+        "proj",
+        "us-central1-a",
+        credentials=load_credentials(None, anonymous=True),
+        api_endpoint=clouds.gcp_url,
+        retry=FAST_RETRY,
+    )
+    async with VastClient(API_KEY, base_url=clouds.vast_url, retry=FAST_RETRY) as vast:
+        yield PairService(
+            PairStore(store),
+            vast,
+            standbys,
+            startup_script=lambda pair_id, spec: f"#!/bin/bash\n# {pair_id}\n",
+            poll_interval=0.01,
+        )
 
 
 def _free_port() -> int:
