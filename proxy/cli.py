@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .config import load_config, parse_args
+from .dashboard.status_cli import status_main
 from .errors import ConfigError
 from .logs import setup_logging
 from .server import run
@@ -15,7 +16,10 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if list(argv[:1]) == ["status"]:
+        return status_main(argv[1:])
+    args = parse_args(argv)
     try:
         config = load_config(args, os.environ)
     except ConfigError as exc:

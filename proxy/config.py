@@ -25,6 +25,7 @@ __all__ = [
     "HealthConfig",
     "HooksConfig",
     "HostPort",
+    "PricesConfig",
     "Setting",
     "add_arguments",
     "load_config",
@@ -71,6 +72,16 @@ class HooksConfig:
 
 
 @dataclass(frozen=True)
+class PricesConfig:
+    """What the dashboard's savings panel computes with (None: not configured)."""
+
+    standby_per_hour: float | None = None
+    gpu_per_hour: float | None = None
+    downtime_per_minute: float | None = None
+    outage_minutes: float = 15.0
+
+
+@dataclass(frozen=True)
 class Config:
     primary: URL
     standby: URL
@@ -88,6 +99,8 @@ class Config:
     log_format: Literal["human", "json"] = "human"
     log_level: str = "info"
     access_log: bool = False
+    metrics: bool = True
+    prices: PricesConfig = field(default_factory=PricesConfig)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Tables owned by feature packages (``[pages]``), validated by them."""
 
@@ -160,6 +173,10 @@ def _positive_seconds(key: str, raw: Any) -> float:
 
 
 def _seconds(key: str, raw: Any) -> float:
+    return _number(key, raw, minimum=0.0, strict=False)
+
+
+def _amount(key: str, raw: Any) -> float:
     return _number(key, raw, minimum=0.0, strict=False)
 
 
@@ -323,6 +340,18 @@ SETTINGS: tuple[Setting, ...] = (
         "log_level", _choice("debug", "info", "warning", "error"), "least severe logged [info]"
     ),
     Setting("access_log", _flag, "log every request [false]", metavar="BOOL"),
+    Setting("metrics", _flag, "Prometheus /metrics on the control listener [true]", metavar="BOOL"),
+    Setting("prices.standby_per_hour", _amount, "standby VM price per hour", metavar="USD"),
+    Setting("prices.gpu_per_hour", _amount, "GPU machine price per hour", metavar="USD"),
+    Setting(
+        "prices.downtime_per_minute", _amount, "what a minute without the IDE costs", metavar="USD"
+    ),
+    Setting(
+        "prices.outage_minutes",
+        _amount,
+        "minutes an interruption would cost without a standby [15]",
+        metavar="MIN",
+    ),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -417,8 +446,11 @@ def _assemble(values: dict[str, Any], sections: dict[str, Any]) -> Config:
     hooks = HooksConfig(
         **{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("hooks.")}
     )
+    prices = PricesConfig(
+        **{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("prices.")}
+    )
     top = {k: v for k, v in values.items() if "." not in k}
-    config = Config(health=health, hooks=hooks, sections=sections, **top)
+    config = Config(health=health, hooks=hooks, prices=prices, sections=sections, **top)
     if not config.control_listen.is_loopback and not config.admin_token:
         raise ConfigError(
             "admin_token",

@@ -11,6 +11,7 @@ from yarl import URL
 
 from .boundary import error_boundary
 from .config import parse_backend_url
+from .dashboard import BOARD, setup_observability
 from .errors import BadRequest, ConfigError, NotFound, Unauthorized
 from .failover import Role
 from .public_app import WORKSPACE
@@ -73,7 +74,8 @@ async def put_backend(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     _check_token(request)
-    return web.json_response(request.app[WORKSPACE].status())
+    # The dashboard's state: the workspace's status plus sync, tips and savings.
+    return web.json_response(request.app[BOARD].state())
 
 
 def make_control_app(workspace: Workspace) -> web.Application:
@@ -85,4 +87,5 @@ def make_control_app(workspace: Workspace) -> web.Application:
     app.router.add_post("/admin/failback", failback)
     app.router.add_put("/admin/backends/{role}", put_backend)
     app.router.add_get("/admin/status", status)
+    setup_observability(app, workspace, _check_token)  # /metrics, /dashboard, PUT /admin/sync
     return app

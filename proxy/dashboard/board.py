@@ -1,0 +1,84 @@
+"""What the dashboard and ``dumont-proxy status`` show: the workspace's status and the rest.
+
+``Board.state()`` is the one JSON both read (``/dashboard/state`` and ``/admin/status``): the
+workspace's status, plus the sync report, tip A/B counts, the savings panel and each backend's
+recent health-check latencies for the sparklines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.failover import CheckResult, Decision, Event, Role
+from proxy.metrics import ProxyMetrics, SyncStatus, TipCounts
+from proxy.workspace import Workspace
+
+from .savings import SavingsLedger, savings
+
+__all__ = ["HISTORY", "Board", "tip_table"]
+
+log = logging.getLogger("dumont.sync")
+
+HISTORY = 90  # health checks kept per backend for the sparkline
+
+
+def tip_table(counts: TipCounts | None) -> dict[str, dict[str, float | int | None]] | None:
+    if counts is None:
+        return None
+    table: dict[str, dict[str, float | int | None]] = {}
+    for variant, numbers in sorted(counts.items()):
+        shown, clicked = int(numbers.get("impressions", 0)), int(numbers.get("clicks", 0))
+        rate = round(clicked / shown, 4) if shown else None
+        table[variant] = {"impressions": shown, "clicks": clicked, "click_rate": rate}
+    return table
+
+
+def _workspace_tips(workspace: Workspace) -> TipCounts | None:
+    """Hook point: a ``tips`` attribute with ``snapshot()`` (the transition page's TipBook)."""
+    book = getattr(workspace, "tips", None)
+    snapshot = getattr(book, "snapshot", None)
+    return snapshot() if callable(snapshot) else None
+
+
+@dataclass
+class Board:
+    workspace: Workspace
+    sync: SyncStatus = field(default_factory=SyncStatus)
+    ledger: SavingsLedger = field(default_factory=SavingsLedger)
+    metrics: ProxyMetrics | None = None
+    tips: Callable[[], TipCounts | None] | None = None
+    latencies: dict[Role, deque[float | None]] = field(
+        default_factory=lambda: {r: deque(maxlen=HISTORY) for r in ("primary", "standby")}
+    )
+
+    def tip_counts(self) -> TipCounts | None:
+        return self.tips() if self.tips is not None else _workspace_tips(self.workspace)
+
+    def observe(self, item: Event | Decision) -> None:
+        if isinstance(item, CheckResult):
+            # A failed check has no latency: None draws a gap in the sparkline.
+            ms = None if item.latency is None else round(item.latency * 1000, 3)
+            self.latencies[item.role].append(ms)
+
+    def log_sync_change(self, before: str, after: str, lag: float | None) -> None:
+        lag_text = "not measured" if lag is None else f"{lag:.3f}s"
+        level = (
+            logging.INFO if after in ("syncing", "fenced", "reverse_syncing") else logging.WARNING
+        )
+        log.log(
+            level, "sync state %s -> %s (lag %s), reported by provisioning", before, after, lag_text
+        )
+
+    def state(self) -> dict[str, Any]:
+        status = self.workspace.status()
+        for role, backend in status["backends"].items():
+            backend["latency_history_ms"] = list(self.latencies[role])
+        status["sync"] = self.sync.as_json()
+        status["tips"] = tip_table(self.tip_counts())
+        status["savings"] = savings(self.workspace.config.prices, self.ledger)
+        status["metrics"] = self.metrics is not None
+        return status

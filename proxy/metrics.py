@@ -1,0 +1,387 @@
+"""Prometheus metrics for one proxy: its own registry, bounded labels, base units.
+
+Two kinds of series live here:
+
+- state read at scrape time from the source of truth (which backend is up and active, the machine's
+  state, open WebSockets, sync lag, tip counts): a custom collector, so a gauge can never drift from
+  what the proxy really does, and nothing is paid for it per request;
+- counters and histograms fed by events: ``Workspace.observers`` (checks, switches, hooks) and the
+  ``TrafficObserver`` calls (one per HTTP request, two per WebSocket).
+
+Labels only take values from small fixed sets: backend (gpu, cpu), role (primary, standby, none),
+HTTP method (the nine standard ones, else OTHER), status class (1xx..5xx), switch reason (see
+``SWITCH_REASONS``), hook name, result. Never a path, a client address or free text.
+
+Recording a request is one dict lookup, one counter increment, one histogram observation and two
+integer additions (about 2.5 us; docs/OBSERVABILITY.md has the measurement).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, cast, get_args
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .failover import (
+    AdminFailback,
+    AdminFailover,
+    CheckResult,
+    Decision,
+    Event,
+    HealthChanged,
+    HookFinished,
+    PassiveFailure,
+    Role,
+    State,
+    SwitchFinished,
+    SwitchRecord,
+    SwitchStarted,
+)
+from .workspace import Workspace
+
+__all__ = [
+    "CONTENT_TYPE",
+    "SWITCH_REASONS",
+    "ProxyMetrics",
+    "SyncStatus",
+    "TipCounts",
+    "switch_reason",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+BACKEND_OF: dict[Role, str] = {"primary": "gpu", "standby": "cpu"}
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
+STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+# Why a switch started, as a bounded label. A failed hook never starts a switch in this machine:
+# it abandons a failback (dumont_switches_abandoned_total) and shows in dumont_hook_runs_total.
+SwitchReason = Literal["health_check", "passive", "admin", "recovery"]
+SWITCH_REASONS: tuple[SwitchReason, ...] = ("health_check", "passive", "admin", "recovery")
+
+# A switch counts as served when the new backend answers its first request; an idle browser may not
+# ask for minutes, so after this long the activation time stands in (docs/OBSERVABILITY.md).
+FIRST_REQUEST_WAIT = 30.0
+
+SYNC_STATES = ("unknown", "syncing", "fenced", "reverse_syncing", "degraded", "stopped")
+SyncState = Literal["unknown", "syncing", "fenced", "reverse_syncing", "degraded", "stopped"]
+
+# Latencies: health checks on loopback take ~1 ms, across a region tens; requests up to minutes
+# (a long download is one request).
+CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
+SWITCH_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+EVENT_TYPES: tuple[type, ...] = get_args(Event)
+
+TipCounts = Mapping[str, Mapping[str, int]]
+"""variant -> {"impressions": n, "clicks": n}: what the transition page's TipBook counts."""
+
+
+@dataclass
+class SyncStatus:
+    """The last sync report from provisioning (PUT /admin/sync); ``unknown`` until one arrives."""
+
+    state: SyncState = "unknown"
+    lag_seconds: float | None = None
+    reported_at: float | None = None  # time.time() of the report
+
+    def as_json(self) -> dict[str, object]:
+        age = None if self.reported_at is None else round(time.time() - self.reported_at, 3)
+        return {"state": self.state, "lag_seconds": self.lag_seconds, "report_age_s": age}
+
+
+def switch_reason(
+    record: SwitchRecord, trigger: Event | None, down_cause: Mapping[Role, SwitchReason]
+) -> SwitchReason:
+    """Map a switch to one of ``SWITCH_REASONS`` (the record's reason is free text)."""
+    if isinstance(trigger, AdminFailover | AdminFailback):
+        return "admin"
+    if record.kind == "failback":
+        return "recovery"  # automatic: the primary stayed healthy for the hold-down
+    if record.from_role is not None and record.from_role in down_cause:
+        return down_cause[record.from_role]
+    return "recovery"
+
+
+def _status_class(status: int) -> str:
+    return STATUS_CLASSES[status // 100] if 100 <= status < 600 else "0xx"
+
+
+class _StateCollector(Collector):
+    """Gauges read from the workspace at scrape time."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        sync: SyncStatus,
+        tips: Callable[[], TipCounts | None],
+        byte_counts: Callable[[], Mapping[tuple[str, str], int]],
+    ) -> None:
+        self._workspace = workspace
+        self._sync = sync
+        self._tips = tips
+        self._bytes = byte_counts
+
+    def collect(self) -> Iterator[Metric]:
+        ws = self._workspace
+        machine = ws.machine
+        up = GaugeMetricFamily(
+            "dumont_backend_up",
+            "1 if the backend passes its health checks (0 while down or not yet checked)",
+            labels=["backend", "role"],
+        )
+        active = GaugeMetricFamily(
+            "dumont_backend_active",
+            "1 for the backend that serves traffic",
+            labels=["backend", "role"],
+        )
+        sockets = GaugeMetricFamily(
+            "dumont_websockets_open", "WebSockets relayed right now", labels=["backend"]
+        )
+        for role, backend in ws.backends.items():
+            up.add_metric([backend.name, role], 1.0 if machine.health[role].up else 0.0)
+            active.add_metric([backend.name, role], 1.0 if machine.active == role else 0.0)
+            sockets.add_metric([backend.name], float(len(backend.websockets)))
+        state = GaugeMetricFamily(
+            "dumont_state", "1 for the failover machine's current state", labels=["state"]
+        )
+        for name in State:
+            state.add_metric([str(name)], 1.0 if machine.state == name else 0.0)
+        yield from (up, active, sockets, state)
+        yield GaugeMetricFamily(
+            "dumont_failback_available",
+            "1 while serving the standby with a healthy primary (a failback is possible)",
+            value=1.0 if machine.failback_available else 0.0,
+        )
+        relayed = CounterMetricFamily(
+            "dumont_relayed_bytes",
+            "Body and message bytes relayed, by direction (upstream: to the backend)",
+            labels=["direction", "protocol"],
+        )
+        for (direction, protocol), count in self._bytes().items():
+            relayed.add_metric([direction, protocol], float(count))
+        yield relayed
+        yield from self._sync_metrics()
+        yield from self._tip_metrics()
+
+    def _sync_metrics(self) -> Iterator[Metric]:
+        sync = self._sync
+        state = GaugeMetricFamily(
+            "dumont_sync_state", "1 for the file sync's last reported state", labels=["state"]
+        )
+        for name in SYNC_STATES:
+            state.add_metric([name], 1.0 if sync.state == name else 0.0)
+        yield state
+        if sync.lag_seconds is not None:
+            yield GaugeMetricFamily(
+                "dumont_sync_lag_seconds",
+                "Seconds the standby's files were behind the primary's at the last report",
+                value=sync.lag_seconds,
+            )
+        if sync.reported_at is not None:
+            yield GaugeMetricFamily(
+                "dumont_sync_report_timestamp_seconds",
+                "Unix time of the last sync report (PUT /admin/sync)",
+                value=sync.reported_at,
+            )
+
+    def _tip_metrics(self) -> Iterator[Metric]:
+        counts = self._tips()
+        if counts is None:
+            return
+        shown = CounterMetricFamily(
+            "dumont_tip_impressions", "Tips shown on the transition page", labels=["variant"]
+        )
+        clicked = CounterMetricFamily(
+            "dumont_tip_clicks", "Clicks on a tip's link", labels=["variant"]
+        )
+        for variant, numbers in sorted(counts.items()):
+            shown.add_metric([variant], float(numbers.get("impressions", 0)))
+            clicked.add_metric([variant], float(numbers.get("clicks", 0)))
+        yield shown
+        yield clicked
+
+
+class ProxyMetrics:
+    """The TrafficObserver and workspace observer that feed one registry."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        sync: SyncStatus,
+        tips: Callable[[], TipCounts | None] = lambda: None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._now = now
+        self._bytes: dict[tuple[str, str], int] = {
+            (d, p): 0 for d in ("upstream", "downstream") for p in ("http", "websocket")
+        }
+        self.registry.register(_StateCollector(workspace, sync, tips, self._bytes.copy))
+        r = self.registry
+        self.switches = Counter(
+            "dumont_switches",
+            "Completed switches of traffic between backends",
+            ["from", "to", "reason"],
+            registry=r,
+        )
+        self.switches_abandoned = Counter(
+            "dumont_switches_abandoned",
+            "Switches given up (the target went down, or before_failback failed)",
+            ["from", "to", "reason"],
+            registry=r,
+        )
+        self.switch_duration = Histogram(
+            "dumont_switch_duration_seconds",
+            "From the first failed check (or the command) to the first request the new backend"
+            " served",
+            ["kind"],
+            buckets=SWITCH_BUCKETS,
+            registry=r,
+        )
+        self.checks = Counter(
+            "dumont_health_checks", "Active health checks", ["backend", "result"], registry=r
+        )
+        self.check_duration = Histogram(
+            "dumont_health_check_duration_seconds",
+            "Latency of passed health checks",
+            ["backend"],
+            buckets=CHECK_BUCKETS,
+            registry=r,
+        )
+        self.passive = Counter(
+            "dumont_passive_failures",
+            "Real requests that could not reach the backend",
+            ["backend"],
+            registry=r,
+        )
+        self.hooks = Counter(
+            "dumont_hook_runs", "Hook commands run", ["hook", "result"], registry=r
+        )
+        self.requests = Counter(
+            "dumont_http_requests",
+            "HTTP requests forwarded (backend none: no backend answered)",
+            ["backend", "method", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "dumont_http_request_duration_seconds",
+            "From the request's arrival to its response's end",
+            ["backend"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.websockets = Counter(
+            "dumont_websockets", "WebSockets opened through the proxy", ["backend"], registry=r
+        )
+        # One cache entry per (backend, method, status): bounded by the label sets above.
+        self._children: dict[tuple[str | None, str, int], tuple[Counter, Histogram]] = {}
+        self._trigger: Event | None = None
+        self._down_cause: dict[Role, SwitchReason] = {}
+        self._reasons: dict[int, SwitchReason] = {}
+        # A completed switch waiting for its new backend's first answer.
+        self._serving: tuple[str, SwitchRecord] | None = None
+
+    def render(self) -> bytes:
+        self.flush_switch_timing()
+        return generate_latest(self.registry)
+
+    # ------------------------------------------------------------------ TrafficObserver
+
+    def request_done(
+        self,
+        backend: str | None,
+        method: str,
+        status: int,
+        seconds: float,
+        bytes_up: int,
+        bytes_down: int,
+    ) -> None:
+        if method not in METHODS:
+            method = "OTHER"
+        children = self._children.get((backend, method, status))
+        if children is None:
+            children = self._children_for(backend, method, status)
+        children[0].inc()
+        children[1].observe(seconds)
+        counts = self._bytes
+        counts["upstream", "http"] += bytes_up
+        counts["downstream", "http"] += bytes_down
+        if self._serving is not None and backend == self._serving[0] and status < 500:
+            self._observe_switch(self._serving[1], self._now())
+
+    def _children_for(
+        self, backend: str | None, method: str, status: int
+    ) -> tuple[Counter, Histogram]:
+        name = backend or "none"
+        children = (
+            self.requests.labels(name, method, _status_class(status)),
+            self.request_duration.labels(name),
+        )
+        self._children[backend, method, status] = children
+        return children
+
+    def websocket_opened(self, backend: str) -> None:
+        self.websockets.labels(backend).inc()
+
+    def websocket_closed(self, backend: str, bytes_up: int, bytes_down: int) -> None:
+        self._bytes["upstream", "websocket"] += bytes_up
+        self._bytes["downstream", "websocket"] += bytes_down
+
+    # ------------------------------------------------------------------ workspace observer
+
+    def observe(self, item: Event | Decision) -> None:
+        if isinstance(item, EVENT_TYPES):
+            self._trigger = cast(Event, item)  # the decisions that follow were made on this event
+        match item:
+            case CheckResult(role=role, ok=ok, latency=latency):
+                name = BACKEND_OF[role]
+                self.checks.labels(name, "ok" if ok else "failed").inc()
+                if latency is not None:
+                    self.check_duration.labels(name).observe(latency)
+            case PassiveFailure(role=role):
+                self.passive.labels(BACKEND_OF[role]).inc()
+            case HookFinished(hook=hook, ok=ok):
+                self.hooks.labels(hook, "ok" if ok else "failed").inc()
+            case HealthChanged(role=role, up=False, reason=reason):
+                passive = reason.startswith("passive:")
+                self._down_cause[role] = "passive" if passive else "health_check"
+            case SwitchStarted(switch=record):
+                self.flush_switch_timing(force=True)
+                # Classified now: the event that started it (an admin command, a failed check)
+                # is not the one that finishes it when a before_* hook runs in between.
+                self._reasons[record.id] = switch_reason(record, self._trigger, self._down_cause)
+            case SwitchFinished(switch=record):
+                self._switch_finished(record)
+
+    def _switch_finished(self, record: SwitchRecord) -> None:
+        reason = self._reasons.pop(record.id, None) or switch_reason(
+            record, self._trigger, self._down_cause
+        )
+        labels = (record.from_role or "none", record.to_role, reason)
+        if record.outcome == "completed":
+            self.switches.labels(*labels).inc()
+            self._serving = (BACKEND_OF[record.to_role], record)
+        else:
+            self.switches_abandoned.labels(*labels).inc()
+
+    def _observe_switch(self, record: SwitchRecord, at: float) -> None:
+        self._serving = None
+        self.switch_duration.labels(record.kind).observe(max(0.0, at - record.detected_at))
+
+    def flush_switch_timing(self, force: bool = False) -> None:
+        """No request came for a while after a switch: count the switch until activation."""
+        if self._serving is None:
+            return
+        record = self._serving[1]
+        finished = record.finished_at if record.finished_at is not None else record.started_at
+        if force or self._now() - finished > FIRST_REQUEST_WAIT:
+            self._observe_switch(record, finished)
