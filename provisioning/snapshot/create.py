@@ -1,8 +1,9 @@
 """Taking a snapshot: scan the tree, store the content that is new, write manifest and record.
 
 Files are read by a thread pool (hashing, chunking and zstd all release the GIL); a file whose
-size, mtime and ctime differ between open and the end of reading changed under us and is read
-again, up to ``retries`` times, then stored as last read and named in the snapshot's warnings.
+size, mtime and ctime differ between the stat before opening it and the end of reading changed
+under us and is read again, up to ``retries`` times, then stored as last read and named in the
+snapshot's warnings.
 A file that looks unchanged since the parent snapshot (same size, mtime, ctime, inode) is not
 read at all; everything else is compared by content, so only new chunks are stored.
 """
@@ -83,7 +84,6 @@ class _Read:
     content_hash: str
     chunks: tuple[str, ...]
     length: int
-    before: os.stat_result
     after: os.stat_result
 
 
@@ -139,8 +139,14 @@ class _Snapshotter:
     def store_file(self, entry: Entry) -> _FileOutcome:
         path = os.path.join(self.source, os.fsencode(entry.path))
         read_total = 0
-        for _attempt in range(self.options.retries + 1):
+        # The version seen before opening (the scan's, then a fresh lstat for each retry) must
+        # still be there after the last byte was read, else a writer was busy meanwhile.
+        expected = (entry.size, entry.mtime_ns, entry.ctime_ns)
+        for attempt in range(self.options.retries + 1):
             try:
+                if attempt > 0:
+                    now = os.lstat(path)
+                    expected = (now.st_size, now.st_mtime_ns, now.st_ctime_ns)
                 read = self._read_once(path)
             except FileNotFoundError:
                 return _FileOutcome(None, read_total, f"{entry.path}: vanished while snapshotting")
@@ -161,7 +167,15 @@ class _Snapshotter:
                 inode=after.st_ino,
                 ctime_ns=after.st_ctime_ns,
             )
-            if read.length == read.before.st_size and _same_version(read.before, after):
+            if (
+                (read.length, after.st_mtime_ns, after.st_ctime_ns)
+                == expected
+                == (
+                    after.st_size,
+                    after.st_mtime_ns,
+                    after.st_ctime_ns,
+                )
+            ):
                 return _FileOutcome(entry, read_total)
         tries = self.options.retries + 1
         return _FileOutcome(
@@ -181,7 +195,7 @@ class _Snapshotter:
             after = os.fstat(descriptor)
         finally:
             os.close(descriptor)
-        return _Read(content_hash, chunks, length, before, after)
+        return _Read(content_hash, chunks, length, after)
 
     def _read_small(self, descriptor: int, size: int) -> tuple[str, tuple[str, ...], int]:
         # One byte more than stat said: a file that grew meanwhile shows as a length mismatch.
@@ -226,14 +240,6 @@ class _Snapshotter:
             self.writer.store_claimed(encode_blob(data, self.options.level, identity))
         finally:
             self._in_flight.release()
-
-
-def _same_version(before: os.stat_result, after: os.stat_result) -> bool:
-    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
-        after.st_size,
-        after.st_mtime_ns,
-        after.st_ctime_ns,
-    )
 
 
 def _looks_unchanged(entry: Entry, previous: Entry | None, index: dict[str, BlobLocation]) -> bool:

@@ -67,11 +67,11 @@ class PackWriter:
         self,
         store: ObjectStore,
         is_stored: Callable[[str], bool],
-        pack_target_size: int = PACK_TARGET_SIZE,
+        pack_target_size: int | None = None,
     ) -> None:
         self._store = store
         self._is_stored = is_stored
-        self._target = pack_target_size
+        self._target = pack_target_size or PACK_TARGET_SIZE
         # Three locks so that a producer waiting for a free buffer (holding _fill_lock) never
         # blocks the uploader, which only needs _index_lock to record what it stored.
         self._claim_lock = threading.Lock()
@@ -79,7 +79,7 @@ class PackWriter:
         self._index_lock = threading.Lock()
         self._free: queue.Queue[bytearray] = queue.Queue()
         for _ in range(_BUFFERS):
-            self._free.put(bytearray(pack_target_size + _BUFFER_SLACK))
+            self._free.put(bytearray(self._target + _BUFFER_SLACK))
         self._open: _OpenPack | None = None
         self._pending: set[str] = set()
         self._unindexed: dict[str, BlobLocation] = {}
