@@ -9,6 +9,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,17 +158,39 @@ def _version(argv: Sequence[str]) -> str:
     return text[0] if text else "?"
 
 
-def machine_load() -> dict[str, Any]:
-    """The load average and the busiest processes (by CPU share over their lifetime) right now."""
-    busy = subprocess.run(
-        ["ps", "-eo", "pcpu,pid,comm,args", "--sort=-pcpu"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.splitlines()[1:9]
+def _cpu_ticks() -> dict[int, tuple[int, str]]:
+    """Per pid: user + system clock ticks so far, and the command line."""
+    ticks = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks[int(entry.name)] = (int(fields[11]) + int(fields[12]), cmd.strip()[:140])
+    return ticks
+
+
+def machine_load(sample: float = 1.0) -> dict[str, Any]:
+    """The load average, and the processes busiest over the next ``sample`` seconds (% of a CPU)."""
+    before = _cpu_ticks()
+    time.sleep(sample)
+    after = _cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = sorted(
+        (
+            (100 * (t - before[pid][0]) / hz / sample, pid, cmd)
+            for pid, (t, cmd) in after.items()
+            if pid in before and t > before[pid][0]
+        ),
+        reverse=True,
+    )
     return {
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-        "busiest_processes": [b[:160] for b in busy],
+        "busiest_processes": [f"{pct:5.1f}% {pid} {cmd}" for pct, pid, cmd in busy[:8]],
     }
 
 
