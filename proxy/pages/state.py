@@ -1,0 +1,34 @@
+"""What setup_pages() leaves on the application for the handlers and for the core."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from proxy.tasks import TaskSet
+
+from .config import PagesConfig
+from .render import TransitionRenderer
+from .static_files import StaticFile
+from .tips import TipBook
+from .view import SwitchSnapshot, SwitchView
+
+__all__ = ["PAGES", "PagesState"]
+
+
+@dataclass
+class PagesState:
+    view: SwitchView
+    config: PagesConfig
+    renderer: TransitionRenderer
+    tip_book: TipBook
+    static: dict[str, StaticFile]
+    keepalive_interval: float
+    # One queue per open /__dumont/events stream; None in a queue tells its stream to end.
+    streams: set[asyncio.Queue[SwitchSnapshot | None]] = field(default_factory=set)
+    tasks: TaskSet = field(default_factory=lambda: TaskSet("pages"))
+
+
+PAGES: web.AppKey[PagesState] = web.AppKey("dumont_pages", PagesState)

@@ -1,0 +1,175 @@
+// The in-IDE watcher. The proxy adds this script to code-server's HTML documents. It follows
+// /__dumont/events and, when the proxy switches machines, covers the IDE with the transition page
+// and reloads the document as soon as the new machine serves: before VS Code gives up on its
+// WebSockets and asks the user to reload, and without a click.
+//
+// Never a reload loop: it reloads at most once per (epoch, machine), remembered in sessionStorage.
+// Survives the proxy restarting: the event stream reconnects with backoff, and an epoch that went
+// backwards (a new proxy process counts from zero) is not mistaken for a switch.
+(function () {
+  "use strict";
+
+  // Only the IDE's top-level document: not VS Code's webview frames, not our own overlay frame.
+  if (window.top !== window.self || window.__dumontWatcher) return;
+  window.__dumontWatcher = true;
+
+  var RELOADED_KEY = "dumont:reloaded-for";
+  var DISMISSED_KEY = "dumont:failback-dismissed";
+  var script = document.currentScript;
+  // The proxy may stamp the epoch that served this document; a switch between serving it and our
+  // subscribing is then still seen as a switch.
+  var servedEpoch = script && script.dataset.dumontEpoch ? Number(script.dataset.dumontEpoch) : null;
+  var baseline = null;
+  var overlay = null;
+  var notice = null;
+  var strings = null;
+  var backoffMs = 500;
+
+  function storageGet(key) {
+    try { return window.sessionStorage.getItem(key); } catch (e) { return null; }
+  }
+
+  function storageSet(key, value) {
+    try { window.sessionStorage.setItem(key, value); } catch (e) { /* private mode: fine */ }
+  }
+
+  function loadStyles() {
+    var link = document.createElement("link");
+    link.rel = "stylesheet";
+    link.href = "/__dumont/static/watcher.css";
+    (document.head || document.documentElement).appendChild(link);
+  }
+
+  function loadStrings() {
+    if (strings) return Promise.resolve(strings);
+    return fetch("/__dumont/strings", { credentials: "same-origin" })
+      .then(function (response) { return response.json(); })
+      .then(function (body) { strings = body.strings; return strings; });
+  }
+
+  // Did the machine behind this document change since it was served?
+  function moved(s) {
+    if (baseline === null) {
+      baseline = { epoch: s.epoch, active: s.active };
+      if (servedEpoch !== null && servedEpoch < s.epoch) baseline = { epoch: servedEpoch, active: null };
+    }
+    var differentMachine = baseline.active !== null && s.active !== null && s.active !== baseline.active;
+    if (s.epoch < baseline.epoch) {
+      // A new proxy process: its epochs start again. Only the machine tells us anything.
+      if (!differentMachine && s.ready) baseline = { epoch: s.epoch, active: s.active };
+      return differentMachine;
+    }
+    if (baseline.active === null && s.ready && s.epoch === baseline.epoch) baseline.active = s.active;
+    return s.epoch > baseline.epoch || differentMachine;
+  }
+
+  function showOverlay() {
+    if (overlay) return;
+    overlay = document.createElement("div");
+    overlay.className = "dumont-watcher-overlay";
+    var frame = document.createElement("iframe");
+    frame.className = "dumont-watcher-frame";
+    frame.title = "Dumont";
+    frame.src = "/__dumont/transition?embedded=1&return=" +
+      encodeURIComponent(window.location.pathname + window.location.search);
+    overlay.appendChild(frame);
+    document.documentElement.appendChild(overlay);
+    // Next frame: let the browser lay out the hidden state first, so the fade-in runs.
+    window.requestAnimationFrame(function () { overlay.classList.add("is-visible"); });
+  }
+
+  function hideOverlay() {
+    if (!overlay) return;
+    overlay.remove();
+    overlay = null;
+  }
+
+  function reloadFor(s) {
+    var key = s.epoch + ":" + s.active;
+    if (storageGet(RELOADED_KEY) === key) {
+      // We already reloaded for this switch and still see it as new: stop here, rebaseline.
+      baseline = { epoch: s.epoch, active: s.active };
+      hideOverlay();
+      return;
+    }
+    storageSet(RELOADED_KEY, key);
+    window.location.reload();
+  }
+
+  function showNotice(s) {
+    loadStrings().then(function (t) {
+      if (notice) return;
+      notice = document.createElement("div");
+      notice.className = "dumont-watcher-notice";
+      notice.setAttribute("role", "alertdialog");
+      var text = document.createElement("p");
+      text.textContent = t["notice.failback"];
+      var actions = document.createElement("div");
+      actions.className = "dumont-watcher-actions";
+      var later = document.createElement("button");
+      later.type = "button";
+      later.className = "dumont-watcher-later";
+      later.textContent = t["notice.dismiss"];
+      later.addEventListener("click", function () {
+        storageSet(DISMISSED_KEY, String(s.epoch));
+        hideNotice();
+      });
+      var go = document.createElement("button");
+      go.type = "button";
+      go.className = "dumont-watcher-go";
+      go.textContent = t["notice.switch"];
+      go.addEventListener("click", function () {
+        go.disabled = true;
+        fetch("/__dumont/failback", { method: "POST", credentials: "same-origin" })
+          .then(function (response) {
+            if (!response.ok) throw new Error(String(response.status));
+            hideNotice(); // the switch itself arrives on the event stream
+          })
+          .catch(function () {
+            text.textContent = t["notice.failed"];
+            go.disabled = false;
+          });
+      });
+      actions.appendChild(later);
+      actions.appendChild(go);
+      notice.appendChild(text);
+      notice.appendChild(actions);
+      document.documentElement.appendChild(notice);
+    }).catch(function () { /* no strings, no notice; the next event tries again */ });
+  }
+
+  function hideNotice() {
+    if (!notice) return;
+    notice.remove();
+    notice = null;
+  }
+
+  function handle(s) {
+    var hasMoved = moved(s);
+    if (hasMoved || !s.ready) showOverlay();
+    if (hasMoved && s.ready) {
+      reloadFor(s);
+    } else if (s.ready) {
+      hideOverlay(); // a blip without a switch: VS Code reconnects by itself
+    }
+    var offerFailback = s.failback_available && s.state === "serving_standby" && !overlay &&
+      storageGet(DISMISSED_KEY) !== String(s.epoch);
+    if (offerFailback) showNotice(s); else hideNotice();
+  }
+
+  function connect() {
+    var source = new EventSource("/__dumont/events");
+    source.onmessage = function (event) {
+      backoffMs = 500;
+      handle(JSON.parse(event.data));
+    };
+    source.onerror = function () {
+      source.close();
+      window.setTimeout(connect, backoffMs + Math.random() * 250);
+      backoffMs = Math.min(backoffMs * 2, 5000);
+    };
+  }
+
+  loadStyles();
+  connect();
+})();
