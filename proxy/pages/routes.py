@@ -44,7 +44,9 @@ def setup_pages(
     keepalive_interval: float = KEEPALIVE_INTERVAL,
     rng: random.Random | None = None,
 ) -> None:
-    """Register the pages' routes on `app` and keep their state in `app[PAGES]`.
+    """Register the pages' routes on `app` and keep their state in `app[PAGES]`. Every other path
+    under /__dumont/ answers 404, so register the core's own /__dumont/ routes (healthz, status)
+    before calling this.
 
     Call it before the core adds its catch-all forwarding route (aiohttp matches in order). Reads
     the template and every static file now, so a broken install fails at start-up. `rng` makes tip
@@ -64,7 +66,11 @@ def setup_pages(
     router.add_get(f"{PREFIX}/strings", _strings)
     router.add_get(f"{PREFIX}/transition", _transition)
     router.add_get(f"{PREFIX}/tips/{{tip_id}}/click", _tip_click)
-    router.add_post(f"{PREFIX}/failback", _failback)
+    failback = router.add_resource(f"{PREFIX}/failback")
+    failback.add_route(hdrs.METH_POST, _failback)
+    failback.add_route(hdrs.METH_ANY, _post_only)
+    # The reserved prefix never reaches a backend: an unknown /__dumont/ path is ours to refuse.
+    router.add_route(hdrs.METH_ANY, f"{PREFIX}/{{tail:.*}}", _unknown)
     app.on_shutdown.append(end_streams)
     app.on_cleanup.append(_close_tasks)
 
@@ -88,7 +94,7 @@ def render_transition(
     reloads that same URL. The core answers navigations with it (status 503, Retry-After) while
     no backend is ready. Requires setup_pages() on the request's application."""
     response = _transition_page(
-        request, view, return_path=request.path_qs, embedded=False, status=status
+        request, view, return_path=request.raw_path, embedded=False, status=status
     )
     if status == 503:
         response.headers[hdrs.RETRY_AFTER] = str(retry_after)
@@ -171,6 +177,14 @@ def _require_same_origin(request: web.Request) -> None:
     parts = urlsplit(origin)
     if parts.scheme not in {"http", "https"} or parts.netloc.lower() != request.host.lower():
         raise Forbidden("Origin does not match Host")
+
+
+async def _post_only(request: web.Request) -> web.Response:
+    raise web.HTTPMethodNotAllowed(request.method, [hdrs.METH_POST])
+
+
+async def _unknown(request: web.Request) -> web.Response:
+    raise NotFound(f"no such page: {request.path}")
 
 
 async def _close_tasks(app: web.Application) -> None:
