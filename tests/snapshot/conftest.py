@@ -9,9 +9,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,11 @@ class CliResult:
     err: str
 
 
+RunCli = Callable[..., CliResult]
+
+
 @pytest.fixture
-def snapshot_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def snapshot_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
     """Runs `dumont-provision snapshot ...` as the main CLI will: ProvisioningError -> exit 2."""
 
     def run(*argv: str) -> CliResult:
@@ -40,7 +44,7 @@ def snapshot_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped
         try:
             code = args.handler(args)
         except ProvisioningError as exc:
-            print(f"dumont-provision: {exc}", file=__import__("sys").stderr)
+            print(f"dumont-provision: {exc}", file=sys.stderr)
             code = 2
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
