@@ -223,7 +223,8 @@ def _gpu_lost(args: argparse.Namespace) -> int:
     async def run() -> tuple[Pair, str]:
         async with _service(args) as service:
             verdict = await service.check_gpu(args.pair, proxy_says_down=True)
-            reason = args.reason or verdict.reason
+            # The proxy runs hooks with DUMONT_REASON set: the health view that triggered failover.
+            reason = args.reason or os.environ.get("DUMONT_REASON") or verdict.reason
             fill = _filler(args) if args.replace else None
             pair = await service.gpu_lost(args.pair, reason=reason, replace=args.replace, fill=fill)
             return pair, verdict.reason
@@ -281,7 +282,7 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
 
     lost = actions.add_parser("gpu-lost", help="spot interruption: keep the standby, degrade")
     lost.add_argument("--pair", required=True)
-    option(lost, "--reason", help="why (the proxy's on_failover hook passes DUMONT_REASON)")
+    option(lost, "--reason", help="why (default: the hook's DUMONT_REASON, else Vast's state)")
     lost.add_argument("--replace", action="store_true", help="rent a replacement GPU and fill it")
     option(lost, "--proxy-control", help="the proxy's control URL, to register the new primary")
     option(lost, "--admin-token", help="bearer token for the proxy's admin API")

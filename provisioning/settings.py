@@ -1,5 +1,8 @@
-"""Options for ``dumont-provision``: a flag, else ``DUMONT_<DEST>`` from the environment, else the
-``[provisioning]`` table of a TOML file (``--config``), else the built-in default.
+"""Options for ``dumont-provision``: a flag, else ``DUMONT_PROVISION_<DEST>`` from the environment,
+else the ``[provisioning]`` table of a TOML file (``--config``), else the built-in default.
+
+The prefix is not the proxy's ``DUMONT_``: hooks inherit the proxy's environment, where
+``DUMONT_STANDBY`` is an HTTP URL, not the SSH address ``--standby`` means here.
 
 Flags are declared with :func:`option`, which records the built-in default apart from argparse's,
 so that "not given" can be told from "given the default value".
@@ -15,7 +18,9 @@ from typing import Any
 
 from provisioning.errors import ConfigError
 
-__all__ = ["option", "resolve"]
+__all__ = ["ENV_PREFIX", "option", "resolve"]
+
+ENV_PREFIX = "DUMONT_PROVISION_"
 
 _DEFAULTS: dict[str, Any] = {}
 _TYPES: dict[str, Any] = {}
@@ -29,20 +34,21 @@ def option(
     dest = flag.lstrip("-").replace("-", "_")
     _DEFAULTS[dest] = default
     _TYPES[dest] = "flag" if kwargs.get("action") == "store_true" else kwargs.get("type", str)
-    env = f"DUMONT_{dest.upper()}"
+    env = f"{ENV_PREFIX}{dest.upper()}"
     shown = f"; default {default}" if default not in (None, False, []) else ""
     parser.add_argument(flag, dest=dest, default=None, help=f"{help} (env {env}{shown})", **kwargs)
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill every option left unset from the environment, the config file, then the default."""
-    table = _load_table(getattr(args, "config", None) or os.environ.get("DUMONT_CONFIG"))
+    table = _load_table(getattr(args, "config", None) or os.environ.get(f"{ENV_PREFIX}CONFIG"))
     for dest, default in _DEFAULTS.items():
         if not hasattr(args, dest) or getattr(args, dest) not in (None, []):
             continue
-        env = os.environ.get(f"DUMONT_{dest.upper()}")
+        name = f"{ENV_PREFIX}{dest.upper()}"
+        env = os.environ.get(name)
         if env is not None:
-            setattr(args, dest, _convert(dest, env, f"env DUMONT_{dest.upper()}"))
+            setattr(args, dest, _convert(dest, env, f"env {name}"))
         elif dest in table:
             setattr(args, dest, _convert(dest, table[dest], f"{dest} in the config file"))
         else:

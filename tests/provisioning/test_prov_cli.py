@@ -55,7 +55,7 @@ def test_bad_zone_and_bad_values(
     argv = [f"--store={tmp_path / 's.db'}", "pair", "create", "--pair", "p1"]
     argv += ["--ssh-public-key", str(tmp_path / "k.pub"), "--gcp-project", "p"]
     assert "bad zone 'moon-1'" in error_line(capsys, [*argv, "--gcp-zone", "moon-1"])
-    monkeypatch.setenv("DUMONT_GCP_ZONE", "nowhere")
+    monkeypatch.setenv("DUMONT_PROVISION_GCP_ZONE", "nowhere")
     assert "bad zone 'nowhere'" in error_line(capsys, argv)  # env is read too
     assert "bad pair id 'P 1'" in error_line(
         capsys, [f"--store={tmp_path / 's.db'}", "pair", "create", "--pair", "P 1"]

@@ -1,0 +1,92 @@
+"""A spot interruption end to end: the replacement GPU is rented, filled from the standby by reverse
+sync over real sshd and rsync, forward sync restarts, and the proxy's admin API learns the new
+primary. Only the two cloud APIs and the proxy's admin endpoint are fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from provisioning.cli import main
+from provisioning.fence import is_fenced
+from provisioning.store import PairState, PairStore
+from provisioning.sync import SyncController
+from tests.provisioning.conftest import FakeClouds, SyncBed, pair_service
+from tests.provisioning.fake_vast import API_KEY
+from tests.provisioning.test_prov_pairing import SPEC
+from tests.provisioning.trees import tree_digest
+
+pytestmark = pytest.mark.slow
+
+
+async def test_gpu_lost_with_replace_fills_the_new_gpu_and_registers_it(
+    clouds: FakeClouds, sync_bed: SyncBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bed = sync_bed
+    clouds.vast.ssh_port = bed.sshd.port  # every rented GPU is reachable through the test sshd
+    store = tmp_path / "pairs.sqlite3"
+    async with pair_service(clouds, store) as service:
+        pair = await service.create("erin", replace(SPEC, standby_user="root"))
+    assert pair.gpu_instance_id is not None
+    clouds.vast.set_status(pair.gpu_instance_id, "exited")
+
+    # What the user wrote on the standby while the GPU was gone; the new GPU starts empty.
+    (bed.standby_workspace / "notebooks").mkdir(parents=True)
+    (bed.standby_workspace / "notebooks" / "run.ipynb").write_text('{"cells": []}\n')
+    (bed.standby_workspace / "data.bin").write_bytes(os.urandom(2_000_000))
+    (bed.standby_user_data / "User").mkdir(parents=True)
+    (bed.standby_user_data / "User" / "settings.json").write_text('{"workbench.colorTheme": 1}\n')
+
+    registered: list[tuple[str | None, Any]] = []
+
+    async def set_primary(request: web.Request) -> web.Response:
+        registered.append((request.headers.get("Authorization"), await request.json()))
+        return web.json_response({"ok": True})
+
+    admin = web.Application()
+    admin.router.add_put("/admin/backends/primary", set_primary)
+    admin_server = TestServer(admin, host="127.0.0.1")
+    await admin_server.start_server()
+    try:
+        argv = [
+            f"--store={store}", "pair", "gpu-lost", "--pair=erin", "--replace",
+            "--reason=health checks failed", f"--vast-url={clouds.vast_url}",
+            f"--gcp-endpoint={clouds.gcp_url}", "--gcp-anonymous", "--gcp-project=proj",
+            "--gcp-zone=us-central1-a", "--poll-interval=0.01",
+            f"--proxy-control=http://127.0.0.1:{admin_server.port}", "--admin-token=s3cret",
+            f"--standby-ssh-port={bed.sshd.port}", "--delay=0.2",
+            *[f for f in bed.cli_flags() if not f.startswith(("--gpu=", "--standby="))],
+        ]  # fmt: skip
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("VAST_API_KEY", API_KEY)
+            code = await asyncio.to_thread(main, argv)
+        assert code == 0, capsys.readouterr().err
+    finally:
+        await admin_server.close()
+
+    pair = PairStore(store).get("erin")
+    assert pair.state is PairState.READY
+    assert pair.gpu_generation == 2
+    assert registered == [("Bearer s3cret", {"url": "http://127.0.0.1:18080"})]
+    for gpu_root, standby_root in (
+        (bed.gpu_workspace, bed.standby_workspace),
+        (bed.gpu_user_data, bed.standby_user_data),
+    ):
+        assert tree_digest(gpu_root) == tree_digest(standby_root)
+    assert not await is_fenced(bed.sshd.host(), str(bed.standby_state))
+    controller = SyncController(bed.topology())
+    assert (await controller.lsyncd_report()).running
+    (bed.gpu_workspace / "from-the-new-gpu.txt").write_text("forward sync is back\n")
+    for _ in range(300):
+        if (bed.standby_workspace / "from-the-new-gpu.txt").exists():
+            break
+        await asyncio.sleep(0.1)
+    assert (bed.standby_workspace / "from-the-new-gpu.txt").exists()
