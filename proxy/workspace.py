@@ -56,6 +56,19 @@ CLOSE_SHUTDOWN = 1001
 Observer = Callable[[Event | Decision], None]
 
 
+def _switch_fields(sw: SwitchRecord) -> dict[str, Any]:
+    return {
+        "switch_id": sw.id,
+        "kind": sw.kind,
+        "from": sw.from_role,
+        "to": sw.to_role,
+        "reason": sw.reason,
+        "outcome": sw.outcome,
+        "duration_s": None if sw.duration is None else round(sw.duration, 4),
+        "detail": sw.detail,
+    }
+
+
 class Workspace:
     def __init__(self, config: Config, now: Callable[[], float] | None = None) -> None:
         self.config = config
@@ -122,7 +135,12 @@ class Workspace:
     def _carry_out(self, decision: Decision) -> None:
         match decision:
             case Activate(role=role, previous=previous):
-                log.warning("routing to %s (was %s)", role or "nothing", previous or "nothing")
+                log.warning(
+                    "routing to %s (was %s)",
+                    role or "nothing",
+                    previous or "nothing",
+                    extra={"fields": {"event": "activate", "to": role, "from": previous}},
+                )
                 if previous is not None:
                     lost = self.backends[previous]
                     if rerouted := lost.reroute_waiting():
@@ -138,9 +156,29 @@ class Workspace:
                 if command is not None:
                     self.tasks.spawn(self._run_hook(hook, command, switch), name=f"hook-{hook}")
             case HealthChanged(role=role, up=up, reason=reason):
-                log.warning("%s is %s: %s", role, "up" if up else "down", reason)
+                log.warning(
+                    "%s is %s: %s",
+                    role,
+                    "up" if up else "down",
+                    reason,
+                    extra={
+                        "fields": {
+                            "event": "health_changed",
+                            "role": role,
+                            "up": up,
+                            "reason": reason,
+                        }
+                    },
+                )
             case SwitchStarted(switch=sw):
-                log.warning("%s %s -> %s started: %s", sw.kind, sw.from_role, sw.to_role, sw.reason)
+                log.warning(
+                    "%s %s -> %s started: %s",
+                    sw.kind,
+                    sw.from_role,
+                    sw.to_role,
+                    sw.reason,
+                    extra={"fields": {"event": "switch_started", **_switch_fields(sw)}},
+                )
             case SwitchFinished(switch=sw):
                 log.warning(
                     "%s %s -> %s %s in %.3fs%s",
@@ -150,6 +188,7 @@ class Workspace:
                     sw.outcome,
                     sw.duration or 0.0,
                     f": {sw.detail}" if sw.detail else "",
+                    extra={"fields": {"event": "switch_finished", **_switch_fields(sw)}},
                 )
             case CommandRefused():
                 pass
@@ -175,6 +214,17 @@ class Workspace:
             "ok" if outcome.ok else "failed",
             outcome.seconds,
             outcome.detail,
+            extra={
+                "fields": {
+                    "event": "hook_finished",
+                    "hook": hook,
+                    "ok": outcome.ok,
+                    "seconds": round(outcome.seconds, 3),
+                    "detail": outcome.detail,
+                    "switch_id": switch.id,
+                    "reason": switch.reason,
+                }
+            },
         )
         self.feed(HookFinished(hook, switch.id, outcome.ok, self._now(), outcome.detail))
 

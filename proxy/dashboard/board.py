@@ -66,11 +66,14 @@ class Board:
 
     def log_sync_change(self, before: str, after: str, lag: float | None) -> None:
         lag_text = "not measured" if lag is None else f"{lag:.3f}s"
-        level = (
-            logging.INFO if after in ("syncing", "fenced", "reverse_syncing") else logging.WARNING
-        )
+        calm = after in ("syncing", "fenced", "reverse_syncing")
         log.log(
-            level, "sync state %s -> %s (lag %s), reported by provisioning", before, after, lag_text
+            logging.INFO if calm else logging.WARNING,
+            "sync state %s -> %s (lag %s), reported by provisioning",
+            before,
+            after,
+            lag_text,
+            extra={"fields": {"event": "sync_changed", "from": before, "to": after, "lag_s": lag}},
         )
 
     def state(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ async def submit_token(page: Page, token: str) -> None:
 
 
 async def test_dashboard_live_and_buttons(upstreams: Upstreams, make_proxy: ProxyFactory) -> None:
+    expect.set_options(timeout=15_000)  # generous: the test machine is often loaded
     gpu, cpu = upstreams
     prices = PricesConfig(standby_per_hour=0.005, gpu_per_hour=0.45, downtime_per_minute=0.5)
     server = await make_proxy(url_of(gpu), url_of(cpu), admin_token=TOKEN, prices=prices)
