@@ -46,7 +46,17 @@ class _RedactSessions(logging.Filter):
         return True
 
 
-for _logger_name in ("httpx", "httpcore"):
+# A logger's filters see only records logged to it, not those its children pass up: name each
+# logger httpx and httpcore log to (httpcore's DEBUG traces print response headers: Location).
+for _logger_name in (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.connection_pool",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+):
     logging.getLogger(_logger_name).addFilter(_RedactSessions())
 
 
