@@ -202,6 +202,13 @@ def machine_info() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     return {
+        "commit": _version(["git", "-C", str(Path(__file__).parents[2]), "describe", "--always"]),
+        "proxy_changes_not_committed": subprocess.run(
+            ["git", "-C", str(Path(__file__).parents[2]), "status", "--short", "--", "proxy"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.splitlines(),
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
