@@ -1,4 +1,4 @@
-"""A GCS bucket as a destination: the real httpx client against a fake of the JSON API wire format."""
+"""A GCS bucket as destination: the real httpx client against a fake of the JSON API wire format."""
 
 from __future__ import annotations
 
