@@ -33,7 +33,10 @@ def option(
 ) -> None:
     dest = flag.lstrip("-").replace("-", "_")
     _DEFAULTS[dest] = default
-    _TYPES[dest] = "flag" if kwargs.get("action") == "store_true" else kwargs.get("type", str)
+    action = kwargs.get("action")
+    _TYPES[dest] = {"store_true": "flag", "append": "list"}.get(
+        action or "", kwargs.get("type", str)
+    )
     env = f"{ENV_PREFIX}{dest.upper()}"
     shown = f"; default {default}" if default not in (None, False, []) else ""
     parser.add_argument(flag, dest=dest, default=None, help=f"{help} (env {env}{shown})", **kwargs)
@@ -58,6 +61,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 def _convert(dest: str, value: Any, where: str) -> Any:
     kind = _TYPES[dest]
+    if kind == "list":  # a TOML array, or comma-separated in the environment
+        items = value if isinstance(value, list) else str(value).split(",")
+        return [str(item).strip() for item in items if str(item).strip()]
     if kind == "flag":
         if isinstance(value, bool):
             return value

@@ -71,6 +71,7 @@ def test_config_file_supplies_defaults(capsys: pytest.CaptureFixture[str], tmp_p
     config.write_text(
         '[provisioning]\ngpu = "root@gpu.example:2222"\nstandby = "dumont@cpu.example"\n'
         'delay = 0.2\nworkspace = "/home/coder/project"\nuser-data = "none"\n'
+        'exclude = ["*.ckpt", "wandb/"]\n'
     )
     assert main(["--config", str(config), "sync", "render"]) == 0
     rendered = capsys.readouterr().out
@@ -83,6 +84,7 @@ def test_config_file_supplies_defaults(capsys: pytest.CaptureFixture[str], tmp_p
     assert '"__pycache__/"' in rendered
     assert '"*.sock"' in rendered
     assert "update = true" in rendered
+    assert '"*.ckpt", "wandb/" }' in rendered
     config.write_text("[provisioning\n")
     assert "bad config file" in error_line(capsys, ["--config", str(config), "sync", "render"])
 
