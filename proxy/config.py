@@ -25,8 +25,10 @@ __all__ = [
     "HealthConfig",
     "HooksConfig",
     "HostPort",
+    "LimitsConfig",
     "PricesConfig",
     "Setting",
+    "TLSConfig",
     "add_arguments",
     "load_config",
     "parse_backend_url",
@@ -72,6 +74,28 @@ class HooksConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """What one client may cost the proxy (issue 7); docs/SECURITY.md explains each default."""
+
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    body_timeout: float = 30.0
+    send_timeout: float = 60.0
+    max_header_count: int = 100
+    max_header_size: int = 8190
+    max_url_length: int = 8192
+    max_connections: int = 10000
+    max_connections_per_ip: int = 256
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: str | None = None
+    key: str | None = None
+    hsts: float = 0.0  # Strict-Transport-Security max-age in seconds; 0: not sent
+
+
+@dataclass(frozen=True)
 class PricesConfig:
     """What the dashboard's savings panel computes with (None: not configured)."""
 
@@ -99,6 +123,9 @@ class Config:
     log_format: Literal["human", "json"] = "human"
     log_level: str = "info"
     access_log: bool = False
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    allow_python_parser: bool = False
     metrics: bool = True
     prices: PricesConfig = field(default_factory=PricesConfig)
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -340,6 +367,53 @@ SETTINGS: tuple[Setting, ...] = (
         "log_level", _choice("debug", "info", "warning", "error"), "least severe logged [info]"
     ),
     Setting("access_log", _flag, "log every request [false]", metavar="BOOL"),
+    Setting(
+        "limits.header_timeout",
+        _positive_seconds,
+        "seconds a client has to send a whole request head, else 408 [10]",
+        metavar="S",
+    ),
+    Setting(
+        "limits.keepalive_timeout",
+        _positive_seconds,
+        "seconds an idle keep-alive connection stays open [75]",
+        metavar="S",
+    ),
+    Setting(
+        "limits.body_timeout",
+        _positive_seconds,
+        "seconds a request body may stall without a byte, else 408 [30]",
+        metavar="S",
+    ),
+    Setting(
+        "limits.send_timeout",
+        _positive_seconds,
+        "seconds a client may leave a response unread before it is cut off [60]",
+        metavar="S",
+    ),
+    Setting("limits.max_header_count", _count, "header fields in a request, else 431 [100]"),
+    Setting("limits.max_header_size", _count, "bytes in one header field, else 431 [8190]"),
+    Setting("limits.max_url_length", _count, "bytes in a request target, else 414 [8192]"),
+    Setting("limits.max_connections", _count, "open client connections per listener [10000]"),
+    Setting(
+        "limits.max_connections_per_ip",
+        _count,
+        "open connections from one client address per listener [256]",
+    ),
+    Setting("tls.cert", _optional_text, "PEM certificate chain: serve HTTPS", metavar="FILE"),
+    Setting("tls.key", _optional_text, "PEM private key for --tls-cert", metavar="FILE"),
+    Setting(
+        "tls.hsts",
+        _seconds,
+        "Strict-Transport-Security max-age on HTTPS responses; 0 sends none [0]",
+        metavar="S",
+    ),
+    Setting(
+        "allow_python_parser",
+        _flag,
+        "start even if aiohttp's C HTTP parser is missing (not for the internet) [false]",
+        metavar="BOOL",
+    ),
     Setting("metrics", _flag, "Prometheus /metrics on the control listener [true]", metavar="BOOL"),
     Setting("prices.standby_per_hour", _amount, "standby VM price per hour", metavar="USD"),
     Setting("prices.gpu_per_hour", _amount, "GPU machine price per hour", metavar="USD"),
@@ -424,6 +498,21 @@ def load_config(
     return _assemble(values, sections)
 
 
+def _subsection(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(prefix)}
+
+
+def _tls(values: dict[str, Any]) -> TLSConfig:
+    tls = TLSConfig(**_subsection(values, "tls."))
+    if tls.cert and not tls.key:
+        raise ConfigError("tls.key", "required with tls.cert (the certificate's private key)")
+    if tls.key and not tls.cert:
+        raise ConfigError("tls.cert", "required with tls.key (the certificate chain)")
+    if tls.hsts and not tls.cert:
+        raise ConfigError("tls.hsts", "needs tls.cert and tls.key: HSTS is only sent over HTTPS")
+    return tls
+
+
 def _assemble(values: dict[str, Any], sections: dict[str, Any]) -> Config:
     for required in ("primary", "standby"):
         if required not in values:
@@ -450,6 +539,7 @@ def _assemble(values: dict[str, Any], sections: dict[str, Any]) -> Config:
         **{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("prices.")}
     )
     top = {k: v for k, v in values.items() if "." not in k}
+    top.update(limits=LimitsConfig(**_subsection(values, "limits.")), tls=_tls(values))
     config = Config(health=health, hooks=hooks, prices=prices, sections=sections, **top)
     if not config.control_listen.is_loopback and not config.admin_token:
         raise ConfigError(

@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 from .backends import Backend, PendingRequest
 from .errors import UpstreamError, UpstreamTimeout
 from .headers import ClientFacts, request_headers, response_headers
+from .validation import refuse_bad_response
 from .workspace import Workspace
 
 __all__ = ["IDEMPOTENT", "SERVED_BY", "forward_http"]
@@ -123,6 +124,7 @@ async def forward_http(
 async def _relay_response(
     request: web.Request, upstream: aiohttp.ClientResponse
 ) -> web.StreamResponse:
+    refuse_bad_response(upstream)  # issue 7: responses get the requests' scrutiny
     headers = response_headers(upstream.headers)
     status = upstream.status
     length = upstream.content_length

@@ -17,7 +17,11 @@ from aiohttp import web
 
 from .config import Config, HostPort
 from .control_app import make_control_app
+from .errors import ConfigError
+from .limits import GuardedAppRunner
 from .public_app import make_public_app
+from .startup_checks import check_startup
+from .tls import add_hsts, server_context
 from .workspace import Workspace
 
 __all__ = ["ProxyServer", "install_event_loop_policy", "run"]
@@ -59,7 +63,7 @@ class ProxyServer:
     async def start(self) -> None:
         self.workspace.start()
         self.public = await self._listen(
-            make_public_app(self.workspace), self.config.listen, self.config.access_log
+            make_public_app(self.workspace), self.config.listen, self.config.access_log, True
         )
         self.control = await self._listen(
             make_control_app(self.workspace), self.config.control_listen, False
@@ -72,15 +76,21 @@ class ProxyServer:
             self.config.standby,
         )
 
-    async def _listen(self, app: web.Application, where: HostPort, access_log: bool) -> Listener:
-        runner = web.AppRunner(
+    async def _listen(
+        self, app: web.Application, where: HostPort, access_log: bool, public: bool = False
+    ) -> Listener:
+        if public:
+            add_hsts(app, self.config.tls)
+        runner = GuardedAppRunner(  # issue 7: slow clients, limits, request screening
             app,
+            limits=self.config.limits,
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
             shutdown_timeout=self.config.shutdown_timeout,
             handle_signals=False,
         )
         await runner.setup()
-        site = web.TCPSite(runner, where.host, where.port, backlog=1024)
+        ssl_context = server_context(self.config.tls) if public else None
+        site = web.TCPSite(runner, where.host, where.port, backlog=1024, ssl_context=ssl_context)
         await site.start()
         return Listener(runner, site)
 
@@ -109,6 +119,11 @@ async def serve(config: Config, on_ready: Callable[[ProxyServer], None] | None =
 
 
 def run(config: Config) -> int:
+    try:
+        check_startup(config)
+    except ConfigError as exc:
+        print(f"dumont-proxy: {exc}", file=sys.stderr)
+        return 2
     loop_name = install_event_loop_policy()
     log.debug("event loop: %s", loop_name)
     try:

@@ -1,0 +1,42 @@
+"""TLS termination on the public listener, so a deployment needs no second proxy in front.
+
+Given ``tls.cert`` and ``tls.key`` the public listener speaks HTTPS only (TLS 1.2 or later,
+HTTP/1.1 by ALPN); ``tls.hsts`` adds Strict-Transport-Security to every response it sends.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from aiohttp import web
+
+from .config import TLSConfig
+from .errors import ConfigError
+
+__all__ = ["add_hsts", "server_context"]
+
+
+def server_context(tls: TLSConfig) -> ssl.SSLContext | None:
+    """The listener's SSL context, or None without a certificate."""
+    if not tls.cert or not tls.key:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("tls.cert", f"cannot load {tls.cert} with key {tls.key}: {exc}") from None
+    return context
+
+
+def add_hsts(app: web.Application, tls: TLSConfig) -> None:
+    """Send Strict-Transport-Security on every response of ``app`` (before it is frozen)."""
+    if not tls.cert or not tls.hsts:
+        return
+    value = f"max-age={int(tls.hsts)}"
+
+    async def hsts(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("Strict-Transport-Security", value)
+
+    app.on_response_prepare.append(hsts)

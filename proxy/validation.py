@@ -1,0 +1,158 @@
+"""What the proxy refuses to pass on, in either direction, beyond what aiohttp's parser rejects.
+
+aiohttp's C parser (llhttp, strict for requests) already refuses most ambiguous requests: both
+Content-Length and Transfer-Encoding, a duplicate or malformed Content-Length, obs-folded lines,
+control characters, bad chunk sizes (docs/SECURITY.md has the whole table). These pure functions
+refuse what it lets through and a proxy must not forward: an HTTP/1.0 message with
+Transfer-Encoding (RFC 9112 6.1), a coding other than exactly ``chunked``, a WebSocket upgrade that
+is not a bodiless GET (CVE-2026-69243 smuggled requests in such a body), absolute-form targets for
+other hosts, CONNECT and TRACE. Responses are parsed leniently by aiohttp's client (it accepts
+control characters in values and codings other than chunked), so ``screen_response`` applies the
+same rules to what a backend sends before any of it reaches the browser.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from aiohttp import ClientResponse, hdrs
+from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from .errors import UpstreamError
+
+__all__ = ["Rejected", "refuse_bad_response", "screen_request", "screen_response"]
+
+# RFC 9110 5.1: a field name is a token; 5.5: no CTL in a value except HTAB.
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+BAD_REASON = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+DIGITS = re.compile(r"[0-9]+")
+REFUSED_METHODS = frozenset({hdrs.METH_CONNECT, hdrs.METH_TRACE})
+
+RawHeaders = Iterable[tuple[bytes, bytes]]
+
+
+class Rejected(Exception):
+    """A message the proxy will not pass on; ``status`` is what the client is told."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _tokens(value: str) -> list[str]:
+    return [t.strip().lower() for t in value.split(",") if t.strip()]
+
+
+def check_framing(headers: CIMultiDictProxy[str], http10: bool) -> None:
+    """One unambiguous body length: a single Content-Length, or exactly ``chunked``."""
+    lengths = headers.getall(hdrs.CONTENT_LENGTH, [])
+    codings = headers.getall(hdrs.TRANSFER_ENCODING, [])
+    if len(lengths) > 1 or any(not DIGITS.fullmatch(v.strip()) for v in lengths):
+        raise Rejected(400, "ambiguous Content-Length")
+    if not codings:
+        return
+    if lengths:
+        raise Rejected(400, "both Content-Length and Transfer-Encoding")
+    if http10:
+        raise Rejected(400, "Transfer-Encoding in an HTTP/1.0 message")
+    # The proxy re-frames every body and drops hop-by-hop headers: any other coding (gzip,
+    # chunked) would be lost on the way, and a list is where parsers have disagreed.
+    if len(codings) > 1 or _tokens(codings[0]) != ["chunked"]:
+        raise Rejected(400, f"unsupported Transfer-Encoding {', '.join(codings)[:60]!r}")
+
+
+def check_fields(raw_headers: RawHeaders) -> None:
+    """Token names and CTL-free values (defence in depth: llhttp's strict mode checks too)."""
+    for name, value in raw_headers:
+        if not TOKEN.fullmatch(name):
+            raise Rejected(400, f"invalid header name {name[:40]!r}")
+        if BAD_VALUE.search(value):
+            raise Rejected(400, f"control character in header {name[:40]!r}")
+
+
+def _check_upgrade(message: RawRequestMessage) -> None:
+    offered = [t for v in message.headers.getall(hdrs.UPGRADE, []) for t in _tokens(v)]
+    if "websocket" not in offered:
+        return  # any other Upgrade (h2c) is dropped as hop-by-hop and served as HTTP/1.1
+    if offered != ["websocket"]:
+        raise Rejected(400, "Upgrade offers websocket among other protocols")
+    if message.method != hdrs.METH_GET or message.version != HttpVersion11:
+        raise Rejected(400, "a WebSocket upgrade must be an HTTP/1.1 GET")
+    length = message.headers.get(hdrs.CONTENT_LENGTH, "0").strip()
+    if hdrs.TRANSFER_ENCODING in message.headers or length != "0":
+        raise Rejected(400, "a WebSocket upgrade may not carry a body")
+
+
+def _origin_form(message: RawRequestMessage) -> RawRequestMessage:
+    """Absolute-form is accepted for this host only (RFC 9112 3.2.2) and made origin-form."""
+    target = message.path
+    if target.startswith("/") or target == "*":
+        if "#" in target:
+            raise Rejected(400, "a request target has no fragment")
+        return message
+    url = message.url
+    host = message.headers.get(hdrs.HOST, "")
+    authority = url.raw_authority if url.absolute else ""
+    if url.scheme not in ("http", "https") or authority.lower() != host.lower():
+        raise Rejected(400, "absolute-form target for another host: this is not an open proxy")
+    if url.raw_fragment:
+        raise Rejected(400, "a request target has no fragment")
+    path = url.raw_path + (f"?{url.raw_query_string}" if url.raw_query_string else "")
+    return message._replace(path=path, url=URL(path, encoded=True))
+
+
+def screen_request(message: RawRequestMessage, max_url_length: int) -> RawRequestMessage:
+    """The message to handle (absolute-form made origin-form), or ``Rejected``."""
+    if message.version not in (HttpVersion10, HttpVersion11):
+        raise Rejected(505, f"HTTP/{message.version.major}.{message.version.minor} not served")
+    if message.method in REFUSED_METHODS:
+        raise Rejected(405, f"{message.method} is not served: this is not an open proxy")
+    if len(message.path) > max_url_length:
+        raise Rejected(414, f"request target longer than {max_url_length} bytes")
+    check_fields(message.raw_headers)
+    check_framing(message.headers, message.version == HttpVersion10)
+    _check_upgrade(message)
+    return _origin_form(message)
+
+
+def screen_response(status: int, reason: str | None, raw_headers: RawHeaders) -> str | None:
+    """Why a backend's response head must not reach the browser, or None when it may."""
+    if status < 200:
+        return f"informational status {status} as a final response"
+    if reason and BAD_REASON.search(reason):
+        return "control character in the status line"
+    try:
+        check_fields(raw_headers)
+        headers: dict[str, list[str]] = {}
+        for name, value in raw_headers:
+            key = name.decode("latin-1").lower()
+            if key in ("content-length", "transfer-encoding"):
+                headers.setdefault(key, []).append(value.decode("latin-1"))
+        _check_response_framing(headers)
+    except Rejected as exc:
+        return exc.reason
+    return None
+
+
+def _check_response_framing(headers: dict[str, list[str]]) -> None:
+    lengths = headers.get("content-length", [])
+    codings = headers.get("transfer-encoding", [])
+    if len(lengths) > 1 or any(not DIGITS.fullmatch(v.strip()) for v in lengths):
+        raise Rejected(502, "ambiguous Content-Length")
+    if codings and lengths:
+        raise Rejected(502, "both Content-Length and Transfer-Encoding")
+    if codings and (len(codings) > 1 or _tokens(codings[0]) != ["chunked"]):
+        raise Rejected(502, f"unsupported Transfer-Encoding {', '.join(codings)[:60]!r}")
+
+
+def refuse_bad_response(upstream: ClientResponse) -> None:
+    """Raise UpstreamError (502) and drop the connection when the backend's head is ambiguous."""
+    problem = screen_response(upstream.status, upstream.reason, upstream.raw_headers)
+    if problem is not None:
+        upstream.close()  # never reuse a connection whose framing is in doubt
+        raise UpstreamError(f"backend sent a response the proxy will not relay: {problem}")
