@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 from yarl import URL
 
 from .errors import ConfigError
+from .pages.config import PagesConfig
 
 __all__ = [
     "SETTINGS",
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The source tree holds templates/ and static/ beside the package; an installed image sets
+# DUMONT_ASSETS_DIR (see Dockerfile).
+DEFAULT_ASSETS = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,8 @@ class Config:
     allow_python_parser: bool = False
     metrics: bool = True
     prices: PricesConfig = field(default_factory=PricesConfig)
-    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    pages: PagesConfig = field(default_factory=PagesConfig)
+    assets_dir: Path = field(default_factory=lambda: DEFAULT_ASSETS)
     """Tables owned by feature packages (``[pages]``), validated by them."""
 
 
@@ -238,6 +243,14 @@ def _choice(*choices: str) -> Parser:
         return text
 
     return parse
+
+
+def _assets(key: str, raw: Any) -> Path:
+    path = Path(_text(key, raw)).expanduser()
+    missing = [d for d in ("templates", "static") if not (path / d).is_dir()]
+    if missing:
+        raise ConfigError(key, f"{path} has no {' or '.join(missing)} directory")
+    return path
 
 
 def _networks(key: str, raw: Any) -> tuple[IPNetwork, ...]:
@@ -367,6 +380,12 @@ SETTINGS: tuple[Setting, ...] = (
         "log_level", _choice("debug", "info", "warning", "error"), "least severe logged [info]"
     ),
     Setting("access_log", _flag, "log every request [false]", metavar="BOOL"),
+    Setting(
+        "assets_dir",
+        _assets,
+        "directory holding templates/ and static/ [the source tree]",
+        metavar="DIR",
+    ),
     Setting(
         "limits.header_timeout",
         _positive_seconds,
@@ -540,7 +559,8 @@ def _assemble(values: dict[str, Any], sections: dict[str, Any]) -> Config:
     )
     top = {k: v for k, v in values.items() if "." not in k}
     top.update(limits=LimitsConfig(**_subsection(values, "limits.")), tls=_tls(values))
-    config = Config(health=health, hooks=hooks, prices=prices, sections=sections, **top)
+    pages = PagesConfig.from_mapping(sections.get("pages", {}))
+    config = Config(health=health, hooks=hooks, prices=prices, pages=pages, **top)
     if not config.control_listen.is_loopback and not config.admin_token:
         raise ConfigError(
             "admin_token",

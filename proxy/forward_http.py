@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 from .backends import Backend, PendingRequest
 from .errors import UpstreamError, UpstreamTimeout
 from .headers import ClientFacts, request_headers, response_headers
+from .pages import MAX_DOCUMENT_BYTES, inject_watcher, wants_watcher
 from .validation import refuse_bad_response
 from .workspace import Workspace
 
@@ -82,11 +83,10 @@ async def _send(
 
 
 async def _open_upstream(
-    request: web.Request, workspace: Workspace, client: ClientFacts
+    request: web.Request, workspace: Workspace, client: ClientFacts, wait: float
 ) -> aiohttp.ClientResponse:
     replayable = request.method in IDEMPOTENT and not request.body_exists
     headers = request_headers(request.headers, client)
-    wait = workspace.config.switch_wait
     for attempt in range(1, MAX_ATTEMPTS + 1):
         backend = await workspace.acquire(wait)
         try:
@@ -112,20 +112,62 @@ async def _open_upstream(
 
 
 async def forward_http(
-    request: web.Request, workspace: Workspace, client: ClientFacts
+    request: web.Request, workspace: Workspace, client: ClientFacts, wait: float
 ) -> web.StreamResponse:
-    upstream = await _open_upstream(request, workspace, client)
+    """Forward to the active backend, waiting up to ``wait`` seconds for one (a switch)."""
+    upstream = await _open_upstream(request, workspace, client, wait)
     try:
-        return await _relay_response(request, upstream)
+        refuse_bad_response(upstream)  # issue 7: responses get the requests' scrutiny
+        headers = response_headers(upstream.headers)
+        if workspace.config.pages.watcher and wants_watcher(
+            upstream.status, request.method, headers
+        ):
+            return await _relay_document(request, upstream, headers, workspace.machine.epoch)
+        return await _relay_response(request, upstream, headers)
     finally:
         upstream.release()
 
 
-async def _relay_response(
-    request: web.Request, upstream: aiohttp.ClientResponse
+async def _read_capped(upstream: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    """Up to a little more than ``cap`` bytes of the body, and whether that was all of it."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= cap:
+        chunk = await upstream.content.readany()
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+async def _relay_document(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: CIMultiDict[str],
+    epoch: int,
 ) -> web.StreamResponse:
-    refuse_bad_response(upstream)  # issue 7: responses get the requests' scrutiny
-    headers = response_headers(upstream.headers)
+    """An HTML document: buffered (it is small) so the watcher's script tag can go in (issue 3)."""
+    try:
+        body, complete = await _read_capped(upstream, MAX_DOCUMENT_BYTES)
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamError(f"backend body cut short: {exc}") from exc
+    if not complete:  # larger than any workbench page: pass it through untouched
+        return await _relay_response(request, upstream, headers, head=body)
+    injected = inject_watcher(upstream.status, request.method, headers, body, served_epoch=epoch)
+    if injected is not None:
+        headers, body = injected
+        headers.popall(hdrs.CONTENT_LENGTH, None)  # aiohttp sets it from the new body
+    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+
+
+async def _relay_response(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: CIMultiDict[str],
+    head: bytes = b"",
+) -> web.StreamResponse:
+    """Stream the response; ``head`` is body already read from the backend."""
     status = upstream.status
     length = upstream.content_length
     if request.method == hdrs.METH_HEAD or status in NO_BODY_STATUSES or status < 200:
@@ -133,7 +175,7 @@ async def _relay_response(
         if length is not None and request.method == hdrs.METH_HEAD:
             bodiless.headers[hdrs.CONTENT_LENGTH] = str(length)
         return bodiless
-    if length is not None and length <= SMALL_BODY:
+    if length is not None and length <= SMALL_BODY and not head:
         try:
             body = await upstream.read()
         except aiohttp.ClientPayloadError as exc:
@@ -144,6 +186,8 @@ async def _relay_response(
         response.content_length = length
     await response.prepare(request)
     try:
+        if head:
+            await response.write(head)
         async for chunk in upstream.content.iter_any():
             await response.write(chunk)
     except aiohttp.ClientPayloadError:

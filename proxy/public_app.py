@@ -10,11 +10,12 @@ import time
 
 from aiohttp import web
 
-from .boundary import error_boundary
-from .errors import HTTPProblem
+from .boundary import RENDERER, error_boundary
+from .errors import HTTPProblem, NoBackendAvailable
 from .forward_http import SERVED_BY, forward_http
 from .forward_ws import forward_websocket, is_websocket_upgrade
 from .headers import ClientFacts
+from .pages import PAGES, is_navigation, render_transition, setup_pages
 from .workspace import Workspace
 
 __all__ = ["PREFIX", "WORKSPACE", "make_public_app"]
@@ -39,8 +40,11 @@ async def forward(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
     response: web.StreamResponse | None = None
+    # A page load with no backend ready gets the transition page at once (issue 3); API calls
+    # wait for the switch to finish.
+    wait = 0.0 if is_navigation(request) else workspace.config.switch_wait
     try:
-        response = await forward_http(request, workspace, client)
+        response = await forward_http(request, workspace, client, wait)
         status = response.status
         return response
     except HTTPProblem as problem:
@@ -67,7 +71,20 @@ async def proxy_health(request: web.Request) -> web.Response:
 
 
 async def proxy_status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[WORKSPACE].status(), headers={"Cache-Control": "no-store"})
+    status = request.app[WORKSPACE].status()
+    status["tips"] = {
+        tip_id: {"impressions": counts.impressions, "clicks": counts.clicks}
+        for tip_id, counts in request.app[PAGES].tip_book.snapshot().items()
+    }
+    return web.json_response(status, headers={"Cache-Control": "no-store"})
+
+
+def _problem_page(request: web.Request, problem: HTTPProblem) -> web.StreamResponse | None:
+    """Navigations that find no backend see the transition page; everything else a short 503."""
+    if isinstance(problem, NoBackendAvailable) and is_navigation(request):
+        workspace = request.app[WORKSPACE]
+        return render_transition(request, workspace, retry_after=problem.retry_after)
+    return None
 
 
 async def _close_websockets(app: web.Application) -> None:
@@ -79,6 +96,10 @@ def make_public_app(workspace: Workspace) -> web.Application:
     app[WORKSPACE] = workspace
     app.router.add_get(f"{PREFIX}/healthz", proxy_health)
     app.router.add_get(f"{PREFIX}/status", proxy_status)
+    assets = workspace.config.assets_dir
+    setup_pages(app, workspace, workspace.config.pages, assets / "templates", assets / "static")
+    workspace.tips = app[PAGES].tip_book  # counted here, shown by /metrics and the dashboard
+    app[RENDERER] = _problem_page
     app.router.add_route("*", "/{tail:.*}", forward)
     # Runs after the listener stopped accepting: 1001 tells browsers the proxy is going away.
     app.on_shutdown.append(_close_websockets)

@@ -41,7 +41,8 @@ from .failover import (
 )
 from .health import HealthChecker
 from .hooks import run_hook
-from .observe import NullTrafficObserver, TrafficObserver
+from .observe import NullTrafficObserver, TipSource, TrafficObserver
+from .pages.view import SwitchSnapshot
 from .tasks import TaskSet
 
 __all__ = ["Workspace"]
@@ -92,6 +93,7 @@ class Workspace:
         self.checker = HealthChecker(self.backends, config.health, self.feed, self._now, self.tasks)
         self.observers: list[Observer] = []
         self.traffic: TrafficObserver = NullTrafficObserver()
+        self.tips: TipSource | None = None  # the public app's TipBook; metrics read its counts
         self._changed = asyncio.Event()
         self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
 
@@ -263,11 +265,33 @@ class Workspace:
                 return
             await self.changed(remaining)
 
-    async def changes(self) -> AsyncIterator[dict[str, Any]]:
-        """The status after every event, for the watcher's event stream."""
+    # --------------------------------------------- the pages' SwitchView (proxy.pages.view)
+
+    def snapshot(self) -> SwitchSnapshot:
+        m = self.machine
+        return SwitchSnapshot(
+            epoch=m.epoch,
+            state=m.state.value,
+            active=m.active,
+            target=m.target,
+            primary_healthy=m.health["primary"].up is True,
+            standby_healthy=m.health["standby"].up is True,
+            failback_available=m.failback_available,
+        )
+
+    async def changes(self) -> AsyncIterator[SwitchSnapshot]:
+        """The current snapshot, then a new one whenever it differs (health checks that change
+        nothing the browser sees are not sent)."""
+        last = self.snapshot()
+        yield last
         while True:
-            yield self.status()
             await self._changed.wait()
+            if (now := self.snapshot()) != last:
+                last = now
+                yield now
+
+    async def request_failback(self) -> None:
+        self.failback("user: failback from the IDE")
 
     # -------------------------------------------------------------------------------- admin
 

@@ -7,6 +7,7 @@ Run in-process through ``make_upstream_app(name)`` or as a process:
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import sys
 
@@ -52,6 +53,15 @@ def make_upstream_app(name: str) -> web.Application:
         await asyncio.sleep(float(request.query.get("s", "1")))
         return web.Response(text=f"slow from {name}")
 
+    async def page(request: web.Request) -> web.Response:
+        document = f"<!doctype html><html><head><title>{name}</title></head><body>{name}</body>"
+        body = document.encode()
+        headers = {"Content-Type": "text/html; charset=utf-8"}
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
+
     async def raw_headers(request: web.Request) -> web.Response:
         return web.Response(
             text="hop",
@@ -82,6 +92,7 @@ def make_upstream_app(name: str) -> web.Application:
     app.router.add_get("/download/{size}", download)
     app.router.add_get("/slow", slow)
     app.router.add_get("/hop", raw_headers)
+    app.router.add_get("/page", page)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/stable-abc/ws", websocket)
     app.router.add_route("*", "/{tail:.*}", echo)
