@@ -49,6 +49,7 @@ from .failover import (
     SwitchRecord,
     SwitchStarted,
 )
+from .observe import VariantCounts
 from .workspace import Workspace
 
 __all__ = [
@@ -88,8 +89,8 @@ SWITCH_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 3
 
 EVENT_TYPES: tuple[type, ...] = get_args(Event)
 
-TipCounts = Mapping[str, Mapping[str, int]]
-"""variant -> {"impressions": n, "clicks": n}: what the transition page's TipBook counts."""
+TipCounts = Mapping[str, VariantCounts]
+"""variant -> its impressions and clicks: the transition page's ``TipBook.snapshot()``."""
 
 
 @dataclass
@@ -211,8 +212,8 @@ class _StateCollector(Collector):
             "dumont_tip_clicks", "Clicks on a tip's link", labels=["variant"]
         )
         for variant, numbers in sorted(counts.items()):
-            shown.add_metric([variant], float(numbers.get("impressions", 0)))
-            clicked.add_metric([variant], float(numbers.get("clicks", 0)))
+            shown.add_metric([variant], float(numbers.impressions))
+            clicked.add_metric([variant], float(numbers.clicks))
         yield shown
         yield clicked
 

@@ -7,9 +7,10 @@ chunk, so an observer's cost stays bounded per request. Failover events and deci
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, Protocol
 
-__all__ = ["NullTrafficObserver", "TrafficObserver"]
+__all__ = ["NullTrafficObserver", "TipSource", "TrafficObserver", "VariantCounts"]
 
 Direction = Literal["upstream", "downstream"]
 
@@ -50,3 +51,19 @@ class NullTrafficObserver:
 
     def websocket_closed(self, backend: str, bytes_up: int, bytes_down: int) -> None:
         return None
+
+
+class VariantCounts(Protocol):
+    """One tip variant's counts (proxy.pages.TipCounts)."""
+
+    @property
+    def impressions(self) -> int: ...
+
+    @property
+    def clicks(self) -> int: ...
+
+
+class TipSource(Protocol):
+    """The transition page's tip A/B counts (proxy.pages.TipBook), read by metrics and dashboard."""
+
+    def snapshot(self) -> Mapping[str, VariantCounts]: ...

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,17 +30,10 @@ def tip_table(counts: TipCounts | None) -> dict[str, dict[str, float | int | Non
         return None
     table: dict[str, dict[str, float | int | None]] = {}
     for variant, numbers in sorted(counts.items()):
-        shown, clicked = int(numbers.get("impressions", 0)), int(numbers.get("clicks", 0))
+        shown, clicked = numbers.impressions, numbers.clicks
         rate = round(clicked / shown, 4) if shown else None
         table[variant] = {"impressions": shown, "clicks": clicked, "click_rate": rate}
     return table
-
-
-def _workspace_tips(workspace: Workspace) -> TipCounts | None:
-    """Hook point: a ``tips`` attribute with ``snapshot()`` (the transition page's TipBook)."""
-    book = getattr(workspace, "tips", None)
-    snapshot = getattr(book, "snapshot", None)
-    return snapshot() if callable(snapshot) else None
 
 
 @dataclass
@@ -50,13 +42,14 @@ class Board:
     sync: SyncStatus = field(default_factory=SyncStatus)
     ledger: SavingsLedger = field(default_factory=SavingsLedger)
     metrics: ProxyMetrics | None = None
-    tips: Callable[[], TipCounts | None] | None = None
     latencies: dict[Role, deque[float | None]] = field(
         default_factory=lambda: {r: deque(maxlen=HISTORY) for r in ("primary", "standby")}
     )
 
     def tip_counts(self) -> TipCounts | None:
-        return self.tips() if self.tips is not None else _workspace_tips(self.workspace)
+        # The public app sets workspace.tips to the transition page's TipBook.
+        tips = self.workspace.tips
+        return None if tips is None else tips.snapshot()
 
     def observe(self, item: Event | Decision) -> None:
         if isinstance(item, CheckResult):

@@ -13,6 +13,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from proxy.config import PricesConfig
+from proxy.pages import TipCounts
 from tests.proxy.conftest import ProxyFactory, Upstreams, control_url, public_url, url_of
 from tests.support.browser import CHROMIUM, chromium
 
@@ -28,10 +29,10 @@ pytestmark = [
 class StaticTips:
     """Stands in for the transition page's TipBook: the dashboard only calls snapshot()."""
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
+    def snapshot(self) -> dict[str, TipCounts]:
         return {
-            "a-reload-explained": {"impressions": 48, "clicks": 7},
-            "b-keyboard-shortcut": {"impressions": 51, "clicks": 12},
+            "a-reload-explained": TipCounts(impressions=48, clicks=7),
+            "b-keyboard-shortcut": TipCounts(impressions=51, clicks=12),
         }
 
 
@@ -46,7 +47,7 @@ async def test_dashboard_live_and_buttons(upstreams: Upstreams, make_proxy: Prox
     gpu, cpu = upstreams
     prices = PricesConfig(standby_per_hour=0.005, gpu_per_hour=0.45, downtime_per_minute=0.5)
     server = await make_proxy(url_of(gpu), url_of(cpu), admin_token=TOKEN, prices=prices)
-    server.workspace.tips = StaticTips()  # type: ignore[attr-defined]
+    server.workspace.tips = StaticTips()
     control = control_url(server)
     async with aiohttp.ClientSession() as session, chromium() as browser:
         page = await browser.new_page(viewport={"width": 1280, "height": 900})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.config import PricesConfig
 from proxy.dashboard.savings import SavingsLedger, savings
 from proxy.dashboard.table import render_status
+from proxy.pages import TipCounts
 from proxy.server import ProxyServer
 from tests.proxy.conftest import ProxyFactory, Upstreams, control_url, public_url, url_of
 
@@ -227,3 +229,59 @@ def test_price_settings_are_validated(key: str, raw: str) -> None:
         load_config(env=env)
     ok = load_config(env={**env, setting.env: "0.25"})
     assert getattr(ok.prices, key.split(".")[1]) == 0.25
+
+
+def exposed_names(text: str) -> set[str]:
+    """Every series name a query may use, including families that have no sample yet."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+    return names
+
+
+async def test_alerts_and_grafana_use_only_exported_names(
+    upstreams: Upstreams, make_proxy: ProxyFactory
+) -> None:
+    gpu, cpu = upstreams
+    server = await make_proxy(url_of(gpu), url_of(cpu))
+    server.workspace.tips = StaticTips()
+    async with aiohttp.ClientSession() as s:
+        async with s.put(
+            control_url(server) / "admin/sync", json={"state": "syncing", "lag_seconds": 1.5}
+        ) as r:
+            assert r.status == 200
+        async with s.get(control_url(server) / "metrics") as r:
+            names = exposed_names(await r.text())
+    used = set()
+    for path in (
+        REPO / "deploy" / "prometheus" / "alerts.yml",
+        REPO / "deploy" / "grafana" / "dumont-proxy.json",
+    ):
+        used |= set(re.findall(r"\bdumont_[a-z_]+", path.read_text()))
+    used -= {"dumont_proxy"}  # the Grafana dashboard's uid, not a metric
+    assert used
+    assert used <= names, used - names
+
+
+class StaticTips:
+    def snapshot(self) -> dict[str, TipCounts]:
+        return {"a": TipCounts(impressions=10, clicks=1)}
+
+
+async def test_tip_clicks_on_the_public_listener_reach_metrics_and_status(
+    upstreams: Upstreams, make_proxy: ProxyFactory
+) -> None:
+    gpu, cpu = upstreams
+    server = await make_proxy(url_of(gpu), url_of(cpu))
+    click = public_url(server) / "__dumont/tips/ollama-llm/click"
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):
+            async with s.get(click, allow_redirects=False) as r:
+                assert r.status == 302
+        async with s.get(control_url(server) / "dashboard/state") as r:
+            tips = (await r.json())["tips"]
+    samples = await scrape(server)
+    assert value(samples, "dumont_tip_clicks_total", variant="ollama-llm") == 2.0
+    assert value(samples, "dumont_tip_impressions_total", variant="ollama-llm") == 0.0
+    assert tips == {"ollama-llm": {"impressions": 0, "clicks": 2, "click_rate": None}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import subprocess
@@ -174,5 +175,17 @@ async def test_prometheus_sees_backends_and_a_forced_failover(
             await eventually(
                 s, prom, 'ALERTS{alertname="DumontPrimaryDown"}', lambda r: len(r) == 1
             )
+            # Every query of the Grafana dashboard is valid PromQL to this Prometheus.
+            for expr in grafana_queries():
+                await query(s, prom, expr)
     finally:
         proxy.stop()
+
+
+def grafana_queries() -> list[str]:
+    board = json.loads((REPO / "deploy" / "grafana" / "dumont-proxy.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    exprs += [a["expr"] for a in board["annotations"]["list"]]
+    assert len(exprs) > 10
+    # Grafana's variables, as Grafana would substitute them.
+    return [e.replace("$instance", ".*").replace("$__range", "1h") for e in exprs]
