@@ -45,6 +45,9 @@ class FakeGcs:
     objects: dict[str, bytes] = field(default_factory=dict)
     sessions: dict[str, _Session] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
+    # Media downloads of more than 64 KiB (packs) to break: half the body announced, then hang up.
+    download_drops: int = 0
+    ranged_downloads: int = 0
     chunk_puts: int = 0
     status_queries: int = 0
     bytes_received: int = 0
@@ -187,7 +190,26 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None or query.get("alt") != ["media"]:
             self._answer(404)
             return
-        self._answer(200, data, {"Content-Type": "application/octet-stream"})
+        status, start = 200, 0
+        asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if asked:
+            status, start = 206, int(asked.group(1))
+            with self.fake.lock:
+                self.fake.ranged_downloads += 1
+        body = data[start:]
+        with self.fake.lock:
+            drop = self.fake.download_drops > 0 and len(body) > 64 * 1024
+            self.fake.download_drops -= drop
+        if drop:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self._answer(status, body, {"Content-Type": "application/octet-stream"})
 
     def _list(self, query: dict[str, list[str]]) -> None:
         prefix = query.get("prefix", [""])[0]

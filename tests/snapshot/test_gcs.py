@@ -94,6 +94,24 @@ def test_snapshot_with_failures_mid_upload_restores_exactly(
     assert describe_tree(tmp_path / "restored") == describe_tree(source)
 
 
+def test_a_download_that_breaks_resumes_with_a_range_request(
+    fake_gcs: FakeGcs, tmp_path: Path
+) -> None:
+    source = tmp_path / "workspace"
+    write_random(source / "weights.bin", 3 * 1024 * 1024, seed=12)
+    store = _store(fake_gcs)
+    try:
+        create_snapshot(source, store)
+        fake_gcs.download_drops = 3
+        restore_snapshot(store, "latest", tmp_path / "restored")
+    finally:
+        store.close()
+    assert fake_gcs.download_drops == 0
+    assert fake_gcs.ranged_downloads >= 1
+    restored = (tmp_path / "restored" / "weights.bin").read_bytes()
+    assert restored == (source / "weights.bin").read_bytes()
+
+
 def test_an_upload_that_keeps_failing_is_one_line_and_secret_free(
     fake_gcs: FakeGcs, small_chunks: None, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -248,23 +248,43 @@ class GcsStore:
 
     @contextlib.contextmanager
     def open_stream(self, name: str) -> Iterator[ReadStream]:
-        request = self._client.build_request(
-            "GET", self._media_url(name), params={"alt": "media"}, headers=self._headers()
-        )
+        body = self._download(name)
         try:
-            response = self._client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise DestinationError(
-                f"{self.describe()}: cannot read {name}: {type(exc).__name__}"
-            ) from None
-        try:
-            if response.status_code != 200:
-                raise DestinationError(
-                    f"{self.describe()}: cannot read {name}: HTTP {response.status_code}"
-                )
-            yield IteratorReader(_body(response))
+            yield IteratorReader(body)
         finally:
-            response.close()
+            body.close()
+
+    def _download(self, name: str) -> Generator[bytes, None, None]:
+        """The object's bytes; a download that breaks resumes with a Range request."""
+        received = 0
+        failures = 0
+        while True:
+            extra = {"Range": f"bytes={received}-"} if received else {}
+            request = self._client.build_request(
+                "GET", self._media_url(name), params={"alt": "media"}, headers=self._headers(extra)
+            )
+            try:
+                response = self._client.send(request, stream=True)
+                try:
+                    expected = 206 if received else 200
+                    if response.status_code == expected:
+                        for part in response.iter_raw(1 << 20):
+                            received += len(part)
+                            yield part
+                        return
+                    if response.status_code not in _RETRYABLE:
+                        raise DestinationError(
+                            f"{self.describe()}: cannot read {name}: HTTP {response.status_code}"
+                        )
+                    failure = f"HTTP {response.status_code}"
+                finally:
+                    response.close()
+            except httpx.TransportError as exc:
+                failure = type(exc).__name__
+            failures += 1
+            if failures > self._retries:
+                raise DestinationError(f"{self.describe()}: reading {name} failed: {failure}")
+            self._pause(failures - 1)
 
     def list(self, prefix: str) -> list[str]:
         url = f"{self._endpoint}/storage/v1/b/{quote(self.bucket, safe='')}/o"
@@ -304,10 +324,3 @@ def _committed_end(response: httpx.Response) -> int:
     if not held:
         return 0
     return int(held.rpartition("-")[2]) + 1
-
-
-def _body(response: httpx.Response) -> Iterator[bytes]:
-    try:
-        yield from response.iter_raw(1 << 20)
-    except httpx.TransportError as exc:
-        raise DestinationError(f"download interrupted: {type(exc).__name__}") from None
