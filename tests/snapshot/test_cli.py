@@ -114,3 +114,18 @@ def test_restore_into_non_empty_directory_is_one_line(
     snapshot_cli("create", str(source), "-d", repo)
     result = snapshot_cli("restore", "latest", str(source), "-d", repo)
     _one_line_error(result, "is not empty", "--overwrite")
+
+
+def test_the_real_entry_point_runs_the_snapshot_verbs(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through provisioning.cli.main, as `dumont-provision snapshot ...` runs."""
+    from provisioning.cli import main
+
+    repo = str(tmp_path / "repo")
+    assert main(["snapshot", "create", str(source), "-d", repo, "--no-progress"]) == 0
+    assert main(["snapshot", "restore", "latest", str(tmp_path / "out"), "-d", repo]) == 0
+    assert (tmp_path / "out" / "src" / "app.py").read_text() == "print('hello')\n"
+    capsys.readouterr()
+    assert main(["snapshot", "restore", "nope", str(tmp_path / "out2"), "-d", repo]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
