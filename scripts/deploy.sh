@@ -19,6 +19,9 @@
 #  5. proxy     /etc/dumont/proxy.env (backends, admin token, fence and reverse-sync hooks) and
 #               deploy/systemd/dumont-proxy.service, enabled and started; waits for its healthz
 #
+# DUMONT_PROVISION names another dumont-provision to run (tests/deploy runs the script with a
+# stand-in that records its calls).
+#
 # The machines' addresses (--gpu, --gpu-url, --standby) come from the operator for now:
 # `dumont-provision pair show` does not print them yet. Without them the script stops after step 3
 # (exit status 3) and says what to add; run it again with them.
@@ -82,7 +85,7 @@ if [ $dry_run = 0 ] && [ ! -d /run/systemd/system ]; then
 fi
 [ $dry_run = 1 ] && echo "deploy: dry run: nothing is changed"
 changed=0
-provision=("$prefix/bin/dumont-provision" --store "$home/pairs.sqlite3")
+provision=("${DUMONT_PROVISION:-$prefix/bin/dumont-provision}" --store "$home/pairs.sqlite3")
 as_dumont=(runuser -u dumont --)
 
 step "1/5 install $repo into $prefix"

@@ -101,6 +101,13 @@ def pip_passthrough(env: Mapping[str, str] = os.environ) -> tuple[list[str], lis
     return build_args, volumes
 
 
+def pip_run_environment(env: Mapping[str, str] = os.environ) -> tuple[dict[str, str], list[str]]:
+    """The same pip setup for a ``buildah run``: every PIP_* variable, and the same mounts."""
+    _build_args, volumes = pip_passthrough(env)
+    mounts = [v for v in volumes if v != "--volume"]
+    return {k: v for k, v in env.items() if k.startswith("PIP_")}, mounts
+
+
 def build_image(tag: str, base_image: str, log: Path, timeout: float = 600) -> None:
     build_args, volumes = pip_passthrough()
     argv = [
@@ -169,9 +176,10 @@ class Container:
         env: Mapping[str, str] = {},
         timeout: float = 60,
         check: bool = True,
+        volumes: Sequence[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            self.run_argv(command, env),
+            self.run_argv(command, env, volumes),
             capture_output=True,
             text=True,
             timeout=timeout,

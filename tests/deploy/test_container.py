@@ -25,33 +25,19 @@ from typing import Any
 import pytest
 
 from tests.deploy.buildah import (
-    BASE_IMAGE_SCRIPT,
     REPO,
     Container,
     build_image,
-    image_exists,
     inspect_image,
     run,
     uid_of,
 )
-from tests.proxy.processes import Proc, start_upstream
+from tests.proxy.processes import Proc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 if os.geteuid() != 0:  # pragma: no cover - CI and the developers' machines run as root
     pytest.skip("buildah's chroot builds and debootstrap need root", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def base_image() -> Iterator[str]:
-    """The local Debian base; removed afterwards if this test imported it (the tarball stays)."""
-    name = run(["bash", str(BASE_IMAGE_SCRIPT), "--print-name"]).strip()
-    existed = image_exists(name)
-    made = run(["bash", str(BASE_IMAGE_SCRIPT)], timeout=600).strip().splitlines()[-1]
-    assert made == name
-    yield name
-    if not existed:
-        run(["buildah", "rmi", name], check=False)
 
 
 @pytest.fixture(scope="module")
@@ -72,21 +58,6 @@ def container(proxy_image: str) -> Iterator[Container]:
         yield ctr
     finally:
         ctr.remove()
-
-
-@pytest.fixture
-def backends() -> Iterator[tuple[Proc, Proc]]:
-    gpu = start_upstream("gpu")
-    try:
-        cpu = start_upstream("cpu")
-    except BaseException:
-        gpu.stop()
-        raise
-    try:
-        yield gpu, cpu
-    finally:
-        gpu.stop()
-        cpu.stop()
 
 
 def free_port() -> int:
