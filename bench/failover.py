@@ -51,7 +51,7 @@ from peers.report import (
     render_table,
     write_json,
 )
-from peers.upstreams import start_backend
+from peers.upstreams import start_backends
 
 Death = Literal["loud", "silent"]
 DEATHS: tuple[Death, ...] = ("loud", "silent")
@@ -157,10 +157,8 @@ def measure(answers: list[Answer], fault_at: float) -> Row:
 def run_scenario(name: str, death: Death, workdir: Path, args: argparse.Namespace) -> Row:
     """Fresh backends and a fresh proxy; kill or freeze the primary; measure the switch."""
     with stopping([]) as groups:
-        gpu, gpu_port = start_backend(workdir, PRIMARY)
-        groups.append(gpu)
-        cpu, cpu_port = start_backend(workdir, STANDBY)
-        groups.append(cpu)
+        (gpu, gpu_port), (cpu, cpu_port) = start_backends(workdir, [PRIMARY, STANDBY])
+        groups += [gpu, cpu]
         proxy = start_proxy(name, "failover", Upstreams(gpu_port, cpu_port), workdir)
         groups.append(proxy.group)
         with contextlib.suppress(ImportError):
@@ -189,10 +187,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write every run and the medians here")
     parser.add_argument("--show-configs", action="store_true", help="print peer configs, exit")
     args = parser.parse_args()
-    args.warmup = 1.5 if args.quick else 3.0
+    args.warmup = 1.0 if args.quick else 3.0
     args.cap = 5.0 if args.quick else 25.0
-    args.observe = 1.0 if args.quick else 3.0
+    args.observe = 0.5 if args.quick else 3.0
     args.runs = args.runs or (1 if args.quick else 3)
+    args.sample = 0.2 if args.quick else 1.0  # seconds to watch what else runs
     names = args.only.split(",") if args.only else list(FAILOVER_PROXIES)
     unknown = set(names) - set(FAILOVER_PROXIES)
     if unknown:
@@ -208,7 +207,7 @@ def main() -> int:
         if args.show_configs:
             show_configs(workdir)
             return 0
-        machine = machine_info()
+        machine = machine_info(args.sample)
         print(
             f"machine: {machine['cpus']} x {machine['cpu']}, load {machine['at_start']['loadavg']}"
         )
@@ -234,7 +233,7 @@ def main() -> int:
     if "dumont" in medians:
         bars = check_bars(medians["dumont"], medians, BARS)
         print("\nBars for our proxy:\n" + render_bars(bars))
-    machine["at_end"] = machine_load()
+    machine["at_end"] = machine_load(args.sample)
     print("\n" + load_summary(machine))
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}

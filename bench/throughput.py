@@ -267,6 +267,7 @@ def parse_args() -> argparse.Namespace:
     args.big_mib = 64 if args.quick else 256
     args.settle = 0.5 if args.quick else 2.0
     args.runs = args.runs or (1 if args.quick else 3)
+    args.sample = 0.2 if args.quick else 1.0  # seconds to watch what else runs
     names = args.only.split(",") if args.only else list(POOL_PROXIES)
     unknown = set(names) - set(POOL_PROXIES) - {"direct"}
     if unknown:
@@ -303,7 +304,7 @@ def main() -> int:
         if args.show_configs:
             show_configs(workdir)
             return 0
-        machine = machine_info()
+        machine = machine_info(args.sample)
         print(
             f"machine: {machine['cpus']} x {machine['cpu']}, load {machine['at_start']['loadavg']}"
         )
@@ -324,7 +325,7 @@ def main() -> int:
             profile = profile_dumont(origin, echo, workdir, args) if args.profile else None
             if profile:
                 print("\n" + profile)
-    machine["at_end"] = machine_load()
+    machine["at_end"] = machine_load(args.sample)
     print("\n" + load_summary(machine))
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}

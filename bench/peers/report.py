@@ -194,7 +194,7 @@ def machine_load(sample: float = 1.0) -> dict[str, Any]:
     }
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(sample: float = 1.0) -> dict[str, Any]:
     """What ran the benchmark and what else was busy on the machine when it started."""
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -213,7 +213,7 @@ def machine_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
-        "at_start": machine_load(),
+        "at_start": machine_load(sample),
         "nginx": _version(["nginx", "-v"]),
         "haproxy": _version(["haproxy", "-v"]),
         "caddy": _version(["caddy", "version"]),

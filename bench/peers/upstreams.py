@@ -14,7 +14,7 @@ __all__ = [
     "make_docroot",
     "nginx_origin_conf",
     "nginx_paths",
-    "start_backend",
+    "start_backends",
     "start_nginx_origin",
     "start_ws_echo",
 ]
@@ -83,23 +83,35 @@ def start_nginx_origin(workdir: Path, docroot: Path) -> tuple[ProcessGroup, int]
     return group, port
 
 
-def _python_server(workdir: Path, name: str, args: list[str]) -> tuple[ProcessGroup, int]:
-    port = free_port()
-    group = ProcessGroup(
-        name,
-        [sys.executable, "-m", "peers.servers", *args, "--port", str(port)],
-        workdir / f"{name}.log",
-        cwd=BENCH_DIR,
-        env={"PYTHONPATH": str(BENCH_DIR)},
-    ).start()
-    wait_http(f"http://127.0.0.1:{port}/healthz", watch=group.check_alive)
-    return group, port
+def _python_servers(
+    workdir: Path, specs: list[tuple[str, list[str]]]
+) -> list[tuple[ProcessGroup, int]]:
+    """Start every server first, then wait for each: Python start-ups overlap."""
+    started = []
+    for name, args in specs:
+        port = free_port()
+        group = ProcessGroup(
+            name,
+            [sys.executable, "-m", "peers.servers", *args, "--port", str(port)],
+            workdir / f"{name}.log",
+            cwd=BENCH_DIR,
+            env={"PYTHONPATH": str(BENCH_DIR)},
+        )
+        started.append((group.start(), port))
+    try:
+        for group, port in started:
+            wait_http(f"http://127.0.0.1:{port}/healthz", watch=group.check_alive)
+    except BaseException:
+        for group, _ in started:
+            group.stop()
+        raise
+    return started
 
 
 def start_ws_echo(workdir: Path) -> tuple[ProcessGroup, int]:
-    return _python_server(workdir, "ws-echo", ["ws-echo"])
+    return _python_servers(workdir, [("ws-echo", ["ws-echo"])])[0]
 
 
-def start_backend(workdir: Path, name: str) -> tuple[ProcessGroup, int]:
-    """A named backend (``/`` answers ``name``) as the leader of its own process group."""
-    return _python_server(workdir, f"backend-{name}", ["backend", "--name", name])
+def start_backends(workdir: Path, names: list[str]) -> list[tuple[ProcessGroup, int]]:
+    """Named backends (``/`` answers the name), each the leader of its own process group."""
+    return _python_servers(workdir, [(f"backend-{n}", ["backend", "--name", n]) for n in names])
