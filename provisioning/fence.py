@@ -16,9 +16,10 @@ after ``drain_timeout``. After that nothing the old primary sends can delete or 
 
 from __future__ import annotations
 
+import re
 import shlex
 
-from provisioning.errors import FenceError, RemoteCommandError
+from provisioning.errors import ConfigError, FenceError, RemoteCommandError
 from provisioning.ssh import SshHost, run_remote
 
 __all__ = [
@@ -37,7 +38,7 @@ _GATE = """#!/bin/sh
 # {marker}: forced command of the GPU's sync key on this standby (installed by dumont-provision).
 # Fenced (flag present): read-only rsync only, so the old primary can neither write nor delete.
 flag={flag}
-exec 9>>{lock} || exit 76
+exec 9<{lock} || exit 76
 flock -s 9 || exit 76
 if [ -e "$flag" ]; then
     echo "dumont: this standby is fenced; writes from the old primary are refused" >&2
@@ -47,7 +48,15 @@ exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"
 """
 
 
+_SAFE_DIR = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+
 def _paths(state_dir: str) -> tuple[str, str, str]:
+    # The gate's path ends up inside command="..." in authorized_keys: keep it to plain characters.
+    if not _SAFE_DIR.match(state_dir):
+        raise ConfigError(
+            f"bad standby state dir {state_dir!r}: an absolute path of letters, digits, . _ / -"
+        )
     return f"{state_dir}/sync-gate", f"{state_dir}/fenced", f"{state_dir}/fence.lock"
 
 
@@ -68,12 +77,15 @@ async def install_gate(
     """Install the gate script and (replacing any earlier one) the gated key line."""
     gate, _flag, lock = _paths(state_dir)
     q = shlex.quote
-    keys = authorized_keys if authorized_keys.startswith("/") else f"$HOME/{authorized_keys}"
+    keys = (
+        q(authorized_keys) if authorized_keys.startswith("/") else f'"$HOME"/{q(authorized_keys)}'
+    )
     line = authorized_keys_line(public_key, state_dir)
     script = (
         f"set -e; umask 077; mkdir -p {q(state_dir)}; touch {q(lock)}; chmod 0644 {q(lock)};"
         f" cat > {q(gate)}.tmp; chmod 0755 {q(gate)}.tmp; mv {q(gate)}.tmp {q(gate)};"
-        f' keys="{keys}"; mkdir -p "$(dirname "$keys")"; touch "$keys";'
+        f" keys={keys};"
+        ' mkdir -p "$(dirname "$keys")"; touch "$keys";'
         f' grep -v {q(GATE_MARKER)} "$keys" > "$keys.tmp" || true;'
         f' echo {q(line)} >> "$keys.tmp"; mv "$keys.tmp" "$keys"'
     )

@@ -18,12 +18,25 @@ from pathlib import Path
 
 from provisioning.errors import RemoteCommandError, SyncError
 from provisioning.fence import fence_standby, install_gate, is_fenced
-from provisioning.lsyncd_config import LsyncdSettings, SyncRoot, render_lsyncd_config
+from provisioning.lsyncd_config import (
+    USER_DATA_EXCLUDES,
+    WORKSPACE_EXCLUDES,
+    LsyncdSettings,
+    SyncRoot,
+    render_lsyncd_config,
+)
 from provisioning.lsyncd_status import LsyncdReport, parse_lsyncd
 from provisioning.progress import Progress, quiet
 from provisioning.ssh import SshHost, run_remote
 
-__all__ = ["FenceReport", "SyncController", "SyncStatus", "SyncTopology", "systemd_unit"]
+__all__ = [
+    "FenceReport",
+    "SyncController",
+    "SyncStatus",
+    "SyncTopology",
+    "systemd_unit",
+    "topology_roots",
+]
 
 UNIT_NAME = "dumont-lsyncd.service"
 _REPO_UNIT = Path(__file__).resolve().parent.parent / "deploy" / "systemd" / UNIT_NAME
@@ -271,8 +284,7 @@ class SyncController:
 def topology_roots(
     workspace: str, user_data: str | None, extra_excludes: Sequence[str] = ()
 ) -> tuple[SyncRoot, ...]:
-    from provisioning.lsyncd_config import USER_DATA_EXCLUDES, WORKSPACE_EXCLUDES
-
+    """The workspace and, unless None, code-server's user data, each with its excludes."""
     roots = [SyncRoot.parse("workspace", workspace, (*WORKSPACE_EXCLUDES, *extra_excludes))]
     if user_data:
         roots.append(SyncRoot.parse("user-data", user_data, USER_DATA_EXCLUDES))
