@@ -9,7 +9,7 @@
   var PHASES = ["lost", "switching", "connecting", "ready"];
   // Long enough to read "Connected", short enough to be back well within 3 s of the target's
   // readiness.
-  var DWELL_MS = 900;
+  var DWELL_MS = 600;
   // If this page keeps coming back (a backend that says ready but fails every request), slow down
   // instead of reloading in a tight loop.
   var LOOP_KEY = "dumont:transition-returns";
@@ -70,11 +70,15 @@
         stamps.push(Date.now());
         sessionStorage.setItem(LOOP_KEY, JSON.stringify(stamps));
       } catch (e) { /* storage may be disabled: the delay above still bounds the loop */ }
-      // Served in place of the page the user asked for, the page's own URL (with its #fragment,
-      // which the server never saw) is the way back; at /__dumont/transition, ?return= is.
-      // replace(): the transition page must not become a history entry to go "back" to.
-      var own = window.location.pathname.indexOf("/__dumont/") !== 0;
-      window.location.replace(own ? window.location.href : data.returnPath);
+      // Served in place of the page the user asked for, this very URL (with its #fragment, which
+      // the server never saw) is the way back: reload it. (replace() with the same URL and a
+      // fragment would only scroll.) At /__dumont/transition, ?return= is the way back, and
+      // replace() keeps the transition page out of the history.
+      if (window.location.pathname.indexOf("/__dumont/") !== 0) {
+        window.location.reload();
+      } else {
+        window.location.replace(data.returnPath);
+      }
     }, delay);
   }
 
