@@ -7,7 +7,9 @@ Two measurements in one run:
    workbench: mostly GET 2xx, some 3xx/4xx, a few methods) next to ``NullTrafficObserver``;
 2. macro: two proxies side by side in front of one nginx origin, ``metrics = true`` and
    ``metrics = false``, hit by wrk in alternation (on, off, on, off, ...) so that drift in the
-   machine's load hits both; the median req/s of each and their ratio.
+   machine's load hits both; the median req/s of each, and the proxy process's CPU time per
+   request (from /proc: on a busy machine req/s follows the neighbours, CPU time per request
+   much less so, and a CPU-bound proxy's ceiling is its inverse).
 
 Usage: ``.venv/bin/python bench/metrics_overhead.py [--rounds 6] [--seconds 5]``.
 """
@@ -49,13 +51,14 @@ MIX = [
 
 
 def time_calls(observer: TrafficObserver, calls: int) -> float:
-    """Seconds per request_done call."""
+    """CPU seconds per request_done call (CPU time: on a busy machine, wall time would count the
+    moments this process waits for a core)."""
     done = observer.request_done
     mix = MIX * (calls // len(MIX))
-    start = time.perf_counter()
+    start = time.process_time()
     for backend, method, status in mix:
         done(backend, method, status, 0.0012, 0, 1024)
-    return (time.perf_counter() - start) / len(mix)
+    return (time.process_time() - start) / len(mix)
 
 
 async def micro(calls: int) -> tuple[float, float]:
@@ -70,9 +73,17 @@ async def micro(calls: int) -> tuple[float, float]:
         await workspace.close()
 
 
-def macro(rounds: int, seconds: int) -> tuple[list[float], list[float]]:
-    on: list[float] = []
-    off: list[float] = []
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+Runs = dict[str, list[tuple[float, float]]]  # setting -> [(req/s, CPU us per request)]
+
+
+def macro(rounds: int, seconds: int) -> Runs:
+    runs: Runs = {"true": [], "false": []}
     with tempfile.TemporaryDirectory(prefix="dumont-metrics-") as tmp, stopping([]) as groups:
         workdir = Path(tmp)
         origin_group, origin = start_nginx_origin(workdir, make_docroot(workdir, 1))
@@ -89,10 +100,17 @@ def macro(rounds: int, seconds: int) -> tuple[list[float], list[float]]:
         for i in range(rounds):
             order = ("true", "false") if i % 2 == 0 else ("false", "true")
             for setting in order:
+                pid = proxies[setting].group.pgid  # the group's leader is the proxy itself
+                cpu_before = cpu_seconds(pid)
                 rps = run_wrk(proxies[setting].url(SMALL_PATH), seconds)["req_s"]
-                (on if setting == "true" else off).append(rps)
-                print(f"  round {i + 1}: metrics={setting:5}  {rps:9.0f} req/s", file=sys.stderr)
-    return on, off
+                cpu_us = (cpu_seconds(pid) - cpu_before) / (rps * seconds) * 1e6
+                runs[setting].append((rps, cpu_us))
+                print(
+                    f"  round {i + 1}: metrics={setting:5}  {rps:9.0f} req/s"
+                    f"  {cpu_us:7.1f} us CPU/req",
+                    file=sys.stderr,
+                )
+    return runs
 
 
 def main() -> int:
@@ -104,15 +122,25 @@ def main() -> int:
     with_metrics, null = asyncio.run(micro(args.calls))
     print(f"request_done with metrics: {with_metrics * 1e6:.2f} us/call")
     print(f"request_done, null observer: {null * 1e6:.2f} us/call")
-    on, off = macro(args.rounds, args.seconds)
-    mon, moff = statistics.median(on), statistics.median(off)
-    per_request_us = 1e6 / moff
-    print(f"wrk {args.rounds} x {args.seconds}s each, 32 connections, alternating:")
-    print(f"  metrics on : median {mon:9.0f} req/s  (runs: {', '.join(f'{x:.0f}' for x in on)})")
-    print(f"  metrics off: median {moff:9.0f} req/s  (runs: {', '.join(f'{x:.0f}' for x in off)})")
-    print(f"  on/off: {mon / moff:.4f} ({(1 - mon / moff) * 100:+.2f} % cost)")
-    share = (with_metrics - null) / (per_request_us * 1e-6) * 100
-    print(f"  micro cost / per-request time off ({per_request_us:.0f} us): {share:.2f} %")
+    runs = macro(args.rounds, args.seconds)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"wrk {args.rounds} x {args.seconds}s each, 32 connections, /1k, alternating:")
+    medians = {}
+    for setting, label in (("true", "metrics on "), ("false", "metrics off")):
+        rps = [r for r, _ in runs[setting]]
+        cpu = [c for _, c in runs[setting]]
+        medians[setting] = (statistics.median(rps), statistics.median(cpu))
+        print(
+            f"  {label}: median {medians[setting][0]:8.0f} req/s, "
+            f"{medians[setting][1]:6.1f} us CPU per request"
+        )
+    (rps_on, cpu_on), (rps_off, cpu_off) = medians["true"], medians["false"]
+    print(f"  req/s on/off: {rps_on / rps_off:.4f} ({(1 - rps_on / rps_off) * 100:+.2f} % cost)")
+    print(
+        f"  CPU per request on/off: {cpu_on / cpu_off:.4f} ({(cpu_on / cpu_off - 1) * 100:+.2f} %)"
+    )
+    share = (with_metrics - null) * 1e6 / cpu_off * 100
+    print(f"  micro: request_done's extra cost / CPU per request off: {share:.2f} %")
     return 0
 
 

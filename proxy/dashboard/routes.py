@@ -2,37 +2,58 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast, get_args
 
 import jinja2
 from aiohttp import hdrs, web
 
-from proxy.errors import BadRequest, NotFound
+from proxy.errors import BadRequest, ConfigError, NotFound
 from proxy.metrics import CONTENT_TYPE, SyncState
 
 from .board import Board
 
-__all__ = ["BOARD", "STATIC_DIR", "TEMPLATE_DIR", "add_routes"]
+__all__ = ["BOARD", "DashboardAssets", "add_routes"]
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
-STATIC_FILES = frozenset({"dashboard.css", "dashboard.js"})
+STATIC_FILES = ("dashboard.css", "dashboard.js")
+CONTENT_TYPES = {".css": "text/css", ".js": "text/javascript"}
 BOARD = web.AppKey("board", Board)
 # Same-origin only: the page loads its CSS and JS from the listener and fetches its JSON there.
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
 
-_templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-    autoescape=jinja2.select_autoescape(["html"]),
-    undefined=jinja2.StrictUndefined,
-)
-
 TokenCheck = Callable[[web.Request], None]
+
+
+@dataclass(frozen=True)
+class DashboardAssets:
+    """The page's template and files, read once at start-up so a broken install fails early."""
+
+    template: jinja2.Template
+    files: Mapping[str, bytes]
+    version: str  # cache-busting: a hash of the files
+
+    @classmethod
+    def load(cls, assets_dir: Path) -> DashboardAssets:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(assets_dir / "templates"),
+            autoescape=jinja2.select_autoescape(["html"]),
+            undefined=jinja2.StrictUndefined,
+        )
+        try:
+            template = env.get_template("dashboard.html")
+            files = {name: (assets_dir / "static" / name).read_bytes() for name in STATIC_FILES}
+        except (OSError, jinja2.TemplateError) as exc:
+            raise ConfigError("assets_dir", f"dashboard assets missing: {exc}") from exc
+        digest = hashlib.blake2b(b"".join(files.values()), digest_size=6).hexdigest()
+        return cls(template, files, digest)
+
+
+ASSETS = web.AppKey("dashboard_assets", DashboardAssets)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -43,10 +64,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    board = request.app[BOARD]
-    html = _templates.get_template("dashboard.html").render(
-        state=board.state(), version=_asset_version()
-    )
+    assets = request.app[ASSETS]
+    html = assets.template.render(state=request.app[BOARD].state(), version=assets.version)
     return web.Response(
         text=html,
         content_type="text/html",
@@ -54,21 +73,21 @@ async def dashboard(request: web.Request) -> web.Response:
     )
 
 
-def _asset_version() -> str:
-    """Cache-busting: the newest mtime of the page's assets."""
-    stamps = (int((STATIC_DIR / name).stat().st_mtime) for name in STATIC_FILES)
-    return str(max(stamps, default=0))
-
-
 async def dashboard_state(request: web.Request) -> web.Response:
     return web.json_response(request.app[BOARD].state(), headers={hdrs.CACHE_CONTROL: "no-store"})
 
 
-async def static_file(request: web.Request) -> web.FileResponse:
+async def static_file(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    if name not in STATIC_FILES:
+    body = request.app[ASSETS].files.get(name)
+    if body is None:
         raise NotFound(f"no static file {name!r}")
-    return web.FileResponse(STATIC_DIR / name, headers={hdrs.CACHE_CONTROL: "max-age=3600"})
+    return web.Response(
+        body=body,
+        content_type=CONTENT_TYPES[Path(name).suffix],
+        charset="utf-8",
+        headers={hdrs.CACHE_CONTROL: "max-age=86400"},  # the page asks with ?v=<hash>
+    )
 
 
 def parse_sync_report(body: Any) -> tuple[SyncState, float | None]:
@@ -108,6 +127,7 @@ def make_sync_handler(require_token: TokenCheck) -> Callable[[web.Request], Any]
 
 def add_routes(app: web.Application, board: Board, require_token: TokenCheck) -> None:
     app[BOARD] = board
+    app[ASSETS] = DashboardAssets.load(board.workspace.config.assets_dir)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/dashboard", dashboard)
     app.router.add_get("/dashboard/state", dashboard_state)
