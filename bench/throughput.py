@@ -54,6 +54,7 @@ COLUMNS = (
     Column("req_s", "req/s", "higher"),
     Column("p50_ms", "p50 ms", "lower", 3),
     Column("p99_ms", "p99 ms", "lower", 3),
+    Column("cpu_us_per_req", "CPU us/req", "lower"),
     Column("ws_p50_us", "WS p50 us", "lower"),
     Column("ws_p99_us", "WS p99 us", "lower"),
     Column("ws_added_p50_us", "WS +p50 us", None),
@@ -85,7 +86,8 @@ def run_wrk(url: str, seconds: int, connections: int = 32, threads: int = 2) -> 
     ).stdout
     pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.MULTILINE))
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
-    if rps is None or "50" not in pct or "99" not in pct:
+    total = re.search(r"^\s+(\d+) requests in", out, re.MULTILINE)
+    if rps is None or total is None or "50" not in pct or "99" not in pct:
         raise RuntimeError(f"cannot parse wrk output:\n{out}")
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
@@ -97,6 +99,7 @@ def run_wrk(url: str, seconds: int, connections: int = 32, threads: int = 2) -> 
         "req_s": float(rps[1]),
         "p50_ms": _ms(pct["50"]),
         "p99_ms": _ms(pct["99"]),
+        "wrk_requests": float(total[1]),
         "wrk_non2xx": float(bad[1]) if bad else 0.0,
     }
 
@@ -159,7 +162,13 @@ def bench_proxy(name: str, origin: int, echo: int, workdir: Path, args: argparse
             row["rss_idle_mb"] = _mb(proxy.group.rss_bytes())
         if args.warmup:
             run_wrk(http_base + SMALL_PATH, args.warmup)
-        row.update(run_wrk(http_base + SMALL_PATH, args.duration))
+        cpu_before = proxy.group.cpu_seconds() if proxy is not None else 0.0
+        wrk = run_wrk(http_base + SMALL_PATH, args.duration)
+        row.update(wrk)
+        if proxy is not None:
+            # CPU per request hardly depends on what else runs, unlike req/s on a shared machine.
+            cpu = proxy.group.cpu_seconds() - cpu_before
+            row["cpu_us_per_req"] = 1e6 * cpu / wrk["wrk_requests"]
         row.update(run_bulk(http_base + BIG_PATH, big))
         if proxy is not None:
             row["rss_after_mb"] = _mb(proxy.group.rss_bytes())

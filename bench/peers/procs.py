@@ -19,6 +19,7 @@ __all__ = [
     "REPO_DIR",
     "ProcessGroup",
     "free_port",
+    "group_cpu_seconds",
     "group_pids",
     "group_rss_bytes",
     "stopping",
@@ -63,6 +64,18 @@ def group_rss_bytes(pgid: int) -> int:
         with contextlib.suppress(OSError):
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
     return total
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User plus system CPU time used so far by the live processes of the group."""
+    hz = os.sysconf("SC_CLK_TCK")
+    ticks = 0
+    for pid in group_pids(pgid):
+        with contextlib.suppress(OSError, ValueError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / hz
 
 
 def wait_tcp(port: int, timeout: float = 10.0) -> None:
@@ -139,6 +152,9 @@ class ProcessGroup:
 
     def rss_bytes(self) -> int:
         return group_rss_bytes(self.pgid)
+
+    def cpu_seconds(self) -> float:
+        return group_cpu_seconds(self.pgid)
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the whole group (SIGKILL: loud death, SIGSTOP: silent)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from peers.procs import REPO_DIR, ProcessGroup, free_port, wait_http
+from peers.procs import BENCH_DIR, REPO_DIR, ProcessGroup, free_port, wait_http
 from peers.upstreams import nginx_paths, nginx_temp_paths
 
 __all__ = [
@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 Mode = Literal["pool", "failover"]
-POOL_PROXIES = ("nginx", "haproxy", "caddy", "dumont")
+# aiohttp-plain: bench/peers/servers.py's minimal aiohttp proxy, what aiohttp alone costs.
+POOL_PROXIES = ("nginx", "haproxy", "caddy", "aiohttp-plain", "dumont")
 FAILOVER_PROXIES = ("nginx", "haproxy-defaults", "haproxy-tuned", "caddy", "dumont")
 
 
@@ -227,6 +228,11 @@ def _launch(name: str, mode: Mode, up: Upstreams, workdir: Path) -> RunningProxy
     if name == "dumont":
         argv = dumont_argv(port, free_port(), up)
         group = ProcessGroup(tag, argv, workdir / f"{tag}.log", cwd=REPO_DIR)
+    elif name == "aiohttp-plain":
+        argv = [sys.executable, "-m", "peers.servers", "plain-proxy", "--port", str(port),
+                "--upstream", f"http://127.0.0.1:{up.primary}"]  # fmt: skip
+        env = {"PYTHONPATH": str(BENCH_DIR)}
+        group = ProcessGroup(tag, argv, workdir / f"{tag}.log", cwd=BENCH_DIR, env=env)
     else:
         _, filename = _RENDERERS[name]
         peer_dir = workdir / tag

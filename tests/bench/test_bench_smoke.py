@@ -64,7 +64,7 @@ def _rows(table_output: str) -> list[str]:
 def test_throughput_quick_prints_the_table(runs: dict[str, tuple[str, Path]]) -> None:
     out, json_path = runs["throughput.py"]
     assert _header(out) == [
-        "proxy", "req/s", "p50 ms", "p99 ms", "WS p50 us", "WS p99 us", "WS +p50 us",
+        "proxy", "req/s", "p50 ms", "p99 ms", "CPU us/req", "WS p50 us", "WS p99 us", "WS +p50 us",
         "bulk MB/s", "RSS idle MB", "RSS after MB",
     ]  # fmt: skip
     assert _rows(out) == ["direct", "dumont"]
