@@ -193,6 +193,13 @@ def _frame_name(frame: str) -> str:
     return re.sub(r":\d+\)$", ")", frame.strip())
 
 
+def _package(frame: str) -> str:
+    """``f (aiohttp/web_protocol.py)`` -> ``aiohttp``; ``write (libc.so.6)`` -> ``libc.so.6``."""
+    match = re.search(r"\(([^()]*)\)$", frame)
+    where = match[1] if match else frame
+    return where.split("/", 1)[0] if "/" in where else where
+
+
 def summarize_raw_profile(raw: str, top: int = 15) -> str:
     """Top functions by own samples and by samples including callees, from py-spy's raw output."""
     own: Counter[str] = Counter()
@@ -214,9 +221,16 @@ def summarize_raw_profile(raw: str, top: int = 15) -> str:
         return "py-spy recorded no samples"
     # Frames on every stack (runpy, asyncio.run, the server's main) say nothing: leave them out.
     total = Counter({frame: n for frame, n in total.items() if n < 0.99 * samples})
+    packages: Counter[str] = Counter()
+    for frame, n in own.items():
+        packages[_package(frame)] += n
     parts = []
-    for title, counter in (("own time", own), ("time including callees", total)):
-        parts.append(f"Top {top} functions by {title} ({samples} samples):")
+    for title, counter in (
+        (f"Top {top} functions by own time", own),
+        (f"Top {top} functions by time including callees", total),
+        ("Own time by package", packages),
+    ):
+        parts.append(f"{title} ({samples} samples):")
         parts.extend(
             f"  {100 * n / samples:5.1f}%  {frame}" for frame, n in counter.most_common(top)
         )
