@@ -77,9 +77,9 @@ class PackWriter:
         self._claim_lock = threading.Lock()
         self._fill_lock = threading.Lock()
         self._index_lock = threading.Lock()
+        # Buffers are made when first needed (a small snapshot never pays for three), then reused.
         self._free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(_BUFFERS):
-            self._free.put(bytearray(self._target + _BUFFER_SLACK))
+        self._buffers_made = 0
         self._open: _OpenPack | None = None
         self._pending: set[str] = set()
         self._unindexed: dict[str, BlobLocation] = {}
@@ -126,6 +126,9 @@ class PackWriter:
                 self._open = None
 
     def _take_buffer(self, at_least: int) -> bytearray:
+        if self._free.empty() and self._buffers_made < _BUFFERS:
+            self._buffers_made += 1
+            return bytearray(max(self._target + _BUFFER_SLACK, at_least))
         buffer = self._free.get()
         if len(buffer) < at_least:  # a blob bigger than any chunk (another chunker's repo)
             buffer = bytearray(at_least)
