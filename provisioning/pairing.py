@@ -315,7 +315,7 @@ class PairService:
             return [Repair(pair.id, "creation finished")]
         repairs: list[Repair] = []
         gpus = await self._vast.list_instances(label_prefix=pair.gpu_label_prefix)
-        if pair.gpu_instance_id is not None and not gpus:
+        if pair.gpu_instance_id is not None and not gpus and await self._gpu_gone(pair):
             # Nothing of this pair is left on Vast: the user destroyed the GPU there.
             await self.destroy(pair.id)
             return [Repair(pair.id, "standby deleted", "its GPU was destroyed on Vast")]
@@ -333,6 +333,15 @@ class PairService:
             gpu = await self._ensure_gpu(pair)
             repairs.append(Repair(pair.id, "replacement GPU adopted", str(gpu.id)))
         return repairs
+
+    async def _gpu_gone(self, pair: Pair) -> bool:
+        """Confirm with a second, direct question before deleting anything on a listing's word."""
+        assert pair.gpu_instance_id is not None
+        try:
+            await self._vast.show_instance(pair.gpu_instance_id)
+        except CloudNotFound:
+            return True
+        return False
 
     async def _reconcile_orphans(self, *, delete: bool) -> list[Repair]:
         live = {p.id for p in self._store.list()}

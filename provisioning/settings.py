@@ -24,6 +24,7 @@ ENV_PREFIX = "DUMONT_PROVISION_"
 
 _DEFAULTS: dict[str, Any] = {}
 _TYPES: dict[str, Any] = {}
+_MARK = "_dumont_option_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -40,13 +41,16 @@ def option(
     env = f"{ENV_PREFIX}{dest.upper()}"
     shown = f"; default {default}" if default not in (None, False, []) else ""
     parser.add_argument(flag, dest=dest, default=None, help=f"{help} (env {env}{shown})", **kwargs)
+    # Marks the dest as ours for the subcommand actually chosen, so resolve() never touches a
+    # same-named option of another command (snapshot's --exclude, say).
+    parser.set_defaults(**{_MARK + dest: True})
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill every option left unset from the environment, the config file, then the default."""
     table = _load_table(getattr(args, "config", None) or os.environ.get(f"{ENV_PREFIX}CONFIG"))
     for dest, default in _DEFAULTS.items():
-        if not hasattr(args, dest) or getattr(args, dest) not in (None, []):
+        if not getattr(args, _MARK + dest, False) or getattr(args, dest) not in (None, []):
             continue
         name = f"{ENV_PREFIX}{dest.upper()}"
         env = os.environ.get(name)

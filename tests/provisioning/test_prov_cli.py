@@ -133,3 +133,23 @@ async def test_pair_create_and_destroy_show_progress(
         destroy = [store, "pair", "destroy", "--pair=p1", *common]
         assert await asyncio.to_thread(main, destroy) == 0
         assert "deleting standby dumont-p1-standby" in capsys.readouterr().err
+
+
+def test_snapshot_verbs_are_wired_and_keep_their_own_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from provisioning.cli import build_parser
+    from provisioning.settings import resolve
+
+    monkeypatch.setenv("DUMONT_PROVISION_EXCLUDE", "*.ckpt")
+    parser = build_parser()
+    snapshot = parser.parse_args(["snapshot", "create", str(tmp_path)])
+    before = dict(vars(snapshot))
+    assert callable(snapshot.handler)
+    after = dict(vars(resolve(snapshot)))
+    # Only the root option --store is ours; snapshot's --exclude and the rest are left alone.
+    assert {k: v for k, v in after.items() if k != "store"} == {
+        k: v for k, v in before.items() if k != "store"
+    }
+    sync = resolve(parser.parse_args(["sync", "render"]))
+    assert sync.exclude == ["*.ckpt"]
