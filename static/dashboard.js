@@ -183,7 +183,10 @@ function askForToken(action) {
 }
 
 async function command(action) {
-  const token = sessionStorage.getItem(TOKEN_KEY);
+  const needed = lastState
+    ? lastState.admin_token_required !== false
+    : document.querySelector("main").dataset.tokenRequired !== "false";
+  const token = needed ? sessionStorage.getItem(TOKEN_KEY) : "";
   if (token === null) {
     askForToken(action);
     return;

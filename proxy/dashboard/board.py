@@ -77,4 +77,6 @@ class Board:
         status["tips"] = tip_table(self.tip_counts())
         status["savings"] = savings(self.workspace.config.prices, self.ledger)
         status["metrics"] = self.metrics is not None
+        # Whether the dashboard must ask for a token (a loopback listener may run without one).
+        status["admin_token_required"] = bool(self.workspace.config.admin_token)
         return status

@@ -101,3 +101,17 @@ async def test_dashboard_live_and_buttons(upstreams: Upstreams, make_proxy: Prox
             await page.wait_for_timeout(1500)  # a few more sparkline points
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+async def test_no_token_asked_when_the_listener_has_none(
+    upstreams: Upstreams, make_proxy: ProxyFactory
+) -> None:
+    gpu, cpu = upstreams
+    server = await make_proxy(url_of(gpu), url_of(cpu))  # loopback, no admin token
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(str(control_url(server) / "dashboard"))
+        await expect(page.locator("#serving")).to_have_text("gpu (primary)")
+        await page.click("#failover")
+        await expect(page.locator("#serving")).to_have_text("cpu (standby)")
+        await expect(page.locator("#token-form")).to_be_hidden()
