@@ -345,6 +345,9 @@ def create_snapshot(
         if progress is not None:
             progress.stop()
     kept = [entry for position, entry in enumerate(entries) if position not in dropped]
+    # A hard link whose first path vanished would have nothing to link to on restore.
+    gone = {entries[position].path for position in dropped}
+    kept = [entry for entry in kept if not (entry.kind == "hardlink" and entry.target in gone)]
     record = _record(repo, kept, str(source), parent_id, excludes, warnings, writer.stored_bytes)
     repo.save_snapshot(record)
     return CreateResult(record, read_bytes, writer.stored_bytes, reused, time.monotonic() - started)

@@ -224,19 +224,25 @@ def restore_snapshot(
     try:
         with ThreadPoolExecutor(restorer.threads, thread_name_prefix="snapshot-restore") as pool:
             list(pool.map(lambda item: restorer.restore_pack(store, *item), plan.items()))
-        damaged = unknown | {
-            entry.path for entry in files if restorer.bad_blobs.intersection(entry.chunks)
-        }
+    except OSError as exc:  # the target's disk: full, read-only, gone
+        raise RestoreTargetError(f"cannot write into {target}: {exc.strerror}") from exc
     finally:
         if progress is not None:
             progress.stop()
+    damaged = unknown | {
+        entry.path for entry in files if restorer.bad_blobs.intersection(entry.chunks)
+    }
     damaged |= {e.path for e in entries if e.kind == "hardlink" and e.target in damaged}
     kept = [entry for entry in entries if entry.path not in damaged]
     for path in damaged - {e.path for e in entries if e.kind == "hardlink"}:
         with_path = restorer.path(path)
         if os.path.lexists(with_path):
             os.unlink(with_path)
-    _link_and_set_metadata(restorer, kept, overwrite)
+    try:
+        _link_and_set_metadata(restorer, kept, overwrite)
+    except OSError as exc:
+        where = os.fsdecode(exc.filename) if exc.filename else str(target)
+        raise RestoreTargetError(f"cannot restore {where}: {exc.strerror}") from exc
     if damaged:
         raise CorruptSnapshotError(
             f"snapshot {record.id} is damaged; restored everything else into {target}",

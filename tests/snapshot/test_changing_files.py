@@ -74,6 +74,7 @@ def test_a_file_deleted_during_the_snapshot_is_reported(
     source = tmp_path / "workspace"
     source.mkdir()
     (source / "gone.txt").write_text("here at scan time\n")
+    os.link(source / "gone.txt", source / "z-twin.txt")  # a hard link to the vanishing path
     (source / "stays.txt").write_text("stays\n")
     real_open = create_module.open_source_file
 
@@ -83,7 +84,10 @@ def test_a_file_deleted_during_the_snapshot_is_reported(
         return real_open(path, flags)
 
     monkeypatch.setattr(create_module, "open_source_file", vanishing_open)
-    result = create_snapshot(source, LocalStore(tmp_path / "repo"))
+    store = LocalStore(tmp_path / "repo")
+    result = create_snapshot(source, store)
 
     assert result.snapshot.warnings == ["gone.txt: vanished while snapshotting"]
     assert result.snapshot.files == 1
+    restore_snapshot(store, "latest", tmp_path / "restored")  # no link to a missing file
+    assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == ["stays.txt"]
