@@ -250,7 +250,12 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
     option(create, "--disk", type=float, default=50.0, help="GPU disk in GB")
     option(create, "--max-price", type=float, help="highest $/hour accepted")
     option(create, "--ssh-public-key", help="admin public key installed on both machines")
-    option(create, "--standby-user", default="dumont", help="admin user on the standby")
+    option(
+        create,
+        "--standby-user",
+        default="root",
+        help="admin and sync user on the standby (root: the same paths as on the GPU)",
+    )
     option(
         create,
         "--termination-action",

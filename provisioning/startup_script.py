@@ -14,7 +14,14 @@ from pathlib import Path
 
 from provisioning.errors import ConfigError
 
-__all__ = ["CODE_SERVER_INSTALLER", "STANDBY_PACKAGES", "render_startup_script"]
+__all__ = [
+    "CODE_SERVER_ENV",
+    "CODE_SERVER_INSTALLER",
+    "STANDBY_PACKAGES",
+    "code_server_unit",
+    "render_gpu_onstart",
+    "render_startup_script",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CODE_SERVER_INSTALLER = REPO_ROOT / "scripts" / "install-code-server.sh"
@@ -81,8 +88,48 @@ def render_startup_script(
             f'grep -qxF {q(ssh_public_key)} "$home/.ssh/authorized_keys" 2>/dev/null'
             f' || echo {q(ssh_public_key)} >> "$home/.ssh/authorized_keys"',
             f'chown {q(ssh_user)} "$home/.ssh/authorized_keys"',
-            "systemctl enable --now ssh",
+            # Root logs in with a key only: the GPU (root on Vast) syncs into root's workspace
+            # and code-server's user data, the same paths on both machines.
+            f"if [ {q(ssh_user)} = root ]; then",
+            "  echo 'PermitRootLogin prohibit-password' > /etc/ssh/sshd_config.d/dumont.conf",
+            "fi",
+            "systemctl enable ssh && systemctl restart ssh",
+            # code-server serves the synced workspace once the operator has put the pair's
+            # password (the same as the GPU's, so session cookies stay valid) into the env file:
+            # a password in instance metadata would be readable by every project viewer.
+            f"install -d -m 0700 {q(CODE_SERVER_ENV.rsplit('/', 1)[0])} /workspace",
+            f"cat > /etc/systemd/system/dumont-code-server.service <<'{delimiter}'",
+            code_server_unit(),
+            delimiter,
+            "systemctl daemon-reload",
+            "systemctl enable dumont-code-server.service",
+            f"[ -e {q(CODE_SERVER_ENV)} ] && systemctl start dumont-code-server.service || true",
             "",
+        ]
+    )
+
+
+CODE_SERVER_ENV = "/etc/dumont/code-server.env"  # PASSWORD=... (mode 0600)
+
+
+def code_server_unit(*, port: int = 8080, workspace: str = "/workspace") -> str:
+    """The standby's code-server: same port, workspace and user data dir as on the GPU."""
+    return "\n".join(
+        [
+            "[Unit]",
+            "Description=code-server on the Dumont standby",
+            "After=network-online.target",
+            f"ConditionPathExists={CODE_SERVER_ENV}",
+            "",
+            "[Service]",
+            f"EnvironmentFile={CODE_SERVER_ENV}",
+            "Environment=HOME=/root",
+            "ExecStart=/opt/dumont/code-server/bin/code-server --auth password"
+            f" --bind-addr 0.0.0.0:{port} --disable-telemetry {workspace}",
+            "Restart=always",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
         ]
     )
 

@@ -109,6 +109,7 @@ def test_standby_startup_script_embeds_the_code_server_installer() -> None:
     for package in ("rsync", "lsyncd", "openssh-server"):
         assert package in script
     assert KEY in script
+    assert "ExecStart=/opt/dumont/code-server/bin/code-server --auth password" in script
     with pytest.raises(ConfigError, match="bad SSH public key"):
         render_startup_script(pair_id="p1", ssh_user="dumont", ssh_public_key="nonsense")
 
