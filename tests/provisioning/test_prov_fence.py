@@ -103,6 +103,8 @@ async def test_fence_holds_when_the_gpu_is_unreachable(sync_bed: SyncBed) -> Non
     assert result.returncode == 0, result.stderr
     assert "GPU not reached" in result.stdout
     assert await is_fenced(bed.sshd.host(), str(bed.standby_state))
+    assert cli("sync", "unfence", *bed.cli_flags()).returncode == 0
+    assert not await is_fenced(bed.sshd.host(), str(bed.standby_state))
 
 
 async def test_reverse_sync_brings_every_standby_write_home_byte_for_byte(
