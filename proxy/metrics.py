@@ -42,6 +42,7 @@ from .failover import (
     Event,
     HealthChanged,
     HookFinished,
+    HookName,
     PassiveFailure,
     Role,
     State,
@@ -320,6 +321,7 @@ class ProxyMetrics:
         self.websockets = Counter(
             "dumont_websockets", "WebSockets opened through the proxy", ["backend"], registry=r
         )
+        self._start_at_zero()
         # Per (backend, method, status), bounded by the label sets above: [count] and the
         # backend's duration cells (one per bucket, +Inf, then the sum).
         self._cells: dict[tuple[str | None, str, int], tuple[list[int], list[float]]] = {}
@@ -330,6 +332,21 @@ class ProxyMetrics:
         self._reasons: dict[int, SwitchReason] = {}
         # A completed switch waiting for its new backend's first answer.
         self._serving: tuple[str, SwitchRecord] | None = None
+
+    def _start_at_zero(self) -> None:
+        """Export the expected series at 0 from the start: increase() and rate() miss the first
+        event of a counter that appears at 1."""
+        for from_role, to_role in (("primary", "standby"), ("standby", "primary")):
+            for reason in SWITCH_REASONS:
+                self.switches.labels(from_role, to_role, reason)
+        for backend in BACKEND_OF.values():
+            self.passive.labels(backend)
+            self.websockets.labels(backend)
+            for result in ("ok", "failed"):
+                self.checks.labels(backend, result)
+        for hook in get_args(HookName):
+            for result in ("ok", "failed"):
+                self.hooks.labels(hook, result)
 
     def render(self) -> bytes:
         self.flush_switch_timing()

@@ -46,6 +46,13 @@ class Board:
         default_factory=lambda: {r: deque(maxlen=HISTORY) for r in ("primary", "standby")}
     )
 
+    def __post_init__(self) -> None:
+        # Checks may have run before the control app subscribed the board: keep the last one.
+        for role, health in self.workspace.machine.health.items():
+            if health.last_check_at is not None:
+                latency = health.last_latency
+                self.latencies[role].append(None if latency is None else round(latency * 1000, 3))
+
     def tip_counts(self) -> TipCounts | None:
         # The public app sets workspace.tips to the transition page's TipBook.
         tips = self.workspace.tips
