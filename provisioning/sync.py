@@ -177,15 +177,20 @@ class SyncController:
     async def wait_first_sync(self, *, timeout: float) -> LsyncdReport:
         """Block until every root's startup full sync finished, reporting progress."""
         deadline = time.monotonic() + timeout
-        shown = -1
+        shown, failing = -1, 0
         while True:
             report = await self.lsyncd_report()
             if report.startups_finished >= len(self.topology.roots):
                 self._progress("first full sync done")
                 return report
-            fatal = [p for p in report.problems if "first full sync" not in p]
-            if fatal:
-                raise SyncError(f"first full sync failed: {fatal[0]}")
+            if not report.running:
+                # An exit is final (inotify watches, a bad config); rsync failures are retried by
+                # lsyncd itself (insist) and only reported until the timeout.
+                fatal = [p for p in report.problems if "first full sync" not in p]
+                raise SyncError(f"first full sync failed: {'; '.join(fatal)}")
+            if report.failing_retries and report.failing_retries != failing:
+                failing = report.failing_retries
+                self._progress(f"first full sync: rsync failed {failing} times, lsyncd retries")
             if report.startups_finished != shown:
                 shown = report.startups_finished
                 done = f"{shown} of {len(self.topology.roots)}"
