@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import random
 import signal
 import sys
 import tempfile
@@ -114,7 +115,9 @@ async def _scenario(url: str, fault: Callable[[], None], args: argparse.Namespac
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
         poller = tasks.create_task(_poll(url, answers, stop), name="poller")
-        await asyncio.sleep(args.warmup)
+        # A random phase against the health checks: a real machine dies at any moment, not just
+        # after a check (the proxy starts its checks when it starts, a fixed time before).
+        await asyncio.sleep(args.warmup + random.uniform(0.0, args.jitter))
         fault_at = time.monotonic()
         fault()
         deadline = fault_at + args.cap
@@ -182,15 +185,16 @@ def show_configs(workdir: Path) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short warm-up, cap and watch")
-    parser.add_argument("--runs", type=int, help="runs to take the median of (3; quick: 1)")
+    parser.add_argument("--runs", type=int, help="runs to take the median of (5; quick: 1)")
     parser.add_argument("--only", help="comma-separated proxies")
     parser.add_argument("--json", type=Path, help="write every run and the medians here")
     parser.add_argument("--show-configs", action="store_true", help="print peer configs, exit")
     args = parser.parse_args()
     args.warmup = 1.0 if args.quick else 3.0
+    args.jitter = 0.5 if args.quick else 2.0  # HAProxy's default check interval
     args.cap = 5.0 if args.quick else 25.0
     args.observe = 0.5 if args.quick else 3.0
-    args.runs = args.runs or (1 if args.quick else 3)
+    args.runs = args.runs or (1 if args.quick else 5)
     args.sample = 0.2 if args.quick else 1.0  # seconds to watch what else runs
     names = args.only.split(",") if args.only else list(FAILOVER_PROXIES)
     unknown = set(names) - set(FAILOVER_PROXIES)
@@ -229,6 +233,9 @@ def main() -> int:
     medians = median_rows(runs)
     print(f"\nMedians of {args.runs} run(s); cap {args.cap:g} s per scenario:\n")
     print(render_table(medians, COLUMNS, peers=()))
+    if args.runs > 1:
+        print(f"\nWorst of {args.runs} runs (per cell):\n")
+        print(render_table(median_rows(runs, combine=max), COLUMNS, peers=()))
     bars: list[dict[str, Any]] = []
     if "dumont" in medians:
         bars = check_bars(medians["dumont"], medians, BARS)

@@ -10,7 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -51,8 +51,10 @@ class Bar:
     reference: float | str
 
 
-def median_rows(runs: Sequence[Mapping[str, Row]]) -> dict[str, Row]:
-    """Per proxy and metric, the median over runs (for strings: the most common value)."""
+def median_rows(
+    runs: Sequence[Mapping[str, Row]], combine: Callable[[list[float]], float] = statistics.median
+) -> dict[str, Row]:
+    """Per proxy and metric, the median (or ``combine``) over runs; strings: the most common."""
     merged: dict[str, dict[str, list[Cell]]] = {}
     for run in runs:
         for name, row in run.items():
@@ -64,7 +66,7 @@ def median_rows(runs: Sequence[Mapping[str, Row]]) -> dict[str, Row]:
         for key, values in metrics.items():
             numbers = [v for v in values if isinstance(v, int | float)]
             if numbers:
-                result[name][key] = statistics.median(numbers)
+                result[name][key] = combine(numbers)
             else:
                 texts = [v for v in values if isinstance(v, str)]
                 result[name][key] = statistics.mode(texts) if texts else None
