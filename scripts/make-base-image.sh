@@ -73,6 +73,8 @@ if [ ! -s "$tarball" ]; then
     "$rootfs"/var/log/*.log "$rootfs"/var/cache/debconf/*-old
   tar -C "$rootfs" --numeric-owner --xattrs -cf "$tarball.partial" .
   mv "$tarball.partial" "$tarball"
+  # Tarballs of earlier versions of this script are dead weight (about 190 MB each).
+  find "$cache" -maxdepth 1 -name "$SUITE-*.tar" ! -name "$SUITE-$key.tar" -delete
   log "bootstrapped in $((SECONDS - start)) s: $tarball"
 fi
 

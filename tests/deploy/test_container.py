@@ -181,6 +181,8 @@ def test_entrypoint_serves_and_fails_over(
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
         assert proxy.wait(timeout=30) == 0, (tmp_path / "proxy.log").read_text()[-3000:]
+        # And the HEALTHCHECK is not vacuous: with the proxy gone it fails.
+        assert container.run(healthcheck, env, timeout=20, check=False).returncode != 0
     finally:
         if proxy.poll() is None:
             os.killpg(proxy.pid, signal.SIGKILL)
