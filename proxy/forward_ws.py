@@ -117,7 +117,7 @@ async def forward_websocket(
         if p.strip()
     ]
     try:
-        upstream = await backend.session.ws_connect(
+        upstream = await backend.ws_session.ws_connect(
             backend.target(request.raw_path),
             headers=websocket_request_headers(request.headers, client),
             protocols=offered,

@@ -1,0 +1,24 @@
+"""bench/soak.py end to end, briefly: 600 WebSockets (more than the HTTP pool's 512, which once
+starved every HTTP request) and an HTTP load for 20 s. No speed is asserted, only its bars."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_soak_script_holds_its_bars_briefly(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    done = subprocess.run(
+        [sys.executable, "bench/soak.py", "--seconds", "20", "--websockets", "600",
+         "--workers", "4", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=85, start_new_session=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert all(bar["ok"] for bar in report["bars"]), report["bars"]
+    assert "RSS MB" in done.stdout
