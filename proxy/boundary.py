@@ -47,10 +47,11 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
         return problem_response(problem)
     except web.HTTPException:
         raise
-    except (ConnectionResetError, OSError) as exc:
-        # The browser went away mid-response: nothing to answer.
+    except ConnectionResetError as exc:
+        # The browser went away mid-response (a navigation aborts what the page was loading).
+        # Nothing can reach it; aiohttp drops a response to a closed connection quietly.
         log.debug("%s %s: client connection lost: %s", request.method, request.path, exc)
-        raise
+        return web.Response(status=499, reason="Client Closed Request")
     except Exception:
         log.exception("unhandled error for %s %s", request.method, request.path)
         return problem_response(HTTPProblem("unexpected error; see the proxy log"))

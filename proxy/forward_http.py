@@ -105,6 +105,11 @@ async def _open_upstream(
             # A stale keep-alive connection also lands here: wait for the out-of-band probe's
             # verdict (or the switch) rather than for a whole interval.
             await workspace.wait_for_verdict(backend, wait)
+        except aiohttp.ClientConnectionError as exc:
+            # Not the backend's fault: its pool was closed under us (the role was pointed at a
+            # new machine). Safe to send again if nothing was sent.
+            if not replayable or attempt == MAX_ATTEMPTS:
+                raise UpstreamError(f"{backend.name}: {exc}") from exc
         except aiohttp.ClientResponseError as exc:
             message = exc.message[:200]  # a garbage status line can be megabytes long
             raise UpstreamError(f"{backend.name}: invalid response: {message}") from exc

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["HookOutcome", "run_hook"]
+__all__ = ["HookOutcome", "hook_environment", "run_hook"]
 
 log = logging.getLogger("dumont.hooks")
 OUTPUT_LIMIT = 4096
@@ -34,8 +34,18 @@ def _kill_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+def hook_environment(event: Mapping[str, str]) -> dict[str, str]:
+    """The proxy's environment without its own DUMONT_* settings, plus the event's variables.
+
+    A hook's tools read DUMONT_* too (dumont-provision's DUMONT_STANDBY is an SSH address, the
+    proxy's a URL): inheriting the proxy's settings would hand them the wrong meaning.
+    """
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DUMONT_")}
+    return {**inherited, **event}
+
+
 async def run_hook(command: str, env: Mapping[str, str], timeout: float) -> HookOutcome:
-    """Run ``command`` with ``env`` added to the proxy's environment; never raises for the hook."""
+    """Run ``command`` with the event's ``env``; never raises for the hook."""
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_shell(
@@ -43,7 +53,7 @@ async def run_hook(command: str, env: Mapping[str, str], timeout: float) -> Hook
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **env},
+            env=hook_environment(env),
             start_new_session=True,
         )
     except OSError as exc:

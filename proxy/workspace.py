@@ -96,6 +96,7 @@ class Workspace:
         self.tips: TipSource | None = None  # the public app's TipBook; metrics read its counts
         self._changed = asyncio.Event()
         self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
+        self._closing = False
 
     # --------------------------------------------------------------------------- lifecycle
 
@@ -103,6 +104,7 @@ class Workspace:
         self.checker.start()
 
     async def close(self) -> None:
+        self._closing = True  # requests still arriving get a 503, not a closed pool
         await self.tasks.close()
         for backend in self.backends.values():
             await backend.close()
@@ -239,8 +241,10 @@ class Workspace:
     async def acquire(self, wait: float) -> Backend:
         """The backend to use now, waiting up to ``wait`` seconds for a switch to finish."""
         backend = self.active_backend()
-        if backend is not None:
+        if backend is not None and not self._closing:
             return backend
+        if self._closing:
+            raise NoBackendAvailable("the proxy is shutting down")
         deadline = self._now() + wait
         while (remaining := deadline - self._now()) > 0:
             await self.changed(remaining)

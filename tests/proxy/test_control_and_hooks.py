@@ -224,3 +224,14 @@ async def test_sigterm_closes_websockets_1001_and_finishes_in_flight(
         assert await asyncio.to_thread(proxy.popen.wait, 10) == 0
     finally:
         proxy.stop()
+
+
+def test_hooks_do_not_inherit_the_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.hooks import hook_environment
+
+    monkeypatch.setenv("DUMONT_STANDBY", "http://cpu:8080")  # the proxy's meaning: a URL
+    monkeypatch.setenv("PATH", "/usr/bin")
+    env = hook_environment({"DUMONT_EVENT": "on_failover", "DUMONT_TO": "standby"})
+    assert "DUMONT_STANDBY" not in env
+    assert env["DUMONT_EVENT"] == "on_failover"
+    assert env["PATH"] == "/usr/bin"
