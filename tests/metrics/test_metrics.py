@@ -285,3 +285,67 @@ async def test_tip_clicks_on_the_public_listener_reach_metrics_and_status(
     assert value(samples, "dumont_tip_clicks_total", variant="ollama-llm") == 2.0
     assert value(samples, "dumont_tip_impressions_total", variant="ollama-llm") == 0.0
     assert tips == {"ollama-llm": {"impressions": 0, "clicks": 2, "click_rate": None}}
+
+
+async def test_switch_reasons_map_to_the_fixed_set() -> None:
+    """The machine's free-text reasons become health_check, passive, admin or recovery."""
+    from yarl import URL
+
+    from proxy.config import Config
+    from proxy.failover import (
+        AdminFailover,
+        CheckResult,
+        Event,
+        FailoverMachine,
+        PassiveFailure,
+        Policy,
+        Tick,
+    )
+    from proxy.metrics import ProxyMetrics, SyncStatus
+    from proxy.workspace import Workspace
+
+    workspace = Workspace(
+        Config(primary=URL("http://127.0.0.1:1"), standby=URL("http://127.0.0.1:2"))
+    )
+    metrics = ProxyMetrics(workspace, SyncStatus(), now=lambda: 100.0)
+    machine = FailoverMachine(Policy(fall=2, rise=2, failback_hold=100.0))
+
+    def feed(event: Event) -> None:  # what Workspace.feed does for its observers
+        decisions = machine.handle(event)
+        metrics.observe(event)
+        for decision in decisions:
+            metrics.observe(decision)
+
+    try:
+        for role in ("primary", "standby"):
+            feed(CheckResult(role, True, 0.0, 0.001))
+        feed(AdminFailover(1.0))
+        assert machine.active == "standby"
+        # The standby fails its checks: straight home.
+        feed(CheckResult("standby", False, 2.0, None, "HTTP 502"))
+        feed(CheckResult("standby", False, 2.1, None, "HTTP 502"))
+        assert machine.active == "primary"
+        feed(CheckResult("standby", True, 3.0, 0.001))
+        feed(CheckResult("standby", True, 3.1, 0.001))
+        # One failed check, then a failing request: the request's failure takes the primary down.
+        feed(CheckResult("primary", False, 4.0, None, "timed out"))
+        feed(PassiveFailure("primary", 4.1, "connect failed"))
+        assert machine.active == "standby"
+        # The primary recovers; automatic failback after the hold-down.
+        feed(CheckResult("primary", True, 5.0, 0.001))
+        feed(CheckResult("primary", True, 6.0, 0.001))
+        feed(Tick(106.0))
+        assert machine.active == "primary"
+        samples = {}
+        for family in text_string_to_metric_families(metrics.render().decode()):
+            for s in family.samples:
+                if s.name == "dumont_switches_total" and s.value:
+                    samples[s.labels["from"], s.labels["to"], s.labels["reason"]] = s.value
+        assert samples == {
+            ("primary", "standby", "passive"): 1.0,
+            ("standby", "primary", "recovery"): 1.0,
+            ("primary", "standby", "admin"): 1.0,
+            ("standby", "primary", "health_check"): 1.0,
+        }
+    finally:
+        await workspace.close()
