@@ -14,6 +14,11 @@
   window.__dumontWatcher = true;
 
   var RELOADED_KEY = "dumont:reloaded-for";
+  // Set just before a switch's reload, read by the next document's watcher: the transition screen
+  // stays up across the reload until the new machine's workbench is on screen.
+  var ARRIVING_KEY = "dumont:arriving";
+  var ARRIVAL_MAX_MS = 30000;
+  var arriving = false;
   var DISMISSED_KEY = "dumont:failback-dismissed";
   var script = document.currentScript;
   // The proxy may stamp the epoch that served this document; a switch between serving it and our
@@ -93,7 +98,30 @@
       return;
     }
     storageSet(RELOADED_KEY, key);
+    storageSet(ARRIVING_KEY, String(Date.now()));
     window.location.reload();
+  }
+
+  // After a switch's reload: cover the page until VS Code's workbench has rendered (or give up
+  // after ARRIVAL_MAX_MS), so the user watches one continuous transition, not a blank page.
+  function coverArrival() {
+    var since = Number(storageGet(ARRIVING_KEY) || 0);
+    if (!since || Date.now() - since > ARRIVAL_MAX_MS) return;
+    arriving = true;
+    showOverlay();
+    var started = Date.now();
+    (function check() {
+      var workbench = document.querySelector(".monaco-workbench");
+      var done = workbench && document.querySelector(".part.editor, .part.sidebar");
+      if (done || Date.now() - started > ARRIVAL_MAX_MS) {
+        try { window.sessionStorage.removeItem(ARRIVING_KEY); } catch (e) { /* fine */ }
+        arriving = false;
+        // A beat for the transition page's "connected" state, then fade out.
+        window.setTimeout(hideOverlay, done ? 600 : 0);
+        return;
+      }
+      window.setTimeout(check, 150);
+    })();
   }
 
   function showNotice(s) {
@@ -149,7 +177,7 @@
     if (hasMoved || !s.ready) showOverlay();
     if (hasMoved && s.ready) {
       reloadFor(s);
-    } else if (s.ready) {
+    } else if (s.ready && !arriving) {
       hideOverlay(); // a blip without a switch: VS Code reconnects by itself
     }
     var offerFailback = s.failback_available && s.state === "serving_standby" && !overlay &&
@@ -171,5 +199,6 @@
   }
 
   loadStyles();
+  coverArrival();
   connect();
 })();
