@@ -1,7 +1,7 @@
 """Snapshot speed against peers in the same run: tar | zstd -T2 -1, restic, and ours.
 
     .venv/bin/python bench/snapshot.py --size 572M      # the issue's tree
-    .venv/bin/python bench/snapshot.py --size 4G        # the 4 GiB tree
+    .venv/bin/python bench/snapshot.py --size 4G --tree /var/tmp/tree-4g   # kept for re-runs
 
 The tree: incompressible "model weights" (70 % of the bytes, in files of at most 512 MiB), one
 big compressible log (about 30 %), 10,000 small source files. Every tool works on the same tree,
@@ -204,10 +204,15 @@ class Dumont(Tool):
         return self.create()
 
 
-def bench(work: Path, size: int, rounds: int) -> list[tuple[str, str, str, str, str]]:
-    tree = work / "tree"
-    tree.mkdir()
-    total = make_tree(tree, size)
+def bench(
+    work: Path, size: int, rounds: int, kept_tree: Path | None
+) -> list[tuple[str, str, str, str, str]]:
+    tree = kept_tree or work / "tree"
+    if tree.exists():  # a kept tree from an earlier run: same seed, same content
+        total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    else:
+        tree.mkdir(parents=True)
+        total = make_tree(tree, size)
     mb = total / 1e6
     tools: list[Tool] = [
         Tar("tar", work, tree),
@@ -247,12 +252,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="572M", help="tree size, e.g. 572M or 4G")
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        help="generate the tree here and keep it, or reuse it if present (generating 4 GiB "
+        "takes minutes)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="rounds per tool; the best counts")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="snapshot-bench-", dir=args.work))
     try:
-        rows = bench(work, parse_size(args.size), args.rounds)
+        rows = bench(work, parse_size(args.size), args.rounds, args.tree)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(
