@@ -13,7 +13,7 @@ import secrets
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from provisioning.errors import RemoteCommandError, SyncError
@@ -272,8 +272,10 @@ class SyncController:
         """Fence the standby (must succeed), then stop lsyncd on the GPU if it answers."""
         t = self.topology
         await fence_standby(t.standby, t.standby_state_dir, drain_timeout=drain_timeout)
+        # The proxy may be waiting for this hook: a dead GPU gets seconds, not ssh's defaults.
+        quick = SyncController(replace(t, gpu=replace(t.gpu, connect_timeout=3.0)))
         try:
-            await self.stop(timeout=10.0)
+            await quick.stop(timeout=8.0)
         except RemoteCommandError as exc:
             # The GPU is dead or partitioned: the fence on the standby is what protects the files.
             return FenceReport(gpu_stopped=False, gpu_error=str(exc))
