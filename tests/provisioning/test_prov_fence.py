@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -98,10 +99,16 @@ async def test_fence_holds_when_the_gpu_is_unreachable(sync_bed: SyncBed) -> Non
     bed = sync_bed
     await start_synced(bed, delete="running")
     flags = [f for f in bed.cli_flags() if not f.startswith("--gpu=")]
-    # A dead GPU: nothing listens on port 1.
-    result = cli("sync", "fence", "--gpu=root@127.0.0.1:1", *flags)
+    # A silent death: the kernel still completes the TCP handshake, nothing ever answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        result = cli("sync", "fence", f"--gpu=root@127.0.0.1:{silent.getsockname()[1]}", *flags)
+        took = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     assert "GPU not reached" in result.stdout
+    assert took < 60  # bounded by the 3 s connect timeout, not by ssh's defaults
     assert await is_fenced(bed.sshd.host(), str(bed.standby_state))
     assert cli("sync", "unfence", *bed.cli_flags()).returncode == 0
     assert not await is_fenced(bed.sshd.host(), str(bed.standby_state))
