@@ -72,9 +72,13 @@ async def _next(
 
 
 async def _pump(view: SwitchView, queue: asyncio.Queue[SwitchSnapshot | None]) -> None:
-    async for snapshot in view.changes():
-        queue.put_nowait(snapshot)
-    queue.put_nowait(None)  # the view has nothing more to say: end the stream
+    try:
+        async for snapshot in view.changes():
+            queue.put_nowait(snapshot)
+    finally:
+        # The view ended or failed (the TaskSet logs why): end the stream, and the browser
+        # reconnects, rather than keeping it open with nothing behind it.
+        queue.put_nowait(None)
 
 
 def _event(snapshot: SwitchSnapshot) -> bytes:
