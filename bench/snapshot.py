@@ -5,9 +5,10 @@
 
 The tree: incompressible "model weights" (70 % of the bytes, in files of at most 512 MiB), one
 big compressible log (about 30 %), 10,000 small source files. Every tool works on the same tree,
-page cache warm, one after another; times are wall clock of the whole command, peak memory is
-the largest resident set of any process of the command (wait4's ru_maxrss). Prints a Markdown
-table.
+page cache warm, one after another; times are wall clock of the whole command, CPU is user +
+system time of all its processes (what the command costs whatever else runs on the machine), peak
+memory is the largest resident set of any process of the command (wait4's ru_maxrss). Prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _RESTIC_ENV = {"RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": "", "GOMAXPROCS":
 class Run:
     seconds: float
     peak_mib: float
+    cpu_seconds: float  # user + system of every process of the command: the load-free cost
 
 
 def parse_size(text: str) -> int:
@@ -64,7 +66,7 @@ def run(
         process.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{command!r} failed: {stderr.strip()}")
-    return Run(seconds, usage.ru_maxrss / 1024)
+    return Run(seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
 
 
 def make_tree(root: Path, total: int) -> int:
@@ -230,12 +232,17 @@ def bench(
 
     def rate(runs: list[Run]) -> str:
         best = min(runs, key=lambda r: r.seconds)
-        return f"{mb / best.seconds:.0f} MB/s ({best.seconds:.2f} s)"
+        cpu = min(r.cpu_seconds for r in runs)
+        return f"{mb / best.seconds:.0f} MB/s ({best.seconds:.2f} s, CPU {cpu:.2f} s)"
 
     rows = []
     for tool in tools:
         every = tool.creates + tool.restores + ([tool.incremental] if tool.incremental else [])
-        second = f"{tool.incremental.seconds:.2f} s" if tool.incremental else "n/a (whole archive)"
+        second = (
+            f"{tool.incremental.seconds:.2f} s (CPU {tool.incremental.cpu_seconds:.2f} s)"
+            if tool.incremental
+            else "n/a (whole archive)"
+        )
         peak = f"{max(r.peak_mib for r in every):.0f} MiB"
         rows.append((tool.label, rate(tool.creates), rate(tool.restores), second, peak))
     stored = sum(p.stat().st_size for p in (work / "dumont-repo").rglob("*") if p.is_file())
