@@ -84,12 +84,15 @@
 
   function connect() {
     var source = new EventSource("/__dumont/events");
+    var openedAt = Date.now();
     source.onmessage = function (event) {
-      backoffMs = 500;
       setText("dumont-hint", strings["hint.hands_free"]);
       render(JSON.parse(event.data));
     };
     source.onerror = function () {
+      // Back off only while the stream keeps failing fast; a stream that lived is a fresh start
+      // (a message alone is no proof: a proxy that ends every stream at once would be hammered).
+      if (Date.now() - openedAt > 10000) backoffMs = 500;
       // The proxy restarted or the network blinked: reconnect ourselves, backing off up to 5 s.
       source.close();
       setText("dumont-hint", strings["hint.offline"]);

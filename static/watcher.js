@@ -187,11 +187,14 @@
 
   function connect() {
     var source = new EventSource("/__dumont/events");
+    var openedAt = Date.now();
     source.onmessage = function (event) {
-      backoffMs = 500;
       handle(JSON.parse(event.data));
     };
     source.onerror = function () {
+      // Back off only while the stream keeps failing fast; a stream that lived is a fresh start
+      // (a message alone is no proof: a proxy that ends every stream at once would be hammered).
+      if (Date.now() - openedAt > 10000) backoffMs = 500;
       source.close();
       window.setTimeout(connect, backoffMs + Math.random() * 250);
       backoffMs = Math.min(backoffMs * 2, 5000);
