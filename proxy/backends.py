@@ -44,16 +44,12 @@ class Backend:
     connect_timeout: float
     session: aiohttp.ClientSession = field(init=False)
     probe_session: aiohttp.ClientSession = field(init=False)
-    # WebSockets hold their connection for hours: outside the HTTP pool's per-host cap, or 512
-    # open sockets would leave no connection for any HTTP request (found by bench/soak.py).
-    ws_session: aiohttp.ClientSession = field(init=False)
     websockets: set[LiveSocket] = field(default_factory=set)
     waiting: set[PendingRequest] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.session = self._new_session()
         self.probe_session = self._new_probe_session()
-        self.ws_session = self._new_session(per_host=0)
         self._prefix = self._prefix_of(self.url)
 
     @staticmethod
@@ -64,10 +60,10 @@ class Backend:
     def name(self) -> str:
         return "gpu" if self.role == "primary" else "cpu"
 
-    def _new_session(self, per_host: int = POOL_LIMIT) -> aiohttp.ClientSession:
+    def _new_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=0,
-            limit_per_host=per_host,
+            limit_per_host=POOL_LIMIT,
             keepalive_timeout=KEEPALIVE_SECONDS,
             ttl_dns_cache=10,
             enable_cleanup_closed=False,
@@ -97,12 +93,11 @@ class Backend:
 
     async def replace_url(self, url: URL) -> None:
         """Point this role at another machine; connections to the old one are closed."""
-        old = (self.session, self.probe_session, self.ws_session)
+        old = (self.session, self.probe_session)
         self.url = url
         self._prefix = self._prefix_of(url)
         self.session = self._new_session()
         self.probe_session = self._new_probe_session()
-        self.ws_session = self._new_session(per_host=0)
         for session in old:
             await session.close()
 
@@ -126,4 +121,3 @@ class Backend:
     async def close(self) -> None:
         await self.session.close()
         await self.probe_session.close()
-        await self.ws_session.close()

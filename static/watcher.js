@@ -110,9 +110,12 @@
     arriving = true;
     showOverlay();
     var started = Date.now();
+    // code-server's workbench document carries this meta tag; its UI is built by scripts later.
+    var isWorkbench = !!document.getElementById("vscode-workbench-web-configuration");
     (function check() {
-      var workbench = document.querySelector(".monaco-workbench");
-      var done = workbench && document.querySelector(".part.editor, .part.sidebar");
+      var done = isWorkbench
+        ? document.querySelector(".monaco-workbench .part.editor, .monaco-workbench .part.sidebar")
+        : document.readyState !== "loading";
       if (done || Date.now() - started > ARRIVAL_MAX_MS) {
         try { window.sessionStorage.removeItem(ARRIVING_KEY); } catch (e) { /* fine */ }
         arriving = false;
