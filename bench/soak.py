@@ -321,6 +321,8 @@ def main() -> int:
     args.every = min(args.every, max(1.0, args.duration / 6))
     args.warmup = min(60.0, args.duration / 3)
     raise_nofile(3 * args.websockets + 1024)
+    # SIGTERM unwinds through the finally below, which kills every process group started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("soak: terminated"))
     with contextlib.suppress(ImportError):
         import uvloop
 

@@ -410,14 +410,26 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds a client may leave a response unread before it is cut off [60]",
         metavar="S",
     ),
-    Setting("limits.max_header_count", _count, "header fields in a request, else 431 [100]"),
-    Setting("limits.max_header_size", _count, "bytes in one header field, else 431 [8190]"),
-    Setting("limits.max_url_length", _count, "bytes in a request target, else 414 [8192]"),
-    Setting("limits.max_connections", _count, "open client connections per listener [10000]"),
+    Setting(
+        "limits.max_header_count", _count, "header fields in a request, else 431 [100]", metavar="N"
+    ),
+    Setting(
+        "limits.max_header_size", _count, "bytes in one header field, else 431 [8190]", metavar="N"
+    ),
+    Setting(
+        "limits.max_url_length", _count, "bytes in a request target, else 414 [8192]", metavar="N"
+    ),
+    Setting(
+        "limits.max_connections",
+        _count,
+        "open client connections per listener [10000]",
+        metavar="N",
+    ),
     Setting(
         "limits.max_connections_per_ip",
         _count,
         "open connections from one client address per listener [256]",
+        metavar="N",
     ),
     Setting("tls.cert", _optional_text, "PEM certificate chain: serve HTTPS", metavar="FILE"),
     Setting("tls.key", _optional_text, "PEM private key for --tls-cert", metavar="FILE"),

@@ -4,6 +4,8 @@ starved every HTTP request) and an HTTP load for 20 s. No speed is asserted, onl
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +15,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_soak_script_holds_its_bars_briefly(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    done = subprocess.run(
+    soak = subprocess.Popen(
         [sys.executable, "bench/soak.py", "--seconds", "20", "--websockets", "600",
          "--workers", "4", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=85, start_new_session=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    try:
+        stdout, _ = soak.communicate(timeout=85)
+    finally:
+        if soak.poll() is None:  # SIGTERM lets the script kill the groups it started
+            os.killpg(soak.pid, signal.SIGTERM)
+            try:
+                soak.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(soak.pid, signal.SIGKILL)
+                soak.wait(5)
+    assert soak.returncode == 0, stdout[-3000:]
     report = json.loads(out.read_text())
     assert all(bar["ok"] for bar in report["bars"]), report["bars"]
-    assert "RSS MB" in done.stdout
+    assert "RSS MB" in stdout
