@@ -120,6 +120,10 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
         "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PermitRootLogin prohibit-password\nLogLevel ERROR\nMaxStartups 100:30:200\n"
         "MaxSessions 100\n"
+        # bash sources ~/.bashrc for commands run by sshd when SHLVL says it is the top-level
+        # shell; root's .bashrc on these machines runs `pyenv init`, which can block for a minute
+        # on pyenv's rehash lock. The tests must not depend on root's dotfiles.
+        "SetEnv SHLVL=1\n"
     )
     with (directory / "sshd.log").open("w") as log:
         process = subprocess.Popen(

@@ -97,7 +97,7 @@ async def test_fenced_standby_refuses_a_returning_primary_with_delete(sync_bed: 
 
 async def test_fence_holds_when_the_gpu_is_unreachable(sync_bed: SyncBed) -> None:
     bed = sync_bed
-    await start_synced(bed, delete="running")
+    await SyncController(bed.topology()).deploy(start=False)  # the gate is what matters here
     flags = [f for f in bed.cli_flags() if not f.startswith("--gpu=")]
     # A silent death: the kernel still completes the TCP handshake, nothing ever answers.
     with socket.socket() as silent:
@@ -155,7 +155,8 @@ async def test_reverse_sync_brings_every_standby_write_home_byte_for_byte(
 
 async def test_reverse_sync_failure_keeps_the_fence_and_fails_the_hook(sync_bed: SyncBed) -> None:
     bed = sync_bed
-    await start_synced(bed, delete="running")
+    (bed.gpu_workspace / "a.txt").write_text("written on the GPU\n")
+    await SyncController(bed.topology()).deploy(start=False)
     # A standby root that vanished (say, a disk not mounted): the copy must fail, so the proxy's
     # before_failback hook exits non-zero and the failback is abandoned.
     topology = bed.topology(delay=0.2)
