@@ -2,8 +2,9 @@
 
 Bars: p95 under 1.5 s with delay 1 s (the seed's "1-2 s") and under 0.5 s with delay 0.2 s. The
 numbers depend on how busy the machine is (every sync forks rsync, ssh, sshd's session and the
-gate), so they are printed and recorded in docs/PROVISIONING.md, and the assertion is generous: it
-catches a sync that ignores the delay (lsyncd's default is 15 s) or stalls, not a slow machine.
+gate), so they are printed and recorded in docs/PROVISIONING.md, and the assertion is generous,
+three times the bar: it catches a sync that ignores the delay (lsyncd's default is 15 s), stalls, or
+pays a shell's start-up files on every sync (that cost 3 s here), not a busy machine.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tests.provisioning.sync_measure import measure_lag
 
 pytestmark = pytest.mark.slow
 
-GENEROUS_P95 = 6.0  # seconds; lsyncd's default delay alone is 15 s
+GENEROUS = 3.0  # times the bar
 
 
 @pytest.mark.parametrize(("delay", "bar"), [(1.0, 1.5), (0.2, 0.5)])
@@ -29,7 +30,7 @@ async def test_sync_lag_over_200_mixed_writes(sync_bed: SyncBed, delay: float, b
         measure_lag, sync_bed.gpu_workspace, sync_bed.standby_workspace, writes=200
     )
     print(f"\nsync lag, delay {delay:g} s: {stats.line()} (bar: p95 < {bar:g} s)")
-    assert stats.p95 < GENEROUS_P95, stats.line()
+    assert stats.p95 < GENEROUS * bar, stats.line()
     status = await controller.status(probe=True)
     assert status.healthy, status.problems
     assert status.lag_seconds is not None
