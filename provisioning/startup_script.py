@@ -90,8 +90,11 @@ def render_startup_script(
             f'chown {q(ssh_user)} "$home/.ssh/authorized_keys"',
             # Root logs in with a key only: the GPU (root on Vast) syncs into root's workspace
             # and code-server's user data, the same paths on both machines.
+            # SHLVL=1: bash then skips ~/.bashrc for commands sshd runs. Every sync from the GPU
+            # is such a command; a heavy .bashrc (pyenv init, say) cost a second per sync in tests.
+            "echo 'SetEnv SHLVL=1' > /etc/ssh/sshd_config.d/dumont.conf",
             f"if [ {q(ssh_user)} = root ]; then",
-            "  echo 'PermitRootLogin prohibit-password' > /etc/ssh/sshd_config.d/dumont.conf",
+            "  echo 'PermitRootLogin prohibit-password' >> /etc/ssh/sshd_config.d/dumont.conf",
             "fi",
             "systemctl enable ssh && systemctl restart ssh",
             # code-server serves the synced workspace once the operator has put the pair's
