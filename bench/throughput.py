@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 import statistics
@@ -283,6 +284,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
     parser.add_argument("--profile-out", type=Path, help="keep py-spy's raw output here")
     parser.add_argument("--show-configs", action="store_true", help="print peer configs, exit")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="print the medians over the runs of these --json files",
+    )
     args = parser.parse_args()
     args.duration = 2 if args.quick else 10
     args.warmup = 0 if args.quick else 2
@@ -320,8 +327,18 @@ def one_run(
     return {n: rows[n] for n in args.names}
 
 
+def merge(paths: list[Path]) -> int:
+    """The table over every run recorded in several ``--json`` files (runs of several sessions)."""
+    runs = [run for path in paths for run in json.loads(path.read_text())["runs"]]
+    print(f"Medians of {len(runs)} runs from {len(paths)} files; (ratio) to the best peer:\n")
+    print(render_table(median_rows(runs), COLUMNS, PEERS))
+    return 0
+
+
 def main() -> int:
     args = parse_args()
+    if args.merge:
+        return merge(args.merge)
     with tempfile.TemporaryDirectory(prefix="dumont-bench-") as tmp:
         workdir = Path(tmp)
         if args.show_configs:
