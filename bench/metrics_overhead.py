@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from peers.procs import stopping
 from peers.proxies import Upstreams, start_proxy
 from peers.upstreams import SMALL_PATH, make_docroot, start_nginx_origin
-from throughput import run_wrk
 from yarl import URL
 
 from proxy.config import Config
@@ -73,6 +74,17 @@ async def micro(calls: int) -> tuple[float, float]:
         await workspace.close()
 
 
+def run_wrk(url: str, seconds: int) -> tuple[int, float]:
+    """Requests done and their elapsed seconds (only the totals: the CPU time needs the count)."""
+    argv = ["wrk", "-t2", "-c32", f"-d{seconds}s", url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
+    done = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out.stdout)
+    if done is None:
+        raise RuntimeError(f"cannot parse wrk output:\n{out.stdout}")
+    scale = {"ms": 1e-3, "s": 1.0, "m": 60.0}[done[3]]
+    return int(done[1]), float(done[2]) * scale
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -102,8 +114,9 @@ def macro(rounds: int, seconds: int) -> Runs:
             for setting in order:
                 pid = proxies[setting].group.pgid  # the group's leader is the proxy itself
                 cpu_before = cpu_seconds(pid)
-                rps = run_wrk(proxies[setting].url(SMALL_PATH), seconds)["req_s"]
-                cpu_us = (cpu_seconds(pid) - cpu_before) / (rps * seconds) * 1e6
+                requests, elapsed = run_wrk(proxies[setting].url(SMALL_PATH), seconds)
+                rps = requests / elapsed
+                cpu_us = (cpu_seconds(pid) - cpu_before) / requests * 1e6
                 runs[setting].append((rps, cpu_us))
                 print(
                     f"  round {i + 1}: metrics={setting:5}  {rps:9.0f} req/s"
