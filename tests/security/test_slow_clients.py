@@ -11,8 +11,9 @@ import socket
 import time
 import urllib.request
 
-from tests.proxy.processes import Proc
+from tests.proxy.processes import Proc, start_proxy, start_upstream
 
+from .conftest import FAST_LIMITS
 from .rawnet import BIG, CountingUpstream, connect, get, read_until_closed, status_of
 
 
@@ -129,3 +130,44 @@ def test_slow_clients_do_not_starve_others(proxy: Proc) -> None:
     finally:
         for sock in crawlers:
             sock.close()
+
+
+def _ws_frame(payload: bytes) -> bytes:
+    # A masked binary frame (a zero mask key is valid and leaves the payload as it is).
+    return b"\x82\xff" + len(payload).to_bytes(8, "big") + b"\x00\x00\x00\x00" + payload
+
+
+def test_websocket_reader_that_stops_reading_is_cut_off() -> None:
+    gpu, cpu = start_upstream("gpu"), start_upstream("cpu")
+    proxy: Proc | None = None
+    sock = socket.socket()
+    try:
+        proxy = start_proxy(
+            f"http://127.0.0.1:{gpu.port}", f"http://127.0.0.1:{cpu.port}", *FAST_LIMITS
+        )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", proxy.port))
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: ide.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        sock.settimeout(5)
+        assert sock.recv(12) == b"HTTP/1.1 101"
+        # The backend echoes every frame; this client never reads the echoes.
+        sock.settimeout(0.5)
+        frame = _ws_frame(b"e" * 65536)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            try:
+                sock.sendall(frame)
+            except TimeoutError:
+                continue
+            except OSError:
+                break  # already cut off
+        received = read_until_closed(sock, 10, limit=1 << 30)
+        assert not received.endswith(b"<open>"), "the proxy kept a WebSocket nobody read"
+    finally:
+        sock.close()
+        for proc in (proxy, gpu, cpu):
+            if proc is not None:
+                proc.stop()
