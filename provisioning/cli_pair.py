@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import set_backend
 from provisioning.reverse_sync import reverse_sync
 from provisioning.settings import option
-from provisioning.ssh import SshHost
+from provisioning.ssh import SshHost, run_remote
 from provisioning.startup_script import render_gpu_onstart, render_startup_script
 from provisioning.store import Pair, PairStore
 from provisioning.sync import SyncController
@@ -145,10 +146,49 @@ def _create(args: argparse.Namespace) -> int:
 
     async def run() -> Pair:
         async with _service(args) as service:
-            return await service.create(args.pair, spec)
+            pair = await service.create(args.pair, spec)
+            if args.deploy_sync:
+                gpu, standby = await service.machines(pair.id)
+                controller = _controller_for(args, pair, gpu, standby)
+                await _wait_standby_provisioned(controller, timeout=args.timeout)
+                await controller.deploy(first_sync_timeout=args.timeout)
+            return pair
 
     _print_pair(asyncio.run(run()))
     return 0
+
+
+def _controller_for(
+    args: argparse.Namespace, pair: Pair, gpu: VastInstance, standby: StandbyVm
+) -> SyncController:
+    """Sync between the pair's machines: root on the GPU, the spec's user on the standby."""
+    from provisioning.cli_sync import topology_from_args
+    from provisioning.pairing import PairSpec
+
+    spec = PairSpec.from_json(pair.spec)
+    gpu_host = SshHost(gpu.ssh_host, "root", gpu.ssh_port)
+    standby_host = SshHost(standby.external_ip, spec.standby_user, args.standby_ssh_port)
+    topology = topology_from_args(args, gpu=gpu_host, standby=standby_host)
+    return SyncController(topology, progress=StderrProgress())
+
+
+async def _wait_standby_provisioned(controller: SyncController, *, timeout: float) -> None:
+    """The start-up script (packages, code-server) must be done before lsyncd can push."""
+    from provisioning.errors import RemoteCommandError
+
+    t = controller.topology
+    marker = shlex.quote(f"{t.standby_state_dir}/.provisioned")
+    deadline = time.monotonic() + timeout
+    progress = StderrProgress()
+    progress(f"waiting for the standby's start-up script on {t.standby.describe()}")
+    while True:
+        try:
+            await run_remote(t.standby, f"test -e {marker}", timeout=30)
+            return
+        except RemoteCommandError as exc:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"standby not provisioned after {timeout:g} s: {exc}") from exc
+        await asyncio.sleep(5)
 
 
 def _destroy(args: argparse.Namespace) -> int:
@@ -193,18 +233,9 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _filler(args: argparse.Namespace) -> Callable[[Pair, VastInstance, StandbyVm], Awaitable[None]]:
-    from provisioning.cli_sync import topology_from_args
-
     async def fill(pair: Pair, gpu: VastInstance, standby: StandbyVm) -> None:
-        from provisioning.pairing import PairSpec
-
-        spec = PairSpec.from_json(pair.spec)
-        gpu_host = SshHost(gpu.ssh_host, "root", gpu.ssh_port)
-        standby_host = SshHost(standby.external_ip, spec.standby_user, args.standby_ssh_port)
         progress = StderrProgress()
-        controller = SyncController(
-            topology_from_args(args, gpu=gpu_host, standby=standby_host), progress=progress
-        )
+        controller = _controller_for(args, pair, gpu, standby)
         # Deploy without starting: the standby stays fenced until reverse sync has filled the GPU.
         await controller.deploy(start=False)
         await reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
@@ -263,6 +294,13 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
         choices=["STOP", "DELETE"],
         help="what GCP does on spot preemption",
     )
+    create.add_argument(
+        "--deploy-sync",
+        action="store_true",
+        help="then wait for the standby's start-up script and deploy and start the sync",
+    )
+    option(create, "--standby-ssh-port", type=int, default=22, help="the standby's SSH port")
+    add_sync_options(create, with_hosts=False)
     create.set_defaults(handler=_create)
 
     destroy = actions.add_parser("destroy", help="user intent: destroy the GPU and the standby")

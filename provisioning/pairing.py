@@ -155,6 +155,14 @@ class PairService:
         self._store.record(pair.id, "destroyed")
         return self._store.update(pair, state=PairState.DESTROYED, gpu_instance_id=None)
 
+    async def machines(self, pair_id: str) -> tuple[VastInstance, StandbyVm]:
+        """The pair's current GPU and its standby, as the clouds describe them now."""
+        pair = self._store.get(pair_id)
+        gpu = await self._current_gpu(pair)
+        if gpu is None:
+            raise ConfigError(f"pair {pair_id} has no GPU on Vast")
+        return gpu, await self._standbys.get(pair.standby_name)
+
     async def check_gpu(self, pair_id: str, *, proxy_says_down: bool = False) -> GpuVerdict:
         """Poll Vast for the pair's GPU; ``proxy_says_down`` is the proxy's health view."""
         pair = self._store.get(pair_id)

@@ -1,6 +1,7 @@
-"""A spot interruption end to end: the replacement GPU is rented, filled from the standby by reverse
-sync over real sshd and rsync, forward sync restarts, and the proxy's admin API learns the new
-primary. Only the two cloud APIs and the proxy's admin endpoint are fakes.
+"""Pairs end to end through the CLI: ``pair create --deploy-sync`` ends with files flowing, and a
+spot interruption with ``gpu-lost --replace`` rents a GPU, fills it from the standby by reverse sync
+over real sshd and rsync, restarts forward sync and tells the proxy's admin API. Only the two cloud
+APIs and the proxy's admin endpoint are fakes; every rented "machine" is the test's sshd.
 """
 
 from __future__ import annotations
@@ -90,3 +91,36 @@ async def test_gpu_lost_with_replace_fills_the_new_gpu_and_registers_it(
             break
         await asyncio.sleep(0.1)
     assert (bed.standby_workspace / "from-the-new-gpu.txt").exists()
+
+
+async def test_pair_create_with_deploy_sync_ends_with_files_flowing(
+    clouds: FakeClouds, sync_bed: SyncBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bed = sync_bed
+    clouds.vast.ssh_port = bed.sshd.port
+    (tmp_path / "k.pub").write_text(SPEC.ssh_public_key)
+    # What the standby's start-up script leaves behind when it is done.
+    bed.standby_state.mkdir()
+    (bed.standby_state / ".provisioned").touch()
+    (bed.gpu_workspace / "train.py").write_text("print('hello')\n")
+    argv = [
+        f"--store={tmp_path / 'pairs.sqlite3'}", "pair", "create", "--pair=frank",
+        "--gpu-name=RTX_4090", f"--ssh-public-key={tmp_path / 'k.pub'}", "--deploy-sync",
+        f"--vast-url={clouds.vast_url}", f"--gcp-endpoint={clouds.gcp_url}", "--gcp-anonymous",
+        "--gcp-project=proj", "--gcp-zone=us-central1-a", "--poll-interval=0.01",
+        f"--standby-ssh-port={bed.sshd.port}", "--delay=0.2",
+        *[f for f in bed.cli_flags() if not f.startswith(("--gpu=", "--standby="))],
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VAST_API_KEY", API_KEY)
+        code = await asyncio.to_thread(main, argv)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "first full sync done" in err
+    assert (bed.standby_workspace / "train.py").read_text() == "print('hello')\n"
+    (bed.gpu_workspace / "later.txt").write_text("live\n")
+    for _ in range(300):
+        if (bed.standby_workspace / "later.txt").exists():
+            break
+        await asyncio.sleep(0.1)
+    assert (bed.standby_workspace / "later.txt").read_text() == "live\n"
