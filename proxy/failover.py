@@ -285,6 +285,8 @@ class FailoverMachine:
     history: deque[SwitchRecord] = field(default_factory=lambda: deque(maxlen=50))
     last_served: Role | None = None
     failback_blocked_until: float = 0.0
+    # An operator's failover holds until their failback: auto failback must not undo it.
+    pinned_to_standby: bool = False
     _switch: _Switch | None = None
     _next_switch_id: int = 1
 
@@ -382,6 +384,7 @@ class FailoverMachine:
         p = self.health["primary"]
         return (
             self.policy.failback == "auto"
+            and not self.pinned_to_standby
             and p.up is True
             and p.up_since is not None
             and at - p.up_since >= self.policy.failback_hold
@@ -524,6 +527,8 @@ class FailoverMachine:
     def _activate(self, role: Role | None, at: float, out: list[Decision]) -> None:
         if role == self.active:
             return
+        if role != "standby":
+            self.pinned_to_standby = False
         previous = self.active
         self.active = role
         if role is not None:
@@ -564,6 +569,7 @@ class FailoverMachine:
         elif not self._up("standby"):
             out.append(CommandRefused("the standby is not healthy"))
         else:
+            self.pinned_to_standby = True
             self._start_failover(ev.at, ev.reason, ev.at, out)
 
     def _on_admin_failback(self, ev: AdminFailback, out: list[Decision]) -> None:
@@ -573,4 +579,5 @@ class FailoverMachine:
             out.append(CommandRefused("the primary is not healthy"))
         else:
             self.failback_blocked_until = 0.0
+            self.pinned_to_standby = False
             self._start_failback(ev.at, ev.reason, ev.at, out)

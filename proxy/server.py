@@ -61,13 +61,12 @@ class ProxyServer:
         self.control: Listener | None = None
 
     async def start(self) -> None:
+        # Both apps first: they attach the workspace's observers (metrics count the very first
+        # health checks), then the checks start, then the listeners open.
+        public, control = make_public_app(self.workspace), make_control_app(self.workspace)
         self.workspace.start()
-        self.public = await self._listen(
-            make_public_app(self.workspace), self.config.listen, self.config.access_log, True
-        )
-        self.control = await self._listen(
-            make_control_app(self.workspace), self.config.control_listen, False
-        )
+        self.public = await self._listen(public, self.config.listen, self.config.access_log, True)
+        self.control = await self._listen(control, self.config.control_listen, False)
         log.info(
             "serving on http://%s (control on http://%s): primary %s, standby %s",
             self.public.address,

@@ -349,6 +349,7 @@ class Workspace:
             "epoch": m.epoch,
             "failback": self.config.failback,
             "failback_available": m.failback_available,
+            "pinned_to_standby": m.pinned_to_standby,
             "backends": backends,
             "switches": [
                 {

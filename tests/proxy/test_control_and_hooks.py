@@ -54,6 +54,21 @@ async def admin(
         return r.status, await r.json()
 
 
+async def both_healthy(proxy: Proc) -> None:
+    """Admin commands need both machines' first checks: the proxy answers before they are in."""
+
+    async def check() -> bool:
+        _, st = await admin(proxy, "GET", "/admin/status")
+        backends = st["backends"]
+        assert isinstance(backends, dict)
+        return all(b["healthy"] for b in backends.values())
+
+    deadline = time.monotonic() + 20
+    while not await check():
+        assert time.monotonic() < deadline, "backends never both healthy"
+        await asyncio.sleep(0.05)
+
+
 async def whoami(proxy: Proc) -> str:
     async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{proxy.port}/x") as r:
         return str((await r.json())["backend"])
@@ -85,6 +100,7 @@ async def test_admin_failover_failback_and_hooks(
         env={"DUMONT_ADMIN_TOKEN": TOKEN},
     )
     try:
+        await both_healthy(proxy)
         assert await whoami(proxy) == "gpu"
         assert (await admin(proxy, "POST", "/admin/failover", token=None))[0] == 401
         assert (await admin(proxy, "POST", "/admin/failover", token="wrong"))[0] == 401
@@ -128,7 +144,8 @@ async def test_failing_before_failback_keeps_the_standby(
         TOKEN,
     )
     try:
-        await admin(proxy, "POST", "/admin/failover")
+        await both_healthy(proxy)
+        assert (await admin(proxy, "POST", "/admin/failover"))[0] == 200
         status, _ = await admin(proxy, "POST", "/admin/failback")
         assert status == 200  # accepted: the hook runs, then decides
         await wait_for((tmp_path / "bf.json").exists)

@@ -356,3 +356,25 @@ def test_history_is_bounded() -> None:
         h.machine.handle(AdminFailover(h.now))
         h.machine.handle(AdminFailback(h.now))
     assert len(h.machine.history) == 50
+
+
+def test_admin_failover_is_not_undone_by_auto_failback() -> None:
+    h = started(Policy(failback="auto", failback_hold=30.0))
+    h.advance(3600)  # the primary has been healthy for an hour
+    h.machine.handle(AdminFailover(h.now))
+    for _ in range(100):
+        h.advance(1)
+        h.check("primary", True)
+    assert h.machine.active == "standby"  # the operator's choice holds
+    assert h.machine.failback_available
+    h.machine.handle(AdminFailback(h.now))
+    assert h.machine.active == "primary"
+    # Back to normal: a later health-driven failover fails back on its own again.
+    h.check("primary", False)
+    h.check("primary", False)
+    for _ in range(3):
+        h.advance(1)
+        h.check("primary", True)
+    h.advance(30)
+    h.tick()
+    assert h.machine.active == "primary"
