@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 from .backends import Backend
 from .errors import UpstreamError
 from .headers import HOP_BY_HOP, ClientFacts, request_headers
+from .validation import refuse_bad_upgrade_answer
 from .workspace import Workspace
 
 __all__ = ["WebSocketTunnel", "close_frame", "forward_websocket", "is_websocket_upgrade"]
@@ -196,6 +197,7 @@ async def forward_websocket(
         side.transport.write(_handshake(request, backend, client))
         await asyncio.wait_for(side.head_ready, workspace.config.switch_wait)
         status, reason, headers, head_length = _parse_head(bytes(side.head))
+        refuse_bad_upgrade_answer(status, reason, headers)  # issue 7: response scrutiny
     except BaseException:
         side.transport.close()
         raise

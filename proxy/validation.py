@@ -14,7 +14,7 @@ same rules to what a backend sends before any of it reaches the browser.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiohttp import ClientResponse, hdrs
 from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
@@ -23,7 +23,13 @@ from yarl import URL
 
 from .errors import UpstreamError
 
-__all__ = ["Rejected", "refuse_bad_response", "screen_request", "screen_response"]
+__all__ = [
+    "Rejected",
+    "refuse_bad_response",
+    "refuse_bad_upgrade_answer",
+    "screen_request",
+    "screen_response",
+]
 
 # RFC 9110 5.1: a field name is a token; 5.5: no CTL in a value except HTAB.
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -156,3 +162,19 @@ def refuse_bad_response(upstream: ClientResponse) -> None:
     if problem is not None:
         upstream.close()  # never reuse a connection whose framing is in doubt
         raise UpstreamError(f"backend sent a response the proxy will not relay: {problem}")
+
+
+def refuse_bad_upgrade_answer(status: int, reason: str, headers: Mapping[str, str]) -> None:
+    """The backend's answer to a WebSocket handshake, before the browser sees any of it."""
+    if status != 101:
+        return  # relayed as an ordinary refusal (401, 403), with a body the proxy writes
+    raw = [(k.encode("latin-1", "replace"), v.encode("utf-8", "surrogateescape"))
+           for k, v in headers.items()]  # fmt: skip
+    try:
+        if BAD_REASON.search(reason):
+            raise Rejected(502, "control character in the status line")
+        check_fields(raw)
+        if hdrs.CONTENT_LENGTH in headers or hdrs.TRANSFER_ENCODING in headers:
+            raise Rejected(502, "a body framing header in a 101 answer")
+    except Rejected as exc:
+        raise UpstreamError(f"backend's WebSocket answer refused: {exc.reason}") from None

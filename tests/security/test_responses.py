@@ -11,7 +11,7 @@ import pytest
 
 from tests.proxy.processes import Proc
 
-from .rawnet import CANNED, CountingUpstream, get, status_of
+from .rawnet import CANNED, CountingUpstream, exchange, get, status_of
 
 OK_TAIL = b"Content-Length: 2\r\n\r\nok"
 BAD_RESPONSES = {
@@ -50,3 +50,28 @@ def test_extra_bytes_after_a_response_never_answer_the_next_request(
     assert status_of(get(proxy.port, "/respond/desync")) == 200
     for _ in range(5):
         assert b"POISON" not in get(proxy.port, "/c-after-desync")
+
+
+WS_UPGRADE = (
+    b"GET /respond/%s HTTP/1.1\r\nHost: ide.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+)
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "expected"),
+    [
+        ("ws-clean", SWITCH + b"\r\n", 101),
+        ("ws-ctl-in-value", SWITCH + b"X-A: a\x01b\r\n\r\n", 502),
+        ("ws-content-length", SWITCH + b"Content-Length: 5\r\n\r\nhello", 502),
+        ("ws-chunked", SWITCH + b"Transfer-Encoding: chunked\r\n\r\n", 502),
+    ],
+)
+def test_websocket_handshake_answer_gets_the_same_scrutiny(
+    proxy: Proc, name: str, answer: bytes, expected: int
+) -> None:
+    CANNED[name] = answer
+    reply = exchange(proxy.port, WS_UPGRADE % name.encode(), timeout=3)
+    assert status_of(reply) == expected, reply[:300]
+    assert b"\x01" not in reply
