@@ -59,6 +59,12 @@ def add_sync_options(parser: argparse.ArgumentParser, *, with_hosts: bool = True
         help="lsyncd delete mode",
     )
     option(parser, "--exclude", action="append", default=[], help="extra exclude pattern")
+    option(
+        parser,
+        "--ssh-control-path",
+        default="/tmp/.dumont-ssh-%C",
+        help="where lsyncd's shared ssh connection lives on the GPU (under 108 bytes)",
+    )
     option(parser, "--timeout", type=float, default=3600.0, help="seconds for long copies")
 
 
@@ -97,6 +103,7 @@ def topology_from_args(
             delay=args.delay,
             delete=args.delete,
             extra_excludes=tuple(args.exclude or ()),
+            control_path=args.ssh_control_path,
         ),
         standby_state_dir=args.standby_state_dir,
         standby_authorized_keys=args.standby_authorized_keys,

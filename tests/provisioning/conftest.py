@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -142,9 +144,25 @@ def sshd(tmp_path: Path) -> Iterator[Sshd]:
             time.sleep(0.05)
         yield Sshd(port, directory / "admin_key", keys, directory)
     finally:
+        # Each connection's sshd child is a session leader of its own, outside the listener's
+        # group: find them by parent pid before the listener goes, then kill their groups.
+        children = _children(process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # fields: state, ppid, pgrp, ...
+                found.append(int(stat.parent.name))
+    return found
 
 
 def kill_lsyncd(state_dir: Path) -> None:
@@ -160,6 +178,7 @@ class SyncBed:
 
     sshd: Sshd
     root: Path
+    mux_dir: Path  # short: a unix socket path must stay under 108 bytes
 
     @property
     def gpu_workspace(self) -> Path:
@@ -207,7 +226,12 @@ class SyncBed:
                     USER_DATA_EXCLUDES,
                 ),
             ),
-            settings=LsyncdSettings(state_dir=str(self.gpu_state), delay=delay, delete=delete),  # type: ignore[arg-type]
+            settings=LsyncdSettings(
+                state_dir=str(self.gpu_state),
+                delay=delay,
+                delete=delete,  # type: ignore[arg-type]
+                control_path=f"{self.mux_dir}/%C",
+            ),
             standby_state_dir=str(self.standby_state),
             standby_authorized_keys=str(self.sshd.authorized_keys),
         )
@@ -222,15 +246,26 @@ class SyncBed:
             f"--gpu-state-dir={self.gpu_state}",
             f"--standby-state-dir={self.standby_state}",
             f"--standby-authorized-keys={self.sshd.authorized_keys}",
+            f"--ssh-control-path={self.mux_dir}/%C",
         ]
 
 
 @pytest.fixture
 def sync_bed(sshd: Sshd, tmp_path: Path) -> Iterator[SyncBed]:
-    bed = SyncBed(sshd, tmp_path / "bed")
+    bed = SyncBed(sshd, tmp_path / "bed", Path(tempfile.mkdtemp(prefix="dumont-mux-", dir="/tmp")))
     for path in (bed.gpu_workspace, bed.gpu_user_data, bed.gpu_state):
         path.mkdir(parents=True)
     try:
         yield bed
     finally:
         kill_lsyncd(bed.gpu_state)
+        # lsyncd's shared ssh connections outlive it by ControlPersist: close them now.
+        for socket_path in bed.mux_dir.iterdir():
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "unused"],
+                capture_output=True,
+                timeout=15,
+                check=False,
+                start_new_session=True,
+            )
+        shutil.rmtree(bed.mux_dir, ignore_errors=True)
