@@ -2,7 +2,9 @@
 
 A blob's id is the BLAKE3 hash of its plain content, so identical content is stored once and every
 byte read back can be checked. Big files are cut at content-defined boundaries (FastCDC), so a line
-inserted in the middle of a 170 MB log changes one chunk, not everything after it.
+inserted in the middle of a 170 MB log changes one chunk, not everything after it. Big files whose
+middle does not compress (model weights, archives) are cut every 4 MiB instead: they are
+rewritten, not edited in place, and cutting costs 0.5 s of CPU per GB.
 
 Every function here is safe to call from many threads at once: the hashers, the chunker and the
 zstd (de)compressors are per thread, and all of them release the GIL on large buffers.
@@ -20,6 +22,8 @@ import pyfastcdc
 import zstandard
 
 __all__ = [
+    "FIXED_CHUNK_SIZE",
+    "SAMPLE_SIZE",
     "SMALL_FILE_LIMIT",
     "ChunkerParams",
     "Codec",
@@ -29,8 +33,10 @@ __all__ = [
     "decode_blob",
     "encode_blob",
     "file_chunks",
+    "fixed_chunks",
     "looks_incompressible",
     "raw_blob",
+    "sample_is_incompressible",
 ]
 
 Codec = Literal["zstd", "raw"]
@@ -39,7 +45,9 @@ Codec = Literal["zstd", "raw"]
 SMALL_FILE_LIMIT = 1 << 20
 # A blob whose sample shrinks by less than this is stored as is (model weights, archives).
 _INCOMPRESSIBLE_RATIO = 0.95
-_SAMPLE_SIZE = 64 * 1024
+SAMPLE_SIZE = 64 * 1024
+# Incompressible big files are cut every 4 MiB (the largest content-defined chunk).
+FIXED_CHUNK_SIZE = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +101,19 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return compressor
 
 
+def sample_is_incompressible(sample: bytes | memoryview, level: int) -> bool:
+    """True when zstd at ``level`` cannot take 5 % off ``sample``."""
+    return len(_compressor(level).compress(sample)) > len(sample) * _INCOMPRESSIBLE_RATIO
+
+
 def looks_incompressible(data: bytes | memoryview, level: int) -> bool:
     """Compress a sample from the middle (headers of weight files compress; the tensors don't)."""
-    if len(data) <= _SAMPLE_SIZE:
+    if len(data) <= SAMPLE_SIZE:
         return False
-    compressor = _compressor(level)
     middle = len(data) // 2
-    sample = data[middle - _SAMPLE_SIZE // 2 : middle + _SAMPLE_SIZE // 2]
-    return len(compressor.compress(sample)) > len(sample) * _INCOMPRESSIBLE_RATIO
+    return sample_is_incompressible(
+        data[middle - SAMPLE_SIZE // 2 : middle + SAMPLE_SIZE // 2], level
+    )
 
 
 def encode_blob(data: bytes | memoryview, level: int, known_id: str | None = None) -> EncodedBlob:
@@ -153,3 +166,19 @@ def file_chunks(
 
     for chunk in _chunker(params).cut_stream(_Reader()):
         yield chunk.data
+
+
+def fixed_chunks(readinto: Callable[[memoryview], int], buffer: bytearray) -> Iterator[memoryview]:
+    """Chunks of ``len(buffer)`` bytes (the last one shorter), each valid until the next."""
+    view = memoryview(buffer)
+    while True:
+        filled = 0
+        while filled < len(view):
+            count = readinto(view[filled:])
+            if not count:
+                break
+            filled += count
+        if filled:
+            yield view[:filled]
+        if filled < len(view):
+            return

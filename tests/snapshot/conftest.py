@@ -86,7 +86,12 @@ def standby(tmp_path: Path) -> Iterator[Standby]:
         f"PidFile {home / 'sshd.pid'}\nAuthorizedKeysFile {home / 'authorized_keys'}\n"
         "UsePAM no\nStrictModes no\nPasswordAuthentication no\nPubkeyAuthentication yes\n"
         "PermitRootLogin yes\nMaxSessions 32\nMaxStartups 64\n"
+        # bash run by sshd sources ~/.bashrc even for commands; root's here runs `pyenv init`,
+        # whose rehash waits on a lock that parallel test runs hold. A standby's user is not
+        # this machine's root: give the sessions a home without start-up files.
+        f"SetEnv HOME={home / 'remote-home'}\n"
     )
+    (home / "remote-home").mkdir()
     (home / "ssh_config").write_text(
         f"Host standby\n  HostName 127.0.0.1\n  Port {port}\n  User root\n"
         f"  IdentityFile {home / 'client_key'}\n  IdentitiesOnly yes\n"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import select
 import shlex
 import signal
 import subprocess
@@ -37,6 +38,7 @@ from provisioning.snapshot.stores.base import Payload, ReadStream
 __all__ = ["SshStore"]
 
 _MASTER_WAIT_SECONDS = 15.0
+_SHELL_START_SECONDS = 60.0
 _MAX_SESSIONS = 3
 _DELETE_BATCH = 200
 _END = "__DUMONT_END__"
@@ -84,6 +86,14 @@ class _Session:
         self.stdin: IO[bytes] = self.process.stdin
         self.stdout: IO[bytes] = self.process.stdout
         self.send(f"echo {_END}\n".encode())
+        # The far side's shell start-up files run first; a hung one must not hang us.
+        ready, _, _ = select.select([self.stdout], [], [], _SHELL_START_SECONDS)
+        if not ready:
+            self.close()
+            raise DestinationError(
+                f"no shell answered within {_SHELL_START_SECONDS:.0f} s (check the remote "
+                "user's shell start-up files)"
+            )
         self.expect_end()
 
     def send(self, data: bytes | memoryview) -> None:
