@@ -12,6 +12,7 @@ Why these settings (see docs/PROVISIONING.md and DESIGN.md's lsyncd facts):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -93,12 +94,18 @@ class LsyncdSettings:
     max_processes: int = 1  # rsyncssh refuses anything else
     extra_excludes: tuple[str, ...] = field(default=())
     # A unix socket path must stay under 108 bytes, so not in a possibly deep state dir; %C is a
-    # hash of (local host, remote host, port, user).
+    # hash of (local host, remote host, port, user). Spaces or quotes would break the shell glob
+    # that prunes stale sockets.
     control_path: str = "/tmp/.dumont-ssh-%C"
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.delay) or self.delay <= 0:
             raise ConfigError(f"bad sync delay {self.delay!r}: a positive number of seconds")
+        if (
+            not re.fullmatch(r"/[A-Za-z0-9._/%-]+", self.control_path)
+            or len(self.control_path) > 60
+        ):
+            raise ConfigError(f"bad ssh control path {self.control_path!r}: short, absolute, plain")
         if self.delete not in ("true", "false", "running", "startup"):
             raise ConfigError(f"bad delete mode {self.delete!r}: true, false, running or startup")
 

@@ -151,12 +151,19 @@ class SyncController:
         if await self._has_systemd():
             await run_remote(self.topology.gpu, f"systemctl enable --now {UNIT_NAME}")
             return
+        # A killed ssh master leaves its socket behind, and ssh then silently stops sharing the
+        # connection ("ControlSocket already exists"): remove sockets whose master is gone.
+        sockets = s.control_path.replace("%C", "*")
+        prune = (
+            f'for s in {sockets}; do [ -S "$s" ] || continue;'
+            ' ssh -o ControlPath="$s" -O check unused 2>/dev/null || rm -f "$s"; done'
+        )
         # Not a process-group leader in a non-interactive shell, so setsid execs lsyncd in place:
         # $! is lsyncd's pid and its process group id.
         await run_remote(
             self.topology.gpu,
-            f"setsid lsyncd -nodaemon {q(s.config_path)} </dev/null >>{q(s.log_path)}.out 2>&1 &"
-            f" echo $! > {q(s.pid_path)}",
+            f"{prune}; setsid lsyncd -nodaemon {q(s.config_path)} </dev/null"
+            f" >>{q(s.log_path)}.out 2>&1 & echo $! > {q(s.pid_path)}",
         )
 
     async def stop(self, *, timeout: float = 30.0) -> None:
