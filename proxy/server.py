@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .limits import GuardedAppRunner
 from .public_app import make_public_app
 from .startup_checks import check_startup
-from .tls import add_hsts, server_context
+from .tls import TLSSite, add_hsts, server_context
 from .workspace import Workspace
 
 __all__ = ["ProxyServer", "install_event_loop_policy", "run"]
@@ -89,7 +89,14 @@ class ProxyServer:
         )
         await runner.setup()
         ssl_context = server_context(self.config.tls) if public else None
-        site = web.TCPSite(runner, where.host, where.port, backlog=1024, ssl_context=ssl_context)
+        site = TLSSite(
+            runner,
+            where.host,
+            where.port,
+            backlog=1024,
+            ssl_context=ssl_context,
+            handshake_timeout=self.config.limits.header_timeout,
+        )
         await site.start()
         return Listener(runner, site)
 

@@ -50,6 +50,7 @@ def https_proxy(
     cert, key = certificate
     port = free_port()
     argv = _argv(upstream, port, "--tls-cert", str(cert), "--tls-key", str(key))
+    argv += ["--limits-header-timeout", "2"]
     popen = subprocess.Popen(
         [*argv, "--tls-hsts", "600"], cwd=REPO, start_new_session=True, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -100,6 +101,17 @@ def test_plain_http_on_the_https_port_gets_no_http_answer(
     with connect(port) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: ide.test\r\n\r\n")
         assert status_of(read_until_closed(sock, 5)) == 0
+
+
+def test_unfinished_tls_handshake_is_dropped_after_the_head_timeout(
+    https_proxy: tuple[int, ssl.SSLContext],
+) -> None:
+    port, _ = https_proxy
+    with connect(port) as sock:
+        sock.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then nothing
+        started = time.monotonic()
+        assert not read_until_closed(sock, 10).endswith(b"<open>")
+        assert time.monotonic() - started < 6  # asyncio's default would be 60 s
 
 
 def _refused(argv: list[str], env: dict[str, str] | None = None) -> str:
