@@ -35,6 +35,8 @@ class BrowserLog:
     server_errors: list[tuple[float, str, int]] = field(default_factory=list)
     websockets_closed: list[tuple[float, str]] = field(default_factory=list)
     navigations: list[tuple[float, str]] = field(default_factory=list)
+    # The watcher's event stream (/__dumont/events): when each subscription started and ended.
+    events: list[tuple[float, str]] = field(default_factory=list)
 
     def attach(self, page: Page) -> None:
         page.on(
@@ -56,6 +58,20 @@ class BrowserLog:
             ),
         )
         page.on(
+            "request",
+            lambda r: (
+                self.events.append((time.time(), "open")) if "/__dumont/events" in r.url else None
+            ),
+        )
+        page.on(
+            "requestfailed",
+            lambda r: (
+                self.events.append((time.time(), f"failed {r.failure}"))
+                if "/__dumont/events" in r.url
+                else None
+            ),
+        )
+        page.on(
             "framenavigated",
             lambda f: (
                 self.navigations.append((time.time(), f.url)) if f.parent_frame is None else None
@@ -73,6 +89,7 @@ class BrowserLog:
             + [f"{s} {u[:120]}" for u, s in errors[:5]],
             "websockets_closed": sum(1 for t, _ in self.websockets_closed if t >= at),
             "page_loads": sum(1 for t, _ in self.navigations if t >= at),
+            "event_stream_s": [f"{t - at:.1f} {w}" for t, w in self.events if t >= at - 1][:20],
         }
 
 
