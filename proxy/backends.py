@@ -20,7 +20,10 @@ __all__ = ["Backend", "LiveSocket", "PendingRequest"]
 
 # Enough for every browser tab's parallel requests; the per-host cap protects the backend.
 POOL_LIMIT = 512
-KEEPALIVE_SECONDS = 30.0
+# Below Node's default server.keepAliveTimeout (5 s), which code-server uses: a connection the
+# backend already closed must not be reused, or its reset counts as a passive failure toward fall
+# (seen as a false failover by the continuity run).
+KEEPALIVE_SECONDS = 4.0
 
 
 class LiveSocket(Protocol):
