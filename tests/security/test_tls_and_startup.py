@@ -111,7 +111,7 @@ def test_unfinished_tls_handshake_is_dropped_after_the_head_timeout(
         sock.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then nothing
         started = time.monotonic()
         assert not read_until_closed(sock, 10).endswith(b"<open>")
-        assert time.monotonic() - started < 6  # asyncio's default would be 60 s
+        assert time.monotonic() - started < 9  # 2 s here; asyncio's default would be 60 s
 
 
 def _refused(argv: list[str], env: dict[str, str] | None = None) -> str:
