@@ -88,7 +88,7 @@ class LimitsConfig:
     max_header_count: int = 100
     max_header_size: int = 8190
     max_url_length: int = 8192
-    max_connections: int = 10000
+    max_connections: int = 8000
     max_connections_per_ip: int = 256
 
 
@@ -422,7 +422,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "limits.max_connections",
         _count,
-        "open client connections per listener [10000]",
+        "open client connections per listener [8000]",
         metavar="N",
     ),
     Setting(

@@ -68,7 +68,8 @@ class ProxyServer:
         self.public = await self._listen(public, self.config.listen, self.config.access_log, True)
         self.control = await self._listen(control, self.config.control_listen, False)
         log.info(
-            "serving on http://%s (control on http://%s): primary %s, standby %s",
+            "serving on %s://%s (control on http://%s): primary %s, standby %s",
+            "https" if self.config.tls.cert else "http",
             self.public.address,
             self.control.address,
             self.config.primary,
