@@ -8,12 +8,19 @@ abandons the failback, so the user stays on the standby rather than on a primary
    gate is in read-only mode while fenced, which is exactly what a pull needs. ``--delete`` makes
    the primary a mirror; whatever it had that the standby lacks or changed is moved aside into a
    backup dir (the last writes before the crash that never reached the standby), never thrown away.
-3. Verify: a checksum dry run must find no difference at all.
+3. Verify: every file the standby held before the copy started is on the primary, byte for byte
+   (a checksum dry run, without --delete). The standby stays live during all this (the user keeps
+   working on it until the proxy switches home, and code-server rewrites its own state every few
+   seconds), so files changed after the copy started belong to the window the switch closes; and
+   files only the primary has are not the standby's data. Demanding no difference at all failed
+   every failback from a live standby (found by the continuity run, issue 6).
 4. Lift the fence and restart forward sync; wait until its startup pass finished.
 """
 
 from __future__ import annotations
 
+import calendar
+import math
 import shlex
 import time
 from dataclasses import dataclass
@@ -28,6 +35,28 @@ from provisioning.sync import SyncController
 __all__ = ["ReverseReport", "reverse_sync"]
 
 
+def _unchanged_since(dry_run: str, since: float) -> list[str]:
+    """Files rsync would still send whose standby mtime is older than ``since``: real losses.
+
+    Directories (a trailing slash) only carry metadata; rsync prints %M as YYYY/MM/DD-HH:MM:SS in
+    the receiving side's time zone, which the caller pins to UTC.
+    """
+    lost: list[str] = []
+    for line in dry_run.splitlines():
+        stamp, _, name = line.strip().partition(" ")
+        if not name or name.endswith("/"):
+            continue
+        try:
+            mtime = calendar.timegm(time.strptime(stamp, "%Y/%m/%d-%H:%M:%S"))
+        except ValueError:
+            lost.append(line.strip())  # not a line we understand: never pass it silently
+            continue
+        # Whole seconds: a file written in the second the copy started counts as changed after.
+        if mtime < math.floor(since):
+            lost.append(name)
+    return lost
+
+
 @dataclass(frozen=True)
 class ReverseReport:
     backup_dir: str
@@ -35,10 +64,12 @@ class ReverseReport:
     roots: int
 
 
-def _pull_command(controller: SyncController, root: SyncRoot, *, extra: list[str]) -> str:
+def _pull_command(
+    controller: SyncController, root: SyncRoot, *, extra: list[str], delete: bool = True
+) -> str:
     t = controller.topology
     source = f"{t.sync_target.destination}:{root.standby_path.rstrip('/')}/"
-    argv = ["rsync", "-a", "--delete", *extra, "-e", t.sync_target.rsh()]
+    argv = ["rsync", "-a", *(["--delete"] if delete else []), *extra, "-e", t.sync_target.rsh()]
     argv += [f"--exclude={e}" for e in (*root.excludes, *t.settings.extra_excludes)]
     argv += [source, f"{root.gpu_path.rstrip('/')}/"]
     return shlex.join(argv)
@@ -61,6 +92,8 @@ async def reverse_sync(
         await controller.stop()
     except RemoteCommandError as exc:
         raise ReverseSyncError(f"cannot stop lsyncd on the primary: {exc}") from exc
+    # The standby's own clock: what it changes after this moment is not held against the copy.
+    copy_started = float(await run_remote(t.standby, "date +%s.%N"))
     for root in t.roots:
         progress(f"copying {root.name} from the standby to the primary")
         backup = ["--backup", f"--backup-dir={backup_root}/{root.name}"]
@@ -72,18 +105,18 @@ async def reverse_sync(
             raise ReverseSyncError(f"reverse sync of {root.name} failed: {exc}") from exc
     for root in t.roots:
         progress(f"verifying {root.name} byte for byte")
-        verify = ["--checksum", "--dry-run", "--itemize-changes"]
+        # One line per file that would still be sent: the standby file's mtime, then its name.
+        verify = ["--checksum", "--dry-run", "--out-format=%M %n"]
+        command = "TZ=UTC " + _pull_command(controller, root, extra=verify, delete=False)
         try:
-            differences = await run_remote(
-                t.gpu, _pull_command(controller, root, extra=verify), timeout=first_sync_timeout
-            )
+            differences = await run_remote(t.gpu, command, timeout=first_sync_timeout)
         except RemoteCommandError as exc:
             raise ReverseSyncError(f"verifying {root.name} failed: {exc}") from exc
-        lines = [line for line in differences.splitlines() if line.strip()]
-        if lines:
-            shown = ", ".join(line.split(" ", 1)[-1] for line in lines[:5])
+        missing = _unchanged_since(differences, copy_started)
+        if missing:
+            shown = ", ".join(missing[:5])
             raise ReverseSyncError(
-                f"{root.name} differs after reverse sync in {len(lines)} entries: {shown}"
+                f"{root.name} differs after reverse sync in {len(missing)} entries: {shown}"
             )
     progress("lifting the fence and restarting forward sync")
     await unfence_standby(t.standby, t.standby_state_dir)

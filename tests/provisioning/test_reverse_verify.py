@@ -1,0 +1,29 @@
+"""Which differences after a reverse sync are losses: the rule that lets a live standby go home."""
+
+from __future__ import annotations
+
+import calendar
+import time
+
+from provisioning.reverse_sync import _unchanged_since
+
+COPY_STARTED = calendar.timegm(time.strptime("2026/11/28-21:00:00", "%Y/%m/%d-%H:%M:%S")) + 0.4
+
+
+def test_a_file_older_than_the_copy_that_still_differs_is_a_loss() -> None:
+    out = "2026/11/28-20:59:59 notes.md\n"
+    assert _unchanged_since(out, COPY_STARTED) == ["notes.md"]
+
+
+def test_files_changed_during_the_copy_and_directories_are_not_losses() -> None:
+    out = (
+        "2026/11/28-21:00:00 User/workspaceStorage/1/state.json\n"  # the second the copy began
+        "2026/11/28-21:00:07 draft.txt\n"
+        "2026/11/28-20:00:00 User/\n"
+    )
+    assert _unchanged_since(out, COPY_STARTED) == []
+
+
+def test_a_line_it_cannot_read_is_never_passed_silently() -> None:
+    assert _unchanged_since("rsync: something odd\n", COPY_STARTED) == ["rsync: something odd"]
+    assert _unchanged_since("\n\n", COPY_STARTED) == []
