@@ -22,7 +22,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from .backends import Backend
-from .errors import UpstreamError
+from .errors import UpstreamError, UpstreamTimeout
 from .headers import HOP_BY_HOP, ClientFacts, request_headers
 from .validation import refuse_bad_upgrade_answer
 from .workspace import Workspace
@@ -198,6 +198,9 @@ async def forward_websocket(
         await asyncio.wait_for(side.head_ready, workspace.config.switch_wait)
         status, reason, headers, head_length = _parse_head(bytes(side.head))
         refuse_bad_upgrade_answer(status, reason, headers)  # issue 7: response scrutiny
+    except TimeoutError:
+        side.transport.close()
+        raise UpstreamTimeout(f"{backend.name}: no answer to the WebSocket upgrade") from None
     except BaseException:
         side.transport.close()
         raise

@@ -6,6 +6,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from .conftest import ProxyFactory, Upstreams, public_url, url_of
 
@@ -133,3 +134,39 @@ async def test_switch_closes_websockets_with_1012(
     async with aiohttp.ClientSession() as s, s.ws_connect(public_url(proxy) / "ws") as ws:
         await ws.send_str("whoami")
         assert await ws.receive_str() == "cpu"
+
+
+async def test_backend_silent_on_upgrade_is_a_504(
+    make_proxy: ProxyFactory, upstreams: Upstreams
+) -> None:
+    import asyncio
+
+    done = asyncio.Event()
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        accepted.append(writer)
+        await reader.read(65536)
+        await done.wait()
+
+    silent = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        proxy = await make_proxy(url_of(upstreams[0]), url_of(upstreams[1]), switch_wait=0.5)
+        # The standby is the silent one: route there by failing over.
+        await proxy.workspace.replace_backend("standby", URL(f"http://127.0.0.1:{port}"))
+        proxy.workspace.machine.health["standby"].up = True  # no /healthz to answer
+        proxy.workspace.failover()
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                await s.ws_connect(public_url(proxy) / "ws")
+        assert caught.value.status == 504
+    finally:
+        done.set()
+        for writer in accepted:
+            writer.close()
+            await writer.wait_closed()
+        silent.close()
+        await silent.wait_closed()
