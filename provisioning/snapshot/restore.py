@@ -1,19 +1,23 @@
 """Restoring a snapshot: recreate the tree exactly, checking every byte against its hash.
 
 Work goes pack by pack (as restic's restorer does): each pack is streamed once, front to back, and
-each blob in it is decompressed, checked against its BLAKE3 id and written with pwrite at every
-place it belongs (one blob can fill many files). All-zero blobs are not written, so sparse files
-come back sparse. Each file's chunk list is checked against the file's hash first. A blob that is
-missing, truncated or does not match its id is reported with every file it affects; those files
-are removed, never left behind with wrong content.
+each blob in it is decompressed, checked against its BLAKE3 id and written at every place it
+belongs (one blob can fill many files). A file of one blob is handed, in batches, to a pool of
+writers that create it with its content, mode, owner and mtime in one go (writing.py), so the
+system calls of many small files overlap; a chunk of a bigger file is written with pwrite, and such
+files and directories get their metadata at the end. All-zero blobs are not written, so sparse
+files come back sparse. Each file's chunk list is checked against the file's hash first. A blob
+that is missing, truncated or does not match its id is reported with every file it affects; those
+files are removed (or never created), never left behind with wrong content.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -30,6 +34,7 @@ from provisioning.snapshot.packs import BlobLocation
 from provisioning.snapshot.progress import Progress
 from provisioning.snapshot.repository import Repository
 from provisioning.snapshot.stores.base import ObjectStore, skip_bytes
+from provisioning.snapshot.writing import Ownership, is_zero, write_at, write_whole_file
 
 __all__ = ["RestoreResult", "restore_snapshot"]
 
@@ -44,16 +49,12 @@ class RestoreResult:
 
 @dataclass(slots=True)
 class _Piece:
-    """One blob to read from a pack and every (file, offset) it fills."""
+    """One blob to read from a pack: the whole files it is, and the (file, offset) it fills."""
 
     blob: str
     where: BlobLocation
+    files: list[tuple[bytes, Entry]] = field(default_factory=list)
     targets: list[tuple[bytes, int]] = field(default_factory=list)
-
-
-def _is_zero(data: bytes) -> bool:
-    # The end bytes first: real data almost never has both zero, so count() rarely runs.
-    return bool(data) and data[0] == 0 and data[-1] == 0 and data.count(0) == len(data)
 
 
 def _safe_relative(path: str) -> bool:
@@ -61,15 +62,32 @@ def _safe_relative(path: str) -> bool:
     return bool(parts) and not path.startswith("/") and ".." not in parts
 
 
+def _written_whole(entry: Entry) -> bool:
+    """A file of one blob is created, written and given its metadata in one go."""
+    return entry.kind == "file" and len(entry.chunks) == 1
+
+
+# Whole files go to the writers in batches: one task per file costs more than writing it.
+_BATCH_FILES = 64
+_BATCH_BYTES = 4 << 20
+_Batch = list[tuple[bytes, list[tuple[bytes, Entry]]]]
+
+
 class _Restorer:
     def __init__(self, target: Path, threads: int, progress: Progress | None) -> None:
         self.target = os.fsencode(target)
+        self.prefix = self.target.rstrip(b"/") + b"/"
         self.threads = threads
         self.progress = progress
         self.bad_blobs: set[str] = set()
+        self.ownership = Ownership(False, 0, None, None)
+        self.writers = ThreadPoolExecutor(threads, thread_name_prefix="snapshot-write")
+        # Bounds memory: at most this many batches (4 MiB at most each) wait for a writer.
+        self._in_flight = threading.BoundedSemaphore(2 * threads)
+        self._writes: list[Future[None]] = []
 
     def path(self, relative: str) -> bytes:
-        return os.path.join(self.target, os.fsencode(relative))
+        return self.prefix + os.fsencode(relative)
 
     def plan(
         self, files: list[Entry], index: dict[str, BlobLocation]
@@ -78,6 +96,18 @@ class _Restorer:
         by_pack: dict[str, dict[str, _Piece]] = {}
         unknown: set[str] = set()
         for entry in files:
+            if _written_whole(entry):
+                where = index.get(entry.chunks[0])
+                if where is None or where.raw_length != entry.size:
+                    unknown.add(entry.path)
+                    continue
+                pieces = by_pack.setdefault(where.pack, {})
+                chunk = entry.chunks[0]
+                piece = pieces.get(chunk)
+                if piece is None:
+                    piece = pieces[chunk] = _Piece(chunk, where)
+                piece.files.append((self.path(entry.path), entry))
+                continue
             offset = 0
             for chunk in entry.chunks:
                 where = index.get(chunk)
@@ -99,6 +129,8 @@ class _Restorer:
 
     def restore_pack(self, store: ObjectStore, pack: str, pieces: list[_Piece]) -> None:
         position = 0
+        batch: _Batch = []
+        batch_bytes = 0
         try:
             with store.open_stream(pack) as stream:
                 for number, piece in enumerate(pieces):
@@ -108,28 +140,71 @@ class _Restorer:
                     if len(payload) != piece.where.length:
                         self.bad_blobs.update(p.blob for p in pieces[number:])
                         return
-                    self._write_piece(piece, payload)
+                    content = self._checked(piece, payload)
+                    if content is None:
+                        continue
+                    if piece.targets:
+                        self._write_chunk(piece, content)
+                    if piece.files:
+                        batch.append((content, piece.files))
+                        batch_bytes += len(content)
+                        if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
+                            self._hand_off(batch)
+                            batch, batch_bytes = [], 0
         except DestinationError:
             self.bad_blobs.update(piece.blob for piece in pieces)
+        finally:
+            # What was read and checked is written even when the rest of the pack is bad.
+            if batch:
+                self._hand_off(batch)
 
-    def _write_piece(self, piece: _Piece, payload: bytes) -> None:
+    def _checked(self, piece: _Piece, payload: bytes) -> bytes | None:
+        """The blob's content, or None (and the blob marked bad) when it is not what its id says."""
         try:
             content = decode_blob(piece.where.codec, payload, piece.where.raw_length)
         except ValueError:
             self.bad_blobs.add(piece.blob)
-            return
+            return None
         if blob_id(content) != piece.blob:
             self.bad_blobs.add(piece.blob)
-            return
-        if not _is_zero(content):
+            return None
+        return content
+
+    def _write_chunk(self, piece: _Piece, content: bytes) -> None:
+        if not is_zero(content):
             for path, offset in piece.targets:
-                descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-                try:
-                    os.pwrite(descriptor, content, offset)
-                finally:
-                    os.close(descriptor)
+                write_at(path, content, offset)
         if self.progress is not None:
             self.progress.advance(len(content) * len(piece.targets))
+
+    def _hand_off(self, batch: _Batch) -> None:
+        self._in_flight.acquire()
+        try:
+            self._writes.append(self.writers.submit(self._write_batch, batch))
+        except BaseException:
+            self._in_flight.release()
+            raise
+
+    def _write_batch(self, batch: _Batch) -> None:
+        try:
+            ownership = self.ownership
+            files = 0
+            written = 0
+            for content, targets in batch:
+                for path, entry in targets:
+                    write_whole_file(path, content, entry, ownership)
+                files += len(targets)
+                written += len(content) * len(targets)
+            if self.progress is not None:
+                self.progress.advance(written, files)
+        finally:
+            self._in_flight.release()
+
+    def finish_writes(self) -> None:
+        """Wait for every batch handed to the writers; raises the first failure."""
+        self.writers.shutdown(wait=True)
+        for write in self._writes:
+            write.result()
 
 
 def _prepare_target(target: Path, overwrite: bool) -> None:
@@ -151,13 +226,20 @@ def _make_room(path: bytes, want_dir: bool) -> None:
 
 
 def _create_layout(restorer: _Restorer, entries: list[Entry], overwrite: bool) -> None:
+    """Directories, and files of several chunks at their full size (files of one blob are
+    created when their blob arrives)."""
     for entry in entries:
+        if entry.kind not in ("dir", "file"):
+            continue
         path = restorer.path(entry.path)
-        if overwrite and entry.kind in ("dir", "file"):
+        if overwrite:
             _make_room(path, entry.kind == "dir")
         if entry.kind == "dir":
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        elif entry.kind == "file":
+            try:
+                os.mkdir(path, 0o700)
+            except (FileExistsError, FileNotFoundError):
+                os.makedirs(path, mode=0o700, exist_ok=True)
+        elif not _written_whole(entry):
             descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 os.ftruncate(descriptor, entry.size)
@@ -166,21 +248,23 @@ def _create_layout(restorer: _Restorer, entries: list[Entry], overwrite: bool) -
 
 
 def _link_and_set_metadata(restorer: _Restorer, entries: list[Entry], overwrite: bool) -> None:
-    as_root = os.geteuid() == 0
+    ownership = restorer.ownership
     for entry in entries:
+        if entry.kind not in ("symlink", "hardlink"):
+            continue
         path = restorer.path(entry.path)
-        if entry.kind in ("symlink", "hardlink") and overwrite:
+        if overwrite:
             _make_room(path, want_dir=False)
         if entry.kind == "symlink":
             os.symlink(os.fsencode(entry.target), path)
-        elif entry.kind == "hardlink":
+        else:
             os.link(restorer.path(entry.target), path, follow_symlinks=False)
     # Children before parents, so that writing a child does not bump its directory's mtime.
     for entry in reversed(entries):
-        if entry.kind == "hardlink":
+        if entry.kind == "hardlink" or _written_whole(entry):
             continue
         path = restorer.path(entry.path)
-        if as_root:
+        if ownership.needs_chown(entry):
             os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
         if entry.kind != "symlink":
             os.chmod(path, entry.mode)
@@ -215,18 +299,22 @@ def restore_snapshot(
     files = [entry for entry in entries if entry.kind == "file"]
     plan, unknown = restorer.plan(files, repo.load_index())
     try:
-        _create_layout(restorer, entries, overwrite)
-    except OSError as exc:
-        raise RestoreTargetError(f"cannot write into {target}: {exc.strerror}") from exc
-    if progress is not None:
-        progress.set_totals(sum(entry.size for entry in files), len(files))
-        progress.start()
-    try:
-        with ThreadPoolExecutor(restorer.threads, thread_name_prefix="snapshot-restore") as pool:
-            list(pool.map(lambda item: restorer.restore_pack(store, *item), plan.items()))
-    except OSError as exc:  # the target's disk: full, read-only, gone
-        raise RestoreTargetError(f"cannot write into {target}: {exc.strerror}") from exc
+        try:
+            restorer.ownership = Ownership.probe(restorer.target, trust_new_files=not overwrite)
+            _create_layout(restorer, entries, overwrite)
+        except OSError as exc:
+            raise RestoreTargetError(f"cannot write into {target}: {exc.strerror}") from exc
+        if progress is not None:
+            progress.set_totals(sum(entry.size for entry in files), len(files))
+            progress.start()
+        try:
+            with ThreadPoolExecutor(restorer.threads, thread_name_prefix="snapshot-read") as pool:
+                list(pool.map(lambda item: restorer.restore_pack(store, *item), plan.items()))
+            restorer.finish_writes()
+        except OSError as exc:  # the target's disk: full, read-only, gone
+            raise RestoreTargetError(f"cannot write into {target}: {exc.strerror}") from exc
     finally:
+        restorer.writers.shutdown(wait=True, cancel_futures=True)
         if progress is not None:
             progress.stop()
     damaged = unknown | {
