@@ -17,9 +17,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from provisioning.cli_sync import remote_snapshots_from_args
 from provisioning.errors import ConfigError
 from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import set_backend
+from provisioning.remote_snapshot import fill_from_snapshot
 from provisioning.reverse_sync import reverse_sync
 from provisioning.settings import option
 from provisioning.ssh import SshHost, run_remote
@@ -238,7 +240,15 @@ def _filler(args: argparse.Namespace) -> Callable[[Pair, VastInstance, StandbyVm
         controller = _controller_for(args, pair, gpu, standby)
         # Deploy without starting: the standby stays fenced until reverse sync has filled the GPU.
         await controller.deploy(start=False)
-        await reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
+        if args.snapshot_destination:
+            # Most bytes from the bucket, close and fast; the small standby sends only the rest.
+            remote = remote_snapshots_from_args(args, controller.topology.gpu)
+            await fill_from_snapshot(remote, controller.topology, progress)
+        report = await reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
+        progress(
+            f"the standby sent {report.files_copied} files, {report.bytes_copied} bytes"
+            f" in {report.seconds:.1f} s"
+        )
         port = gpu.host_port(args.code_server_port) or args.code_server_port
         url = f"http://{gpu.public_ip or gpu.ssh_host}:{port}"
         if args.proxy_control:
@@ -267,7 +277,7 @@ def _gpu_lost(args: argparse.Namespace) -> int:
 
 
 def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from provisioning.cli_sync import add_sync_options
+    from provisioning.cli_sync import add_snapshot_options, add_sync_options
 
     pair = subparsers.add_parser("pair", help="GPU <-> CPU standby pairs")
     actions = pair.add_subparsers(dest="pair_action", required=True, metavar="ACTION")
@@ -332,6 +342,7 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
     option(lost, "--standby-ssh-port", type=int, default=22, help="the standby's SSH port")
     option(lost, "--code-server-port", type=int, default=8080, help="code-server's port on a GPU")
     add_sync_options(lost, with_hosts=False)
+    add_snapshot_options(lost)
     lost.set_defaults(handler=_gpu_lost)
 
     for parser in (create, destroy, reconcile, lost):

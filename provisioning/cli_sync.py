@@ -15,12 +15,19 @@ from dataclasses import asdict
 from provisioning.errors import ConfigError
 from provisioning.lsyncd_config import LsyncdSettings, render_lsyncd_config
 from provisioning.progress import StderrProgress
+from provisioning.remote_snapshot import RemoteSnapshots, workspace_root
 from provisioning.reverse_sync import reverse_sync
 from provisioning.settings import option
 from provisioning.ssh import SshHost
 from provisioning.sync import SyncController, SyncTopology, topology_roots
 
-__all__ = ["add_sync_options", "add_sync_subcommand", "topology_from_args"]
+__all__ = [
+    "add_snapshot_options",
+    "add_sync_options",
+    "add_sync_subcommand",
+    "remote_snapshots_from_args",
+    "topology_from_args",
+]
 
 
 def add_sync_options(parser: argparse.ArgumentParser, *, with_hosts: bool = True) -> None:
@@ -66,6 +73,39 @@ def add_sync_options(parser: argparse.ArgumentParser, *, with_hosts: bool = True
         help="where lsyncd's shared ssh connection lives on the GPU (under 108 bytes)",
     )
     option(parser, "--timeout", type=float, default=3600.0, help="seconds for long copies")
+
+
+def add_snapshot_options(parser: argparse.ArgumentParser) -> None:
+    """Where the GPU keeps workspace snapshots and how it runs the snapshot engine."""
+    option(
+        parser,
+        "--snapshot-destination",
+        help="snapshot repository as the GPU reaches it: gs://bucket/prefix, ssh://... or a path",
+    )
+    option(parser, "--gpu-python", default="python3", help="Python 3.11+ on the GPU")
+    option(
+        parser,
+        "--gpu-env",
+        action="append",
+        default=[],
+        help="NAME=VALUE for the GPU's snapshot commands, e.g. GOOGLE_APPLICATION_CREDENTIALS=/k",
+    )
+
+
+def remote_snapshots_from_args(args: argparse.Namespace, gpu: SshHost) -> RemoteSnapshots:
+    if not args.snapshot_destination:
+        raise ConfigError("missing --snapshot-destination: where the GPU keeps its snapshots")
+    bad = [item for item in args.gpu_env or () if "=" not in item or item.startswith("=")]
+    if bad:
+        raise ConfigError(f"bad --gpu-env {bad[0]!r}: expected NAME=VALUE")
+    return RemoteSnapshots(
+        gpu,
+        args.snapshot_destination,
+        python=args.gpu_python,
+        state_dir=args.gpu_state_dir,
+        env=tuple(args.gpu_env or ()),
+        timeout=args.timeout,
+    )
 
 
 def topology_from_args(
@@ -169,9 +209,28 @@ def _reverse(args: argparse.Namespace) -> int:
         reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
     )
     print(
-        f"reverse sync verified for {report.roots} roots in {report.seconds:.1f} s;"
+        f"reverse sync verified for {report.roots} roots in {report.seconds:.1f} s"
+        f" ({report.files_copied} files, {report.bytes_copied} bytes copied);"
         f" the primary's replaced files are kept in {report.backup_dir}"
     )
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    t = topology_from_args(args)
+    remote = remote_snapshots_from_args(args, t.gpu)
+    root = workspace_root(t)
+    excludes = tuple(p.rstrip("/") for p in (*root.excludes, *t.settings.extra_excludes))
+
+    async def run() -> list[str]:
+        await remote.install()
+        lines = [await remote.create(root.gpu_path, excludes=excludes)]
+        if args.keep:
+            lines.append(await remote.prune(args.keep))
+        return lines
+
+    for line in asyncio.run(run()):
+        print(line)
     return 0
 
 
@@ -185,6 +244,7 @@ def add_sync_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
         "fence": ("refuse the old primary's writes on the standby; stop its lsyncd", _fence),
         "unfence": ("lift the fence on the standby", _unfence),
         "reverse": ("copy the standby to the primary, verify, unfence, restart sync", _reverse),
+        "snapshot": ("snapshot the GPU's workspace, run on the GPU", _snapshot),
     }
     for name, (text, handler) in verbs.items():
         parser = actions.add_parser(name, help=text, description=text)
@@ -195,6 +255,9 @@ def add_sync_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
         if name == "status":
             parser.add_argument("--no-probe", action="store_true", help="skip the lag probe")
             parser.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "snapshot":
+            add_snapshot_options(parser)
+            parser.add_argument("--keep", type=int, help="then prune to the N latest snapshots")
         if name == "fence":
             parser.add_argument(
                 "--drain-timeout", type=float, default=10.0, help="seconds for in-flight syncs"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import calendar
 import math
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -57,11 +58,26 @@ def _unchanged_since(dry_run: str, since: float) -> list[str]:
     return lost
 
 
+_STATS = {
+    "files": re.compile(r"^Number of regular files transferred: ([\d,]+)", re.M),
+    "bytes": re.compile(r"^Total transferred file size: ([\d,]+)", re.M),
+}
+
+
+def _transferred(stats: str) -> tuple[int, int]:
+    """Files and bytes rsync's ``--stats`` says it sent (0 for a line it did not print)."""
+    found = {k: pattern.search(stats) for k, pattern in _STATS.items()}
+    files, size = (int(m.group(1).replace(",", "")) if m else 0 for m in found.values())
+    return files, size
+
+
 @dataclass(frozen=True)
 class ReverseReport:
     backup_dir: str
     seconds: float
     roots: int
+    files_copied: int = 0
+    bytes_copied: int = 0  # what the standby had to send: small when a snapshot filled the GPU
 
 
 def _pull_command(
@@ -94,15 +110,19 @@ async def reverse_sync(
         raise ReverseSyncError(f"cannot stop lsyncd on the primary: {exc}") from exc
     # The standby's own clock: what it changes after this moment is not held against the copy.
     copy_started = float(await run_remote(t.standby, "date +%s.%N"))
+    files_copied = bytes_copied = 0
     for root in t.roots:
         progress(f"copying {root.name} from the standby to the primary")
-        backup = ["--backup", f"--backup-dir={backup_root}/{root.name}"]
+        backup = ["--backup", f"--backup-dir={backup_root}/{root.name}", "--stats"]
         try:
             pull = _pull_command(controller, root, extra=backup)
             script = f"mkdir -p {shlex.quote(root.gpu_path)} && {pull}"
-            await run_remote(t.gpu, script, timeout=first_sync_timeout)
+            files, size = _transferred(await run_remote(t.gpu, script, timeout=first_sync_timeout))
         except RemoteCommandError as exc:
             raise ReverseSyncError(f"reverse sync of {root.name} failed: {exc}") from exc
+        progress(f"{root.name}: {files} files, {size} bytes copied")
+        files_copied += files
+        bytes_copied += size
     for root in t.roots:
         progress(f"verifying {root.name} byte for byte")
         # One line per file that would still be sent: the standby file's mtime, then its name.
@@ -122,4 +142,6 @@ async def reverse_sync(
     await unfence_standby(t.standby, t.standby_state_dir)
     await controller.start()
     await controller.wait_first_sync(timeout=first_sync_timeout)
-    return ReverseReport(backup_root, time.monotonic() - started, len(t.roots))
+    return ReverseReport(
+        backup_root, time.monotonic() - started, len(t.roots), files_copied, bytes_copied
+    )

@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 
 from provisioning.errors import ConfigError
+from provisioning.remote_snapshot import GPU_SNAPSHOT_PACKAGES
 
 __all__ = [
     "CODE_SERVER_ENV",
@@ -148,6 +149,10 @@ def render_gpu_onstart(*, extra: str = "") -> str:
         " lsyncd rsync openssh-client psmisc",
         "fi",
         "mkdir -p /var/lib/dumont /workspace",
+        "# The snapshot engine's libraries: a new GPU restores the workspace from a bucket.",
+        "if command -v python3 >/dev/null; then",
+        f"  python3 -m pip install --quiet {' '.join(GPU_SNAPSHOT_PACKAGES)} || true",
+        "fi",
     ]
     if extra:
         lines.append(extra)

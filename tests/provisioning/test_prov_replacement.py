@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -124,3 +128,100 @@ async def test_pair_create_with_deploy_sync_ends_with_files_flowing(
             break
         await asyncio.sleep(0.1)
     assert (bed.standby_workspace / "later.txt").read_text() == "live\n"
+
+
+def _standby_diverges(bed: SyncBed) -> None:
+    """The user's work on the standby after the snapshot: one file edited, one new, one deleted."""
+    (bed.standby_workspace / "train.py").write_text("EPOCHS = 20  # edited on the standby\n")
+    (bed.standby_workspace / "notes.md").write_text("# written on the standby\n")
+    (bed.standby_workspace / "scratch.txt").unlink()
+
+
+def _damage_snapshot(snapshots: Path) -> None:
+    """Flip a byte in the middle of the biggest pack: the weights' blob no longer verifies."""
+    pack = max((p for p in snapshots.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("snapshot", ["latest", "none", "damaged"])
+async def test_replacement_gpu_is_filled_from_the_latest_snapshot_then_the_standby(
+    clouds: FakeClouds,
+    sync_bed: SyncBed,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    snapshot: str,
+) -> None:
+    """The old GPU snapshotted its workspace (on itself, through ``sync snapshot``); after it is
+    lost, the replacement restores that snapshot and the standby sends only what changed since.
+    Without a usable snapshot the standby sends everything: the result is the same mirror."""
+    bed = sync_bed
+    snapshots = tmp_path / "bucket"  # the repository as the GPUs see it (here: a local path)
+    weights = os.urandom(3_000_000)
+    (bed.gpu_workspace / "weights.bin").write_bytes(weights)
+    (bed.gpu_workspace / "train.py").write_text("EPOCHS = 10\n")
+    (bed.gpu_workspace / "scratch.txt").write_text("temporary\n")
+    (bed.gpu_workspace / "__pycache__").mkdir()
+    (bed.gpu_workspace / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"\0" * 100)
+    (bed.gpu_user_data / "User").mkdir(parents=True)
+    (bed.gpu_user_data / "User" / "settings.json").write_text('{"editor.fontSize": 15}\n')
+    snapshot_flags = [
+        f"--snapshot-destination={snapshots}",
+        f"--gpu-python={sys.executable}",  # the GPU's Python with the engine's libraries
+    ]
+    if snapshot != "none":
+        code = await asyncio.to_thread(
+            main, ["sync", "snapshot", *bed.cli_flags(), *snapshot_flags, "--keep=3"]
+        )
+        assert code == 0, capsys.readouterr().err
+        assert "snapshot " in capsys.readouterr().out
+    if snapshot == "damaged":
+        _damage_snapshot(snapshots)
+    # lsyncd had mirrored the GPU on the standby; then the GPU died and the user went on there.
+    for gpu_root, standby_root in (
+        (bed.gpu_workspace, bed.standby_workspace),
+        (bed.gpu_user_data, bed.standby_user_data),
+    ):
+        standby_root.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["rsync", "-a", f"{gpu_root}/", f"{standby_root}/"], check=True)
+        shutil.rmtree(gpu_root)  # the replacement GPU starts with empty disks
+        gpu_root.mkdir()
+    shutil.rmtree(bed.standby_workspace / "__pycache__")  # excluded from sync: never on the standby
+    _standby_diverges(bed)
+
+    clouds.vast.ssh_port = bed.sshd.port
+    store = tmp_path / "pairs.sqlite3"
+    async with pair_service(clouds, store) as service:
+        pair = await service.create("gina", replace(SPEC, standby_user="root"))
+    assert pair.gpu_instance_id is not None
+    clouds.vast.set_status(pair.gpu_instance_id, "exited")
+    argv = [
+        f"--store={store}", "pair", "gpu-lost", "--pair=gina", "--replace",
+        f"--vast-url={clouds.vast_url}", f"--gcp-endpoint={clouds.gcp_url}", "--gcp-anonymous",
+        "--gcp-project=proj", "--gcp-zone=us-central1-a", "--poll-interval=0.01",
+        f"--standby-ssh-port={bed.sshd.port}", "--delay=0.2", *snapshot_flags,
+        *[f for f in bed.cli_flags() if not f.startswith(("--gpu=", "--standby="))],
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VAST_API_KEY", API_KEY)
+        code = await asyncio.to_thread(main, argv)
+    err = capsys.readouterr().err
+    assert code == 0, err
+
+    for gpu_root, standby_root in (
+        (bed.gpu_workspace, bed.standby_workspace),
+        (bed.gpu_user_data, bed.standby_user_data),
+    ):
+        assert tree_digest(gpu_root) == tree_digest(standby_root)
+    sent = re.search(r"the standby sent (\d+) files, (\d+) bytes", err)
+    assert sent is not None, err
+    files, size = int(sent.group(1)), int(sent.group(2))
+    if snapshot == "latest":
+        assert "restoring snapshot" in err
+        # The weights came from the snapshot; the standby sent the edit, the new file, settings.
+        assert size < 1000 and files <= 3, err
+    else:
+        expected = "no snapshot of" if snapshot == "none" else "snapshot not restored"
+        assert expected in err
+        assert size > len(weights), err
