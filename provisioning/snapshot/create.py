@@ -1,44 +1,38 @@
 """Taking a snapshot: scan the tree, store the content that is new, write manifest and record.
 
-Files are read by a thread pool (hashing, chunking and zstd all release the GIL); a file whose
-size, mtime and ctime differ between the stat before opening it and the end of reading changed
-under us and is read again, up to ``retries`` times, then stored as last read and named in the
-snapshot's warnings.
+Files are read by a thread pool (reading.py; hashing, chunking and zstd all release the GIL) while
+the tree is still being listed: each directory's files are handed over as soon as it is scanned,
+small ones in batches. A file whose size, mtime and ctime differ between the scan (or the stat
+before a retry) and the end of reading changed under us and is read again, up to ``retries``
+times, then stored as last read and named in the snapshot's warnings.
 A file that looks unchanged since the parent snapshot (same size, mtime, ctime, inode) is not
 read at all; everything else is compared by content, so only new chunks are stored.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import socket
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provisioning.snapshot.blobs import (
-    FIXED_CHUNK_SIZE,
-    SAMPLE_SIZE,
-    SMALL_FILE_LIMIT,
-    blob_id,
-    content_hash,
-    encode_blob,
-    file_chunks,
-    fixed_chunks,
-    looks_incompressible,
-    raw_blob,
-    sample_is_incompressible,
-)
+from provisioning.snapshot.blobs import SMALL_FILE_LIMIT, blob_id
 from provisioning.snapshot.errors import SourceMissingError, UnknownSnapshotError
 from provisioning.snapshot.manifest import Entry, SnapshotRecord
 from provisioning.snapshot.packs import BlobLocation, PackWriter
 from provisioning.snapshot.progress import Progress
+from provisioning.snapshot.reading import (
+    BATCH_BYTES,
+    BATCH_FILES,
+    BatchOutcome,
+    FileReader,
+    ReadTask,
+)
 from provisioning.snapshot.repository import Repository
-from provisioning.snapshot.scan import scan_tree
+from provisioning.snapshot.scan import walk_tree
 from provisioning.snapshot.stores.base import ObjectStore
 from provisioning.snapshot.stores.local import LocalStore
 
@@ -46,17 +40,6 @@ __all__ = ["CreateOptions", "CreateResult", "create_snapshot", "default_threads"
 
 # The one seam the "file changes while read" tests use; everything else is the real thing.
 open_source_file = os.open
-
-
-_per_thread = threading.local()
-
-
-def _fixed_buffer() -> bytearray:
-    """A read buffer per reader thread, reused: fresh 4 MiB allocations cost page faults."""
-    buffer: bytearray | None = getattr(_per_thread, "buffer", None)
-    if buffer is None:
-        buffer = _per_thread.buffer = bytearray(FIXED_CHUNK_SIZE)
-    return buffer
 
 
 def default_threads() -> int:
@@ -83,188 +66,6 @@ class CreateResult:
     stored_bytes: int
     reused_files: int
     seconds: float
-
-
-@dataclass(slots=True)
-class _FileOutcome:
-    entry: Entry | None
-    read_bytes: int
-    warning: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """One read of one file: what it held and the file's stat around the read."""
-
-    content_hash: str
-    chunks: tuple[str, ...]
-    length: int
-    after: os.stat_result
-
-
-_BATCH_FILES = 64
-_BATCH_BYTES = 4 << 20
-
-
-def _batches(entries: list[Entry], positions: list[int]) -> list[list[int]]:
-    """Small files in groups (one task per file costs more than reading it); big ones alone."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    current_bytes = 0
-    for position in positions:
-        size = entries[position].size
-        if size > SMALL_FILE_LIMIT:
-            batches.append([position])
-            continue
-        if len(current) >= _BATCH_FILES or current_bytes + size > _BATCH_BYTES:
-            batches.append(current)
-            current, current_bytes = [], 0
-        current.append(position)
-        current_bytes += size
-    if current:
-        batches.append(current)
-    return batches
-
-
-class _Snapshotter:
-    """Reads files; chunks of big files are compressed and stored by a second pool meanwhile."""
-
-    def __init__(self, source: Path, options: CreateOptions, writer: PackWriter, repo: Repository):
-        self.source = os.fsencode(source)
-        self.options = options
-        self.writer = writer
-        self.repo = repo
-        self.encoders = ThreadPoolExecutor(options.threads, thread_name_prefix="snapshot-encode")
-        # Bounds memory: at most this many chunks (4 MiB at most each) wait for an encoder.
-        self._in_flight = threading.BoundedSemaphore(2 * options.threads)
-        self._encodings: list[Future[None]] = []
-
-    def close(self) -> None:
-        """Wait for every chunk handed to the encoders; raises the first failure."""
-        self.encoders.shutdown(wait=True)
-        for encoding in self._encodings:
-            encoding.result()
-
-    def store_batch(self, batch: list[Entry]) -> list[_FileOutcome]:
-        outcomes = [self.store_file(entry) for entry in batch]
-        if self.options.progress is not None:
-            self.options.progress.advance(0, len(batch))
-        return outcomes
-
-    def store_file(self, entry: Entry) -> _FileOutcome:
-        path = os.path.join(self.source, os.fsencode(entry.path))
-        read_total = 0
-        # The version seen before opening (the scan's, then a fresh lstat for each retry) must
-        # still be there after the last byte was read, else a writer was busy meanwhile.
-        expected = (entry.size, entry.mtime_ns, entry.ctime_ns)
-        for attempt in range(self.options.retries + 1):
-            try:
-                if attempt > 0:
-                    now = os.lstat(path)
-                    expected = (now.st_size, now.st_mtime_ns, now.st_ctime_ns)
-                read = self._read_once(path)
-            except FileNotFoundError:
-                return _FileOutcome(None, read_total, f"{entry.path}: vanished while snapshotting")
-            except OSError as exc:
-                return _FileOutcome(None, read_total, f"{entry.path}: unreadable ({exc.strerror})")
-            read_total += read.length
-            after = read.after
-            entry = Entry(
-                path=entry.path,
-                kind="file",
-                mode=after.st_mode & 0o7777,
-                mtime_ns=after.st_mtime_ns,
-                uid=after.st_uid,
-                gid=after.st_gid,
-                size=read.length,
-                hash=read.content_hash,
-                chunks=read.chunks,
-                inode=after.st_ino,
-                ctime_ns=after.st_ctime_ns,
-            )
-            if (
-                (read.length, after.st_mtime_ns, after.st_ctime_ns)
-                == expected
-                == (
-                    after.st_size,
-                    after.st_mtime_ns,
-                    after.st_ctime_ns,
-                )
-            ):
-                return _FileOutcome(entry, read_total)
-        tries = self.options.retries + 1
-        return _FileOutcome(
-            entry,
-            read_total,
-            f"{entry.path}: changed while read {tries} times; stored as last read",
-        )
-
-    def _read_once(self, path: bytes) -> _Read:
-        descriptor = open_source_file(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            before = os.fstat(descriptor)
-            if before.st_size <= SMALL_FILE_LIMIT:
-                content_hash, chunks, length = self._read_small(descriptor, before.st_size)
-            else:
-                content_hash, chunks, length = self._read_big(descriptor, before.st_size)
-            after = os.fstat(descriptor)
-        finally:
-            os.close(descriptor)
-        return _Read(content_hash, chunks, length, after)
-
-    def _read_small(self, descriptor: int, size: int) -> tuple[str, tuple[str, ...], int]:
-        # One byte more than stat said: a file that grew meanwhile shows as a length mismatch.
-        data = os.read(descriptor, size + 1)
-        identity = blob_id(data)
-        if self.writer.claim(identity):
-            self.writer.store_claimed(encode_blob(data, self.options.level, identity))
-        if self.options.progress is not None:
-            self.options.progress.advance(len(data))
-        return identity, (identity,), len(data)
-
-    def _read_big(self, descriptor: int, size: int) -> tuple[str, tuple[str, ...], int]:
-        chunks: list[str] = []
-        length = 0
-        middle = os.pread(descriptor, SAMPLE_SIZE, max(0, size // 2 - SAMPLE_SIZE // 2))
-        with io.FileIO(descriptor, "rb", closefd=False) as source:
-            if sample_is_incompressible(middle, self.options.level):
-                # Weights, archives, media: nobody inserts bytes into their middle, so fixed
-                # chunks dedupe them as well as content-defined ones, without the 0.5 s of
-                # CPU per GB that cutting costs; stored raw, straight from the read buffer.
-                pieces = fixed_chunks(source.readinto, _fixed_buffer())
-                compressible = False
-            else:
-                pieces = file_chunks(source.readinto, self.repo.chunker)
-                compressible = True
-            for piece in pieces:
-                identity = blob_id(piece)
-                if not self.writer.claim(identity):
-                    pass
-                elif not compressible or looks_incompressible(piece, self.options.level):
-                    # From the read buffer into the pack's: one copy, no allocation.
-                    self.writer.store_claimed(raw_blob(piece, identity))
-                else:
-                    self._hand_off(identity, bytes(piece))
-                chunks.append(identity)
-                length += len(piece)
-                if self.options.progress is not None:
-                    self.options.progress.advance(len(piece))
-        return content_hash(chunks), tuple(chunks), length
-
-    def _hand_off(self, identity: str, data: bytes) -> None:
-        self._in_flight.acquire()
-        try:
-            encoding = self.encoders.submit(self._encode_and_store, identity, data)
-        except BaseException:
-            self._in_flight.release()
-            raise
-        self._encodings.append(encoding)
-
-    def _encode_and_store(self, identity: str, data: bytes) -> None:
-        try:
-            self.writer.store_claimed(encode_blob(data, self.options.level, identity))
-        finally:
-            self._in_flight.release()
 
 
 def _looks_unchanged(entry: Entry, previous: Entry | None, index: dict[str, BlobLocation]) -> bool:
@@ -308,6 +109,39 @@ def _repository_excludes(source: Path, store: ObjectStore) -> list[str]:
     return []
 
 
+def _open_source_file(path: bytes, flags: int) -> int:
+    return open_source_file(path, flags)  # looked up per call, so that tests can replace it
+
+
+class _Dispatcher:
+    """Hands files to the readers while the scan goes on: small ones in batches, big ones alone."""
+
+    def __init__(self, pool: ThreadPoolExecutor, reader: FileReader) -> None:
+        self.pool = pool
+        self.reader = reader
+        self.tasks: list[Future[BatchOutcome]] = []
+        self.files = 0
+        self.bytes = 0
+        self._batch: ReadTask = []
+        self._batch_bytes = 0
+
+    def add(self, position: int, entry: Entry, path: bytes) -> None:
+        self.files += 1
+        self.bytes += entry.size
+        if entry.size > SMALL_FILE_LIMIT:
+            self.tasks.append(self.pool.submit(self.reader.read_task, [(position, entry, path)]))
+            return
+        self._batch.append((position, entry, path))
+        self._batch_bytes += entry.size
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._batch:
+            self.tasks.append(self.pool.submit(self.reader.read_task, self._batch))
+            self._batch, self._batch_bytes = [], 0
+
+
 def create_snapshot(
     source: Path, store: ObjectStore, options: CreateOptions | None = None
 ) -> CreateResult:
@@ -323,52 +157,66 @@ def create_snapshot(
     index = repo.load_index()
     parent_id, previous = _parent_entries(repo, str(source), options)
     excludes = [*options.excludes, *_repository_excludes(source, store)]
-    scan = scan_tree(source, excludes)
-
-    entries = list(scan.entries)
-    to_read: list[int] = []
-    reused = 0
-    for position, entry in enumerate(entries):
-        if entry.kind != "file":
-            continue
-        earlier = previous.get(entry.path)
-        if earlier is not None and _looks_unchanged(entry, earlier, index):
-            entries[position] = entry.with_content(earlier.hash, earlier.chunks)
-            reused += 1
-        else:
-            to_read.append(position)
 
     progress = options.progress
     if progress is not None:
-        progress.set_totals(sum(entries[i].size for i in to_read), len(to_read))
         progress.start()
     writer = PackWriter(store, index.__contains__)
-    warnings = [f"{path}: skipped (socket, FIFO or device)" for path in scan.skipped]
+    reader = FileReader(
+        _open_source_file,
+        writer,
+        repo.chunker,
+        level=options.level,
+        threads=options.threads,
+        retries=options.retries,
+        progress=progress,
+    )
+    entries: list[Entry] = []
+    skipped: list[str] = []
+    warnings: list[str] = []
     read_bytes = 0
+    reused = 0
     dropped: set[int] = set()
-    snapshotter = _Snapshotter(source, options, writer, repo)
+    pool = ThreadPoolExecutor(options.threads, thread_name_prefix="snapshot-read")
     try:
-        with ThreadPoolExecutor(options.threads, thread_name_prefix="snapshot-read") as pool:
-            batches = _batches(entries, to_read)
-            results = pool.map(snapshotter.store_batch, ([entries[i] for i in b] for b in batches))
-            for batch, outcomes in zip(batches, results, strict=True):
-                for position, outcome in zip(batch, outcomes, strict=True):
-                    read_bytes += outcome.read_bytes
-                    if outcome.warning:
-                        warnings.append(outcome.warning)
-                    if outcome.entry is None:
-                        dropped.add(position)
-                    else:
-                        entries[position] = outcome.entry
-        snapshotter.close()
+        dispatcher = _Dispatcher(pool, reader)
+        # Reading starts with the first directory listed, not after the whole tree is.
+        for found in walk_tree(source, excludes, skipped):
+            for entry, path in found:
+                position = len(entries)
+                entries.append(entry)
+                if entry.kind != "file":
+                    continue
+                earlier = previous.get(entry.path) if previous else None
+                if earlier is not None and _looks_unchanged(entry, earlier, index):
+                    entry.hash, entry.chunks = earlier.hash, earlier.chunks
+                    reused += 1
+                else:
+                    dispatcher.add(position, entry, path)
+            if progress is not None:
+                progress.set_totals(dispatcher.bytes, dispatcher.files)
+        dispatcher.flush()
+        for task in dispatcher.tasks:
+            outcome = task.result()
+            read_bytes += outcome.read_bytes
+            warnings.extend(outcome.warnings)
+            for position, replacement in outcome.replaced:
+                if replacement is None:
+                    dropped.add(position)
+                else:
+                    entries[position] = replacement
+        pool.shutdown(wait=True)
+        reader.close()
         writer.finish()
     except BaseException:
-        snapshotter.encoders.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+        reader.cancel()
         writer.abort()
         raise
     finally:
         if progress is not None:
             progress.stop()
+    warnings[:0] = [f"{path}: skipped (socket, FIFO or device)" for path in skipped]
     kept = [entry for position, entry in enumerate(entries) if position not in dropped]
     # A hard link whose first path vanished would have nothing to link to on restore.
     gone = {entries[position].path for position in dropped}

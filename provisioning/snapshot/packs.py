@@ -11,9 +11,10 @@ finds and does not upload again.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import queue
-import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,7 +88,6 @@ class PackWriter:
         self.stored_locations: dict[str, BlobLocation] = {}
         self.stored_bytes = 0
         self._failure: BaseException | None = None
-        self._aborted = False
         self._queue: queue.Queue[_OpenPack | None] = queue.Queue()
         self._uploader = threading.Thread(target=self._upload_loop, name="snapshot-pack-upload")
         self._uploader.start()
@@ -100,6 +100,18 @@ class PackWriter:
             self._pending.add(identity)
             return True
 
+    def claim_many(self, identities: list[str]) -> list[bool]:
+        """``claim`` for a batch of small files' blobs, under one lock acquisition."""
+        claimed: list[bool] = []
+        with self._claim_lock:
+            pending, is_stored = self._pending, self._is_stored
+            for identity in identities:
+                new = identity not in pending and not is_stored(identity)
+                if new:
+                    pending.add(identity)
+                claimed.append(new)
+        return claimed
+
     def add(self, blob: EncodedBlob) -> bool:
         """Claim and store in one go; False when the blob is already stored or claimed."""
         if not self.claim(blob.id):
@@ -109,21 +121,31 @@ class PackWriter:
 
     def store_claimed(self, blob: EncodedBlob) -> None:
         self._raise_failure()
-        payload = blob.payload
         with self._fill_lock:
-            pack = self._open
-            if pack is None or pack.size + len(payload) > len(pack.buffer):
-                if pack is not None:
-                    self._queue.put(pack)
-                # Waiting for a free buffer while holding the lock is the back-pressure: every
-                # producer stops until the uploader has stored a pack.
-                pack = self._open = _OpenPack(self._take_buffer(len(payload)))
-            pack.buffer[pack.size : pack.size + len(payload)] = payload
-            pack.blobs.append((blob.id, pack.size, len(payload), blob.raw_length, blob.codec))
-            pack.size += len(payload)
-            if pack.size >= self._target:
+            self._append(blob)
+
+    def store_many(self, blobs: list[EncodedBlob]) -> None:
+        """``store_claimed`` for a batch, under one lock acquisition."""
+        self._raise_failure()
+        with self._fill_lock:
+            for blob in blobs:
+                self._append(blob)
+
+    def _append(self, blob: EncodedBlob) -> None:
+        payload = blob.payload
+        pack = self._open
+        if pack is None or pack.size + len(payload) > len(pack.buffer):
+            if pack is not None:
                 self._queue.put(pack)
-                self._open = None
+            # Waiting for a free buffer while holding the lock is the back-pressure: every
+            # producer stops until the uploader has stored a pack.
+            pack = self._open = _OpenPack(self._take_buffer(len(payload)))
+        pack.buffer[pack.size : pack.size + len(payload)] = payload
+        pack.blobs.append((blob.id, pack.size, len(payload), blob.raw_length, blob.codec))
+        pack.size += len(payload)
+        if pack.size >= self._target:
+            self._queue.put(pack)
+            self._open = None
 
     def _take_buffer(self, at_least: int) -> bytearray:
         if self._free.empty() and self._buffers_made < _BUFFERS:
@@ -147,11 +169,19 @@ class PackWriter:
         return self.stored_locations
 
     def abort(self) -> None:
-        """Stop the uploader without storing what is still open (the run failed)."""
-        self._aborted = True
+        """Stop the uploader without storing the pack still open (the run failed).
+
+        Packs already full and queued are stored and indexed first (at most two): a run that
+        dies leaves every complete pack for the next run to reuse, however far the uploader had
+        fallen behind the readers.
+        """
         if self._uploader.is_alive():
             self._queue.put(None)
             self._uploader.join()
+        if self._failure is None:
+            # The run is failing already: its own error is the one to report.
+            with contextlib.suppress(Exception):
+                self._write_index()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -163,7 +193,7 @@ class PackWriter:
             if pack is None:
                 return
             try:
-                if self._failure is None and not self._aborted:
+                if self._failure is None:
                     self._store_pack(pack)
             except BaseException as exc:
                 self._failure = exc
@@ -174,7 +204,7 @@ class PackWriter:
     def _store_pack(self, pack: _OpenPack) -> None:
         # A random name, not a hash of the pack: every blob in it is checked against its own id
         # on the way back, and hashing 16 MiB more per pack costs 5 % of a snapshot's CPU.
-        name = pack_name(secrets.token_hex(32))
+        name = pack_name(os.urandom(32).hex())
         self._store.put(name, memoryview(pack.buffer)[: pack.size])
         with self._index_lock:
             for identity, offset, length, raw_length, codec in pack.blobs:
