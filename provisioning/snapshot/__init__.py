@@ -5,15 +5,18 @@ The library behind ``dumont-provision snapshot create|list|restore|prune``; see 
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from provisioning.snapshot.create import CreateOptions, CreateResult, create_snapshot
-from provisioning.snapshot.destinations import DestinationOptions, open_destination
-from provisioning.snapshot.manifest import SnapshotRecord
-from provisioning.snapshot.progress import Progress
-from provisioning.snapshot.prune import PruneResult, prune_snapshots
-from provisioning.snapshot.repository import Repository
-from provisioning.snapshot.restore import RestoreResult, restore_snapshot
+if TYPE_CHECKING:
+    from provisioning.snapshot.create import CreateOptions, CreateResult, create_snapshot
+    from provisioning.snapshot.destinations import DestinationOptions, open_destination
+    from provisioning.snapshot.manifest import SnapshotRecord
+    from provisioning.snapshot.progress import Progress
+    from provisioning.snapshot.prune import PruneResult, prune_snapshots
+    from provisioning.snapshot.repository import Repository
+    from provisioning.snapshot.restore import RestoreResult, restore_snapshot
 
 __all__ = [
     "CreateOptions",
@@ -21,6 +24,7 @@ __all__ = [
     "DestinationOptions",
     "Progress",
     "PruneResult",
+    "Repository",
     "RestoreResult",
     "SnapshotRecord",
     "create_snapshot",
@@ -31,10 +35,39 @@ __all__ = [
     "restore_snapshot",
 ]
 
+# Imported on first use: `snapshot create` need not load the restorer or the pruner, nor
+# `restore` the chunker (start-up is part of every command's wall time).
+_LAZY = {
+    "CreateOptions": "create",
+    "CreateResult": "create",
+    "create_snapshot": "create",
+    "DestinationOptions": "destinations",
+    "open_destination": "destinations",
+    "SnapshotRecord": "manifest",
+    "Progress": "progress",
+    "PruneResult": "prune",
+    "Repository": "repository",
+    "prune_snapshots": "prune",
+    "RestoreResult": "restore",
+    "restore_snapshot": "restore",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 def list_snapshots(
     destination: str, options: DestinationOptions | None = None
 ) -> list[SnapshotRecord]:
+    from provisioning.snapshot.destinations import open_destination
+    from provisioning.snapshot.repository import Repository
+
     store = open_destination(destination, options)
     try:
         return Repository.open(store, create=False).snapshots()
@@ -56,6 +89,9 @@ def restore_latest(
     Meant for a replacement GPU: restore this first, then reverse-sync from the standby only what
     changed after ``result.snapshot.time``. Raises UnknownSnapshotError when there is none.
     """
+    from provisioning.snapshot.destinations import open_destination
+    from provisioning.snapshot.restore import restore_snapshot
+
     store = open_destination(destination, options)
     try:
         return restore_snapshot(

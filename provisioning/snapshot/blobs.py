@@ -15,11 +15,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import blake3
-import pyfastcdc
 import zstandard
+
+if TYPE_CHECKING:
+    import pyfastcdc
 
 __all__ = [
     "FIXED_CHUNK_SIZE",
@@ -148,6 +150,8 @@ def decode_blob(codec: str, payload: bytes, raw_length: int) -> bytes:
 def _chunker(params: ChunkerParams) -> pyfastcdc.FastCDC:
     chunker = _per_thread.chunkers.get(params)
     if chunker is None:
+        import pyfastcdc  # only create cuts compressible big files: restore never loads it
+
         chunker = pyfastcdc.FastCDC(
             params.average, min_size=params.minimum, max_size=params.maximum
         )

@@ -12,15 +12,16 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from provisioning.snapshot.create import CreateOptions, create_snapshot
 from provisioning.snapshot.destinations import DestinationOptions, open_destination
 from provisioning.snapshot.errors import SnapshotError
 from provisioning.snapshot.progress import Progress, format_bytes
-from provisioning.snapshot.prune import prune_snapshots
-from provisioning.snapshot.repository import Repository
-from provisioning.snapshot.restore import restore_snapshot
-from provisioning.snapshot.stores.base import ObjectStore
+
+if TYPE_CHECKING:
+    from provisioning.snapshot.stores.base import ObjectStore
+
+# The engines are imported by the handler that runs them: a command loads only what it uses.
 
 __all__ = ["add_subcommand"]
 
@@ -56,6 +57,8 @@ def _progress(args: argparse.Namespace, label: str) -> Progress | None:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from provisioning.snapshot.create import CreateOptions, create_snapshot
+
     options = CreateOptions(
         excludes=tuple(args.exclude),
         level=args.level,
@@ -82,6 +85,8 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from provisioning.snapshot.repository import Repository
+
     store = _open(args)
     try:
         records = Repository.open(store, create=False).snapshots()
@@ -101,6 +106,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from provisioning.snapshot.restore import restore_snapshot
+
     store = _open(args)
     try:
         result = restore_snapshot(
@@ -122,6 +129,8 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from provisioning.snapshot.prune import prune_snapshots
+
     store = _open(args)
     try:
         result = prune_snapshots(store, args.keep)

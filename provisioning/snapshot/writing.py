@@ -11,7 +11,6 @@ end, as directories do.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 
 from provisioning.snapshot.manifest import Entry
@@ -61,7 +60,7 @@ class Ownership:
             return cls(False, os.geteuid(), None, umask)
         if not trust_new_files:
             return cls(True, 0, None, umask)
-        probe = os.path.join(directory, f".dumont-owner-probe-{secrets.token_hex(4)}".encode())
+        probe = os.path.join(directory, f".dumont-owner-probe-{os.urandom(4).hex()}".encode())
         descriptor = os.open(probe, _CREATE | os.O_EXCL, 0o600)
         try:
             info = os.fstat(descriptor)

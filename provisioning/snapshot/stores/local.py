@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ class LocalStore:
     def check_writable(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-probe-{secrets.token_hex(4)}"
+            probe = self.root / f".write-probe-{os.urandom(4).hex()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
@@ -39,7 +38,7 @@ class LocalStore:
 
     def put(self, name: str, data: Payload) -> None:
         final = self._path(name)
-        temporary = final.with_name(f"{final.name}.tmp-{secrets.token_hex(4)}")
+        temporary = final.with_name(f"{final.name}.tmp-{os.urandom(4).hex()}")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             with temporary.open("wb") as out:
