@@ -190,6 +190,10 @@ def _fence(args: argparse.Namespace) -> int:
         print("lsyncd stopped on the GPU")
     else:
         print(f"GPU not reached, lsyncd not stopped (the fence holds): {report.gpu_error}")
+    for path in report.stale_editor_backups:
+        print(f"dropped a stale editor backup of {path} (identical to the file)")
+    if report.backups_error:
+        print(f"editor backups not checked: {report.backups_error}")
     return 0
 
 

@@ -12,10 +12,12 @@ import asyncio
 import secrets
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
+from provisioning import editor_backups
 from provisioning.errors import RemoteCommandError, SyncError
 from provisioning.fence import fence_standby, install_gate, is_fenced
 from provisioning.lsyncd_config import (
@@ -101,6 +103,8 @@ class SyncStatus:
 class FenceReport:
     gpu_stopped: bool
     gpu_error: str = ""
+    stale_editor_backups: tuple[str, ...] = ()  # files whose stale hot-exit backup was dropped
+    backups_error: str = ""
 
 
 class SyncController:
@@ -276,23 +280,50 @@ class SyncController:
     # -- failover ----------------------------------------------------------------------------
 
     async def fence(self, *, drain_timeout: float = 10.0) -> FenceReport:
-        """Fence the standby (must succeed), then stop lsyncd on the GPU if it answers."""
+        """Fence the standby (must succeed); then, at once, stop lsyncd on the GPU if it answers
+        and drop the stale editor backups on the standby (nothing the GPU sends lands now)."""
         t = self.topology
         await fence_standby(t.standby, t.standby_state_dir, drain_timeout=drain_timeout)
         # The proxy may be waiting for this hook: a dead GPU gets seconds, not ssh's defaults.
         quick = SyncController(replace(t, gpu=replace(t.gpu, connect_timeout=3.0)))
-        try:
-            await quick.stop(timeout=8.0)
-        except RemoteCommandError as exc:
-            # The GPU is dead or partitioned: the fence on the standby is what protects the files.
-            return FenceReport(gpu_stopped=False, gpu_error=str(exc))
-        return FenceReport(gpu_stopped=True)
+        stopped, tidied = await asyncio.gather(
+            _outcome(quick.stop(timeout=8.0)), _outcome(self._drop_stale_editor_backups())
+        )
+        # A dead or partitioned GPU keeps its lsyncd: the fence on the standby protects the files.
+        return FenceReport(
+            gpu_stopped=not isinstance(stopped, RemoteCommandError),
+            gpu_error=str(stopped or ""),
+            stale_editor_backups=() if isinstance(tidied, RemoteCommandError) else tidied,
+            backups_error=str(tidied) if isinstance(tidied, RemoteCommandError) else "",
+        )
+
+    async def _drop_stale_editor_backups(self) -> tuple[str, ...]:
+        roots = [r.standby_path for r in self.topology.roots if r.name == "user-data"]
+        if not roots:
+            return ()
+        command = shlex.join(["python3", "-", *roots])
+        out = await run_remote(
+            self.topology.standby, command, stdin=_EDITOR_BACKUPS_SCRIPT, timeout=20.0
+        )
+        return tuple(line for line in out.splitlines() if line)
 
     async def _has_systemd(self, *, timeout: float = 60.0) -> bool:
         out = await run_remote(
             self.topology.gpu, "[ -d /run/systemd/system ] && echo yes || true", timeout=timeout
         )
         return out.strip() == "yes"
+
+
+_T = TypeVar("_T")
+# Sent to the standby's python3 at fence time; read once here, not in the failover's path.
+_EDITOR_BACKUPS_SCRIPT = Path(editor_backups.__file__).read_bytes()
+
+
+async def _outcome(work: Awaitable[_T]) -> _T | RemoteCommandError:
+    try:
+        return await work
+    except RemoteCommandError as exc:
+        return exc
 
 
 def topology_roots(
