@@ -81,7 +81,12 @@ class _Restorer:
         self.progress = progress
         self.bad_blobs: set[str] = set()
         self.ownership = Ownership(False, 0, None, None)
-        self.writers = ThreadPoolExecutor(threads, thread_name_prefix="snapshot-write")
+        # One queue per writer, and a directory's files to one writer: creating files in one
+        # directory from two threads makes both spin on the directory's lock.
+        self.writers = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-write-{number}")
+            for number in range(threads)
+        ]
         # Bounds memory: at most this many batches (4 MiB at most each) wait for a writer.
         self._in_flight = threading.BoundedSemaphore(2 * threads)
         self._writes: list[Future[None]] = []
@@ -180,7 +185,9 @@ class _Restorer:
     def _hand_off(self, batch: _Batch) -> None:
         self._in_flight.acquire()
         try:
-            self._writes.append(self.writers.submit(self._write_batch, batch))
+            first_path = batch[0][1][0][0]
+            writer = self.writers[hash(first_path.rpartition(b"/")[0]) % len(self.writers)]
+            self._writes.append(writer.submit(self._write_batch, batch))
         except BaseException:
             self._in_flight.release()
             raise
@@ -200,9 +207,13 @@ class _Restorer:
         finally:
             self._in_flight.release()
 
+    def stop_writers(self, *, cancel: bool) -> None:
+        for writer in self.writers:
+            writer.shutdown(wait=True, cancel_futures=cancel)
+
     def finish_writes(self) -> None:
         """Wait for every batch handed to the writers; raises the first failure."""
-        self.writers.shutdown(wait=True)
+        self.stop_writers(cancel=False)
         for write in self._writes:
             write.result()
 
@@ -314,7 +325,7 @@ def restore_snapshot(
         except OSError as exc:  # the target's disk: full, read-only, gone
             raise RestoreTargetError(f"cannot write into {target}: {exc.strerror}") from exc
     finally:
-        restorer.writers.shutdown(wait=True, cancel_futures=True)
+        restorer.stop_writers(cancel=True)
         if progress is not None:
             progress.stop()
     damaged = unknown | {
