@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from provisioning.cli import main
 from provisioning.errors import ConfigError
+from provisioning.remote_snapshot import agent_archive
 from provisioning.startup_script import CODE_SERVER_INSTALLER, render_startup_script
 from provisioning.store import PairStore
 from tests.provisioning.conftest import FakeClouds
@@ -154,3 +158,30 @@ def test_snapshot_verbs_are_wired_and_keep_their_own_options(
     }
     sync = resolve(parser.parse_args(["sync", "render"]))
     assert sync.exclude == ["*.ckpt"]
+
+
+def test_snapshot_on_the_gpu_needs_a_destination_and_well_formed_env(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sync = ["sync", "snapshot", "--gpu", "root@h", "--standby", "root@s"]
+    assert "missing --snapshot-destination" in error_line(capsys, sync)
+    bad_env = [*sync, "--snapshot-destination=gs://b/p", "--gpu-env=NOEQUALS"]
+    assert "bad --gpu-env 'NOEQUALS': expected NAME=VALUE" in error_line(capsys, bad_env)
+
+
+def test_gpu_snapshot_agent_is_one_runnable_archive_of_the_engine(tmp_path: Path) -> None:
+    archive = tmp_path / "agent.pyz"
+    archive.write_bytes(agent_archive())
+    names = zipfile.ZipFile(archive).namelist()
+    assert "__main__.py" in names
+    assert "provisioning/snapshot/restore.py" in names
+    assert not [n for n in names if n.startswith("provisioning/cli")]  # no cloud clients
+    assert agent_archive() == agent_archive()  # stable: its hash names the file on the GPU
+    run = subprocess.run(
+        [sys.executable, "-I", str(archive), "list", "--destination", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "holds no snapshot repository" in run.stderr
