@@ -19,7 +19,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from provisioning.snapshot.blobs import blob_id, content_hash, decode_blob
 from provisioning.snapshot.create import default_threads
@@ -58,7 +58,8 @@ class _Piece:
 
 
 def _safe_relative(path: str) -> bool:
-    parts = PurePosixPath(path).parts
+    # The components PurePosixPath(path).parts would give, without building a path per entry.
+    parts = [part for part in path.split("/") if part and part != "."]
     return bool(parts) and not path.startswith("/") and ".." not in parts
 
 
@@ -328,11 +329,13 @@ def restore_snapshot(
         restorer.stop_writers(cancel=True)
         if progress is not None:
             progress.stop()
-    damaged = unknown | {
-        entry.path for entry in files if restorer.bad_blobs.intersection(entry.chunks)
-    }
-    damaged |= {e.path for e in entries if e.kind == "hardlink" and e.target in damaged}
-    kept = [entry for entry in entries if entry.path not in damaged]
+    bad = restorer.bad_blobs
+    damaged = set(unknown)
+    if bad:
+        damaged |= {entry.path for entry in files if not bad.isdisjoint(entry.chunks)}
+    if damaged:
+        damaged |= {e.path for e in entries if e.kind == "hardlink" and e.target in damaged}
+    kept = [entry for entry in entries if entry.path not in damaged] if damaged else entries
     for path in damaged - {e.path for e in entries if e.kind == "hardlink"}:
         with_path = restorer.path(path)
         if os.path.lexists(with_path):

@@ -77,11 +77,13 @@ class Ownership:
         return self.umask is None or mode & _PERMISSIONS & ~self.umask != mode
 
 
-def _write_all(descriptor: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
+def _write_all(descriptor: int, data: bytes) -> None:
+    written = os.write(descriptor, data)
+    if written == len(data):  # a regular file takes it all in one call but for a signal
+        return
+    view = memoryview(data)[written:]
     while view:
-        written = os.write(descriptor, view)
-        view = view[written:]
+        view = view[os.write(descriptor, view) :]
 
 
 def write_whole_file(path: bytes, content: bytes, entry: Entry, ownership: Ownership) -> None:
