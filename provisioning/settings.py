@@ -40,7 +40,9 @@ def option(
     )
     env = f"{ENV_PREFIX}{dest.upper()}"
     shown = f"; default {default}" if default not in (None, False, []) else ""
-    parser.add_argument(flag, dest=dest, default=None, help=f"{help} (env {env}{shown})", **kwargs)
+    # argparse %-formats help text: a literal % (ssh's %C in a default) must be doubled.
+    text = f"{help} (env {env}{shown})".replace("%", "%%")
+    parser.add_argument(flag, dest=dest, default=None, help=text, **kwargs)
     # Marks the dest as ours for the subcommand actually chosen, so resolve() never touches a
     # same-named option of another command (snapshot's --exclude, say).
     parser.set_defaults(**{_MARK + dest: True})

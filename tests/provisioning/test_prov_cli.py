@@ -185,3 +185,17 @@ def test_gpu_snapshot_agent_is_one_runnable_archive_of_the_engine(tmp_path: Path
     )
     assert run.returncode == 2
     assert "holds no snapshot repository" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["sync", verb] for verb in ("render", "deploy", "status", "fence", "reverse", "snapshot")]
+    + [["pair", verb] for verb in ("create", "gpu-lost", "reconcile")]
+    + [["snapshot", verb] for verb in ("create", "restore", "list", "prune")],
+)
+def test_every_help_renders(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A default with a literal % (ssh's %C) once made argparse crash on --help."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
