@@ -32,6 +32,10 @@ REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "continuity-e2e-password"
 CODE_SERVER_PORT = 8080
 PROVISION = [sys.executable, "-m", "provisioning.cli"]
+# code-server is VS Code for the web, whose default is files.autoSave = afterDelay: an edit is on
+# disk a second later and there is no unsaved editor to lose. The issue's user leaves one editor
+# unsaved, so the bed turns auto-save off; everything else stays code-server's default.
+USER_SETTINGS = {"files.autoSave": "off"}
 
 WRITER = r"""
 import os, sys, time
@@ -187,6 +191,10 @@ class ContinuityBed:
         d = host.disk
         for sub in ("extensions", "config", "xdg"):
             (d / sub).mkdir(exist_ok=True)
+        settings = d / "user-data" / "User" / "settings.json"
+        if not settings.exists():
+            settings.parent.mkdir(parents=True, exist_ok=True)
+            settings.write_text(json.dumps(USER_SETTINGS, indent=2) + "\n")
         argv = [
             str(find_launcher()),
             f"--bind-addr=0.0.0.0:{CODE_SERVER_PORT}",

@@ -21,7 +21,13 @@ __all__ = ["run_continuity"]
 def _keep(base: Path, into: Path) -> None:
     """Screenshots and logs of a scenario, for a person to look at (not committed)."""
     into.mkdir(parents=True, exist_ok=True)
-    for pattern in ("*.png", "proxy.log", "*-disk/code-server.log", "writer.log"):
+    for pattern in (
+        "*.png",
+        "proxy.log",
+        "*-disk/code-server.log",
+        "writer.log",
+        "*-disk/state/lsyncd.log",
+    ):
         for path in base.glob(pattern):
             target = into / path.relative_to(base).as_posix().replace("/", "-")
             shutil.copyfile(path, target)

@@ -210,6 +210,34 @@ async def _unsaved_survived(user: User) -> dict[str, Any]:
     return {"survived": await user.wait_editor_contains(UNSAVED_TEXT, 5), "dirty_tabs": dirty}
 
 
+async def _backup_reaches_standby(
+    bed: ContinuityBed, text: str, typed_at: float, timeout: float
+) -> float | None:
+    """Seconds from the last keystroke until a backup holding ``text`` is on the standby's disk."""
+    root = bed.cpu.disk / "user-data" / "User" / "Backups"
+    needle = text.encode()
+    while time.time() - typed_at < timeout:
+        for path in root.rglob("*") if root.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if path.is_file() and needle in path.read_bytes():
+                    return round(time.time() - typed_at, 2)
+        await asyncio.sleep(0.1)
+    return None
+
+
+def _editor_backups(bed: ContinuityBed) -> dict[str, str]:
+    """code-server's hot-exit backups on the standby: file -> its first line (resource, meta)."""
+    root = bed.cpu.disk / "user-data" / "User" / "Backups"
+    found = {}
+    for path in sorted(root.rglob("*")) if root.is_dir() else ():
+        if path.is_file():
+            with contextlib.suppress(OSError):
+                found[str(path.relative_to(root))] = (
+                    path.read_bytes().split(b"\n", 1)[0].decode(errors="replace")[:300]
+                )
+    return found
+
+
 def _rpo(bed: ContinuityBed, fault_at: float) -> dict[str, Any]:
     written = bed.checkpoints_written()
     before = [c for c in written if c.written_at < fault_at]
@@ -268,8 +296,13 @@ async def _scenario(
     report["load_at_start"] = os.getloadavg()[0]
     retries: list[str] = report.setdefault("save_retries", [])
     work = await _user_works_on_gpu(bed, user, retries)
-    # The user keeps working a little: the saves are now seconds old.
-    await asyncio.sleep(3.0)
+    # The user pauses: code-server backs the unsaved editor up (about a second after the last
+    # keystroke) and lsyncd carries the backup to the standby (its delay later). Measured, so the
+    # report says how long unsaved text needs to survive; then a second more, and the fault.
+    report["unsaved_backup_on_standby_s"] = await _backup_reaches_standby(
+        bed, UNSAVED_TEXT, work["unsaved_at"], timeout=20.0
+    )
+    await asyncio.sleep(1.0)
     await user.mark()
     early = (await asyncio.to_thread(bed.status)).get("switches", [])
     if early:
@@ -296,6 +329,7 @@ async def _scenario(
         raise AssertionError(f"failover did not complete: {record or 'no switch record'}")
     # Fenced and serving: what the standby holds now is what the user gets.
     report["rpo"] = _rpo(bed, fault_at)
+    report["standby_editor_backups"] = _editor_backups(bed)
     cpu_ws = bed.workspace(bed.cpu)
     report["saved_edits_on_standby"] = {
         CREATED: CREATED_TEXT in _read(cpu_ws / CREATED),
