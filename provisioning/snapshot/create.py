@@ -114,10 +114,18 @@ def _open_source_file(path: bytes, flags: int) -> int:
 
 
 class _Dispatcher:
-    """Hands files to the readers while the scan goes on: small ones in batches, big ones alone."""
+    """Hands files to the readers while the scan goes on: small ones in batches, big ones alone.
 
-    def __init__(self, pool: ThreadPoolExecutor, reader: FileReader) -> None:
-        self.pool = pool
+    Small and big files have readers of their own: small files cost Python time per file
+    (holding the GIL), big ones cost hashing, copying and zstd (which release it), so reading
+    both at once keeps both cores busy instead of doing the small files after the big ones.
+    """
+
+    def __init__(
+        self, big: ThreadPoolExecutor, small: ThreadPoolExecutor, reader: FileReader
+    ) -> None:
+        self.big = big
+        self.small = small
         self.reader = reader
         self.tasks: list[Future[BatchOutcome]] = []
         self.files = 0
@@ -129,7 +137,7 @@ class _Dispatcher:
         self.files += 1
         self.bytes += entry.size
         if entry.size > SMALL_FILE_LIMIT:
-            self.tasks.append(self.pool.submit(self.reader.read_task, [(position, entry, path)]))
+            self.tasks.append(self.big.submit(self.reader.read_task, [(position, entry, path)]))
             return
         self._batch.append((position, entry, path))
         self._batch_bytes += entry.size
@@ -138,7 +146,7 @@ class _Dispatcher:
 
     def flush(self) -> None:
         if self._batch:
-            self.tasks.append(self.pool.submit(self.reader.read_task, self._batch))
+            self.tasks.append(self.small.submit(self.reader.read_task, self._batch))
             self._batch, self._batch_bytes = [], 0
 
 
@@ -177,9 +185,11 @@ def create_snapshot(
     read_bytes = 0
     reused = 0
     dropped: set[int] = set()
-    pool = ThreadPoolExecutor(options.threads, thread_name_prefix="snapshot-read")
+    big = ThreadPoolExecutor(options.threads, thread_name_prefix="snapshot-read-big")
+    small = ThreadPoolExecutor(options.threads, thread_name_prefix="snapshot-read-small")
+    pools = (big, small)
     try:
-        dispatcher = _Dispatcher(pool, reader)
+        dispatcher = _Dispatcher(big, small, reader)
         # Reading starts with the first directory listed, not after the whole tree is.
         for found in walk_tree(source, excludes, skipped):
             for entry, path in found:
@@ -205,11 +215,13 @@ def create_snapshot(
                     dropped.add(position)
                 else:
                     entries[position] = replacement
-        pool.shutdown(wait=True)
+        for pool in pools:
+            pool.shutdown(wait=True)
         reader.close()
         writer.finish()
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
         reader.cancel()
         writer.abort()
         raise
