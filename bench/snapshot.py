@@ -140,6 +140,12 @@ class Tool:
         self.creates.append(self.create())
         self.restores.append(self.restore(out))
         shutil.rmtree(out)
+        for verb, done in (("create", self.creates[-1]), ("restore", self.restores[-1])):
+            print(
+                f"  {self.name} {verb}: {done.seconds:.2f} s, CPU {done.cpu_seconds:.2f} s, "
+                f"load {os.getloadavg()[0]:.2f}",
+                file=sys.stderr,
+            )
 
     def create(self) -> Run:
         raise NotImplementedError
@@ -207,7 +213,7 @@ class Dumont(Tool):
 
 
 def bench(
-    work: Path, size: int, rounds: int, kept_tree: Path | None
+    work: Path, size: int, rounds: int, kept_tree: Path | None, only: set[str] | None = None
 ) -> list[tuple[str, str, str, str, str]]:
     tree = kept_tree or work / "tree"
     if tree.exists():  # a kept tree from an earlier run: same seed, same content
@@ -221,6 +227,7 @@ def bench(
         Restic("restic", work, tree),
         Dumont("dumont", work, tree),
     ]
+    tools = [tool for tool in tools if only is None or tool.name in only]
     # Rounds interleave the tools, so that the load of other work on the machine hits all alike;
     # each tool's best round is reported.
     for _ in range(rounds):
@@ -247,9 +254,9 @@ def bench(
         rows.append((tool.label, rate(tool.creates), rate(tool.restores), second, peak))
     stored = sum(p.stat().st_size for p in (work / "dumont-repo").rglob("*") if p.is_file())
     archive = work / "tar-tree.tar.zst"
+    archived = archive.stat().st_size / 1e6 if archive.exists() else 0.0
     print(
-        f"tree: {mb:.0f} MB; dumont repository {stored / 1e6:.0f} MB, "
-        f"tar.zst {archive.stat().st_size / 1e6:.0f} MB",
+        f"tree: {mb:.0f} MB; dumont repository {stored / 1e6:.0f} MB, tar.zst {archived:.0f} MB",
         file=sys.stderr,
     )
     return rows
@@ -266,11 +273,17 @@ def main() -> int:
         "takes minutes)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds per tool; the best counts")
+    parser.add_argument(
+        "--tools",
+        default="tar,restic,dumont",
+        help="comma-separated subset of tar,restic,dumont (default: all three)",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="snapshot-bench-", dir=args.work))
     try:
-        rows = bench(work, parse_size(args.size), args.rounds, args.tree)
+        only = set(args.tools.split(","))
+        rows = bench(work, parse_size(args.size), args.rounds, args.tree, only)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(
