@@ -66,6 +66,10 @@ class HealthConfig:
     fall: int = 2
     rise: int = 3
     path: str = "/healthz"
+    # code-server loads its VS Code server on the first GET / (even unauthenticated, before the
+    # login redirect): 5-10 s on a busy machine, paid by the first user after a failover unless
+    # the proxy asks first. None: no warm-up request.
+    warmup_path: str | None = "/"
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("health.rise", _count, "passed checks before a backend is up [3]", flag="--rise"),
     Setting("health.path", _text, "health check path [/healthz]", metavar="PATH"),
     Setting(
+        "health.warmup_path",
+        _optional_text,
+        "requested once each time a backend comes up, so code-server loads its VS Code server"
+        " before a user needs it; empty: never [/]",
+        metavar="PATH",
+    ),
+    Setting(
         "failback",
         _choice("auto", "manual"),
         "switch home when the primary is healthy again: auto (after --failback-hold) or manual "
@@ -560,9 +571,11 @@ def _assemble(values: dict[str, Any], sections: dict[str, Any]) -> Config:
         fall=values.get("health.fall", HealthConfig.fall),
         rise=values.get("health.rise", HealthConfig.rise),
         path=values.get("health.path", HealthConfig.path),
+        warmup_path=values.get("health.warmup_path", HealthConfig.warmup_path),
     )
-    if not health.path.startswith("/"):
-        raise ConfigError("health.path", f"must start with '/', got {health.path!r}")
+    for key, path in (("health.path", health.path), ("health.warmup_path", health.warmup_path)):
+        if path is not None and not path.startswith("/"):
+            raise ConfigError(key, f"must start with '/', got {path!r}")
     hooks = HooksConfig(
         **{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("hooks.")}
     )

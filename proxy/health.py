@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 
@@ -19,7 +20,12 @@ from .config import HealthConfig
 from .failover import CheckResult, Role
 from .tasks import TaskSet
 
-__all__ = ["HealthChecker", "probe"]
+log = logging.getLogger("dumont.health")
+
+__all__ = ["HealthChecker", "probe", "warm_up"]
+
+# Generous: the point is that the backend does its slow first-request work now, not that we wait.
+WARMUP_TIMEOUT = 120.0
 
 
 def _describe(exc: BaseException) -> str:
@@ -46,6 +52,33 @@ async def probe(backend: Backend, settings: HealthConfig, now: Callable[[], floa
         ok, detail = False, _describe(exc)
     latency = time.perf_counter() - started
     return CheckResult(backend.role, ok, now(), latency if ok else None, detail)
+
+
+async def warm_up(backend: Backend, path: str) -> None:
+    """One GET so that a backend's lazy start-up (code-server's VS Code server) happens now.
+
+    Whatever it answers (code-server redirects to its login page) is fine; a failure only means
+    the first user pays the start-up after all, so it is logged, never raised.
+    """
+    started = time.perf_counter()
+    try:
+        async with backend.probe_session.get(
+            backend.target(path),
+            timeout=aiohttp.ClientTimeout(total=WARMUP_TIMEOUT),
+            allow_redirects=False,
+        ) as response:
+            await response.read()
+            outcome = f"HTTP {response.status}"
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        outcome = _describe(exc)
+    log.info(
+        "warmed up %s with GET %s: %s in %.2fs",
+        backend.role,
+        path,
+        outcome,
+        time.perf_counter() - started,
+        extra={"fields": {"event": "warm_up", "role": backend.role, "outcome": outcome}},
+    )
 
 
 class HealthChecker:

@@ -65,8 +65,10 @@ class ProxyServer:
         # health checks), then the checks start, then the listeners open.
         public, control = make_public_app(self.workspace), make_control_app(self.workspace)
         self.workspace.start()
-        self.public = await self._listen(public, self.config.listen, self.config.access_log, True)
+        # Control first: once the public /__dumont/healthz answers (what deploy scripts, the
+        # container's HEALTHCHECK and the tests wait for), the admin API and metrics answer too.
         self.control = await self._listen(control, self.config.control_listen, False)
+        self.public = await self._listen(public, self.config.listen, self.config.access_log, True)
         log.info(
             "serving on %s://%s (control on http://%s): primary %s, standby %s",
             "https" if self.config.tls.cert else "http",

@@ -39,7 +39,7 @@ from .failover import (
     SwitchRecord,
     SwitchStarted,
 )
-from .health import HealthChecker
+from .health import HealthChecker, warm_up
 from .hooks import run_hook
 from .observe import NullTrafficObserver, TipSource, TrafficObserver
 from .pages.view import SwitchSnapshot
@@ -160,6 +160,11 @@ class Workspace:
                 if command is not None:
                     self.tasks.spawn(self._run_hook(hook, command, switch), name=f"hook-{hook}")
             case HealthChanged(role=role, up=up, reason=reason):
+                if up and self.config.health.warmup_path is not None:
+                    self.tasks.spawn(
+                        warm_up(self.backends[role], self.config.health.warmup_path),
+                        name=f"warm-up-{role}",
+                    )
                 log.warning(
                     "%s is %s: %s",
                     role,

@@ -64,6 +64,7 @@ def test_config_path_from_env(tmp_path: Path) -> None:
         ([], {"DUMONT_STANDBY": "http://gpu:8080/"}, None, "standby", "must differ"),
         (["--control-listen", "0.0.0.0:8889"], {}, None, "admin_token", "required"),
         (["--trusted-proxies", "10.0.0.0/8,banana"], {}, None, "trusted_proxies", "banana"),
+        (["--health-warmup-path", "login"], {}, None, "health.warmup_path", "start with '/'"),
         ([], {}, "colour = 'blue'\n", "colour", "unknown setting"),
         ([], {}, "[health]\nintervall = 1\n", "health.intervall", "unknown setting"),
         ([], {}, "primary = [\n", "config", "cannot read"),
@@ -85,6 +86,12 @@ def test_bad_config_names_the_key(
     assert caught.value.key == key
     assert fragment in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_warm_up_path_defaults_to_root_and_empty_turns_it_off() -> None:
+    assert load(list(BASE)).health.warmup_path == "/"
+    assert load([*BASE, "--health-warmup-path", ""]).health.warmup_path is None
+    assert load(list(BASE), {"DUMONT_HEALTH_WARMUP_PATH": "/x"}).health.warmup_path == "/x"
 
 
 def test_missing_primary_says_how_to_give_it() -> None:
