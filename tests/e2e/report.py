@@ -25,7 +25,7 @@ def _get(d: Any, *keys: str) -> Any:
 
 def judge(scenarios: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each bar: met (True/False/None when not measured) and the numbers it was judged on."""
-    bars = []
+    bars: list[dict[str, Any]] = []
     lost = {}
     for s in scenarios:
         missing = _get(s, "rpo", "missing_written_2s_before_fault")

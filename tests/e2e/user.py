@@ -37,6 +37,8 @@ class BrowserLog:
     navigations: list[tuple[float, str]] = field(default_factory=list)
     # The watcher's event stream (/__dumont/events): when each subscription started and ended.
     events: list[tuple[float, str]] = field(default_factory=list)
+    # The top document's requests and answers: splits a reload into "asked" and "served".
+    documents: list[tuple[float, str]] = field(default_factory=list)
 
     def attach(self, page: Page) -> None:
         page.on(
@@ -72,6 +74,22 @@ class BrowserLog:
             ),
         )
         page.on(
+            "request",
+            lambda r: (
+                self.documents.append((time.time(), "requested"))
+                if r.is_navigation_request() and r.frame.parent_frame is None
+                else None
+            ),
+        )
+        page.on(
+            "response",
+            lambda r: (
+                self.documents.append((time.time(), f"answered {r.status}"))
+                if r.request.is_navigation_request() and r.frame.parent_frame is None
+                else None
+            ),
+        )
+        page.on(
             "framenavigated",
             lambda f: (
                 self.navigations.append((time.time(), f.url)) if f.parent_frame is None else None
@@ -90,6 +108,7 @@ class BrowserLog:
             "websockets_closed": sum(1 for t, _ in self.websockets_closed if t >= at),
             "page_loads": sum(1 for t, _ in self.navigations if t >= at),
             "event_stream_s": [f"{t - at:.1f} {w}" for t, w in self.events if t >= at - 1][:20],
+            "document_s": [f"{t - at:.1f} {w}" for t, w in self.documents if t >= at][:10],
         }
 
 
