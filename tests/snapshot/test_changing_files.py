@@ -91,3 +91,35 @@ def test_a_file_deleted_during_the_snapshot_is_reported(
     assert result.snapshot.files == 1
     restore_snapshot(store, "latest", tmp_path / "restored")  # no link to a missing file
     assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == ["stays.txt"]
+
+
+def test_a_small_file_that_grows_big_while_read_is_chunked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small at scan time (read in a batch), big by the time it is opened: read again, chunked."""
+    source = tmp_path / "workspace"
+    write_random(source / "grows.bin", 4096, seed=5)
+    for number in range(100):  # the rest of its batch, read and stored as usual
+        (source / f"other-{number:03d}.txt").write_text(f"other {number}\n")
+    real_open = create_module.open_source_file
+    grown: list[int] = []
+
+    def growing_open(path: bytes, flags: int) -> int:
+        if path.endswith(b"grows.bin") and not grown:
+            grown.append(1)
+            with open(path, "ab") as writer:
+                writer.write(os.urandom(3 * 1024 * 1024))
+        return real_open(path, flags)
+
+    monkeypatch.setattr(create_module, "open_source_file", growing_open)
+    store = LocalStore(tmp_path / "repo")
+
+    result = create_snapshot(source, store)
+
+    assert result.snapshot.warnings == []
+    assert result.snapshot.files == 101
+    restore_snapshot(store, "latest", tmp_path / "restored")
+    expected = (source / "grows.bin").read_bytes()
+    assert len(expected) == 4096 + 3 * 1024 * 1024
+    assert (tmp_path / "restored" / "grows.bin").read_bytes() == expected
+    assert (tmp_path / "restored" / "other-042.txt").read_text() == "other 42\n"
