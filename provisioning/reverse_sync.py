@@ -71,6 +71,16 @@ def _transferred(stats: str) -> tuple[int, int]:
     return files, size
 
 
+def _first_rsync_complaint(stderr: str) -> str:
+    """rsync's summary line says "see previous errors": the first of those names the file."""
+    for line in stderr.splitlines():
+        text = line.strip()
+        complaint = text.startswith(("rsync:", "file has vanished", "cannot delete"))
+        if complaint and "(code " not in text:
+            return text[:300]
+    return ""
+
+
 @dataclass(frozen=True)
 class ReverseReport:
     backup_dir: str
@@ -119,7 +129,10 @@ async def reverse_sync(
             script = f"mkdir -p {shlex.quote(root.gpu_path)} && {pull}"
             files, size = _transferred(await run_remote(t.gpu, script, timeout=first_sync_timeout))
         except RemoteCommandError as exc:
-            raise ReverseSyncError(f"reverse sync of {root.name} failed: {exc}") from exc
+            why = _first_rsync_complaint(exc.stderr)
+            raise ReverseSyncError(
+                f"reverse sync of {root.name} failed: {exc}" + (f" (first: {why})" if why else "")
+            ) from exc
         progress(f"{root.name}: {files} files, {size} bytes copied")
         files_copied += files
         bytes_copied += size

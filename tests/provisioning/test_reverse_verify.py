@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 import time
 
-from provisioning.reverse_sync import _unchanged_since
+from provisioning.reverse_sync import _first_rsync_complaint, _transferred, _unchanged_since
 
 COPY_STARTED = calendar.timegm(time.strptime("2026/11/28-21:00:00", "%Y/%m/%d-%H:%M:%S")) + 0.4
 
@@ -27,3 +27,24 @@ def test_files_changed_during_the_copy_and_directories_are_not_losses() -> None:
 def test_a_line_it_cannot_read_is_never_passed_silently() -> None:
     assert _unchanged_since("rsync: something odd\n", COPY_STARTED) == ["rsync: something odd"]
     assert _unchanged_since("\n\n", COPY_STARTED) == []
+
+
+def test_the_error_names_rsyncs_first_complaint_not_its_summary() -> None:
+    stderr = (
+        'rsync: [generator] failed to set times on "/workspace/.": Operation not permitted (1)\n'
+        'file has vanished: "/workspace/tmp.swp"\n'
+        "rsync error: some files/attrs were not transferred (see previous errors) (code 23)\n"
+    )
+    assert _first_rsync_complaint(stderr).startswith("rsync: [generator] failed to set times")
+    assert _first_rsync_complaint("rsync error: (code 23)\n") == ""
+
+
+def test_stats_give_what_the_standby_sent() -> None:
+    stats = (
+        "Number of files: 12 (reg: 9, dir: 3)\n"
+        "Number of regular files transferred: 2\n"
+        "Total file size: 3,000,062 bytes\n"
+        "Total transferred file size: 1,234,567 bytes\n"
+    )
+    assert _transferred(stats) == (2, 1_234_567)
+    assert _transferred("") == (0, 0)
