@@ -87,6 +87,8 @@ class ProxyServer:
             app,
             limits=self.config.limits,
             access_log=logging.getLogger("aiohttp.access") if access_log else None,
+            # The log line's own timestamp is the end; the duration dates the start.
+            access_log_format='%a "%r" %s %b %Tfs "%{User-Agent}i"',
             shutdown_timeout=self.config.shutdown_timeout,
             handle_signals=False,
         )

@@ -262,6 +262,7 @@ class ContinuityBed:
             f"--fall={s.fall}",
             f"--rise={s.rise}",
             "--failback=manual",
+            "--access-log=true",  # the artifacts' proxy.log dates every request the browser made
             "--hooks-timeout=180",
             "--hooks-before-failover",
             self.hook_command("fence", f"--drain-timeout={s.drain_timeout:g}"),
