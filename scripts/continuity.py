@@ -6,7 +6,7 @@ the issue's bars into reports/continuity.json and reports/continuity.md.
 Real everything: two hosts as network namespaces (each with its own address, disk directory,
 code-server 4.139 and sshd), lsyncd deployed by ``dumont-provision sync deploy``, the proxy with the
 fence and reverse-sync hooks, Debian's Chromium driven by Playwright. Needs root (namespaces),
-scripts/install-code-server.sh and the Debian packages. About 3-6 minutes a fault on 2 cores.
+scripts/install-code-server.sh and the Debian packages. 1.5-6 minutes a fault on 2 cores (load).
 
 Usage: ``.venv/bin/python scripts/continuity.py [--faults loud,frozen,partition] [--out reports]``
 """

@@ -1,8 +1,8 @@
 """Issue 6, continuity half: the GPU dies under a working user; the standby carries on; failback.
 
 In CI this runs the loud death (SIGKILL of every process of the GPU host) because one scenario
-costs 3-6 minutes on 2 cores with Chromium and two code-servers; ``scripts/continuity.py`` runs all
-three faults and writes reports/. ``DUMONT_E2E_FAULTS=loud,frozen,partition`` runs more here.
+costs 1.5-6 minutes on 2 cores with Chromium and two code-servers; ``scripts/continuity.py`` runs
+all three faults and writes reports/. ``DUMONT_E2E_FAULTS=loud,frozen,partition`` runs more here.
 
 The bars are asserted generously (a loaded CI machine is slower than a GPU box) and reported
 exactly in the JSON and Markdown the test writes to its tmp dir.
