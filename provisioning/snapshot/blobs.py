@@ -118,13 +118,21 @@ def looks_incompressible(data: bytes | memoryview, level: int) -> bool:
     )
 
 
-def encode_blob(data: bytes | memoryview, level: int, known_id: str | None = None) -> EncodedBlob:
+def encode_blob(
+    data: bytes | memoryview,
+    level: int,
+    known_id: str | None = None,
+    *,
+    sampled: bool = False,
+) -> EncodedBlob:
     """Hash and compress one blob; keeps it raw when zstd would not save at least 5 %.
 
-    A raw blob's payload is ``data`` itself, not a copy: store it before ``data`` is reused.
+    ``sampled``: the caller already found that a sample of ``data`` compresses, so compressing
+    the sample again would only cost time. A raw blob's payload is ``data`` itself, not a copy:
+    store it before ``data`` is reused.
     """
     identity = known_id or blob_id(data)
-    if not looks_incompressible(data, level):
+    if sampled or not looks_incompressible(data, level):
         compressed = _compressor(level).compress(data)
         if len(compressed) < len(data) * _INCOMPRESSIBLE_RATIO:
             return EncodedBlob(identity, len(data), "zstd", compressed)

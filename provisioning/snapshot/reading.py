@@ -276,7 +276,8 @@ class FileReader:
 
     def _encode_and_store(self, identity: str, data: bytes) -> None:
         try:
-            self.writer.store_claimed(encode_blob(data, self.level, identity))
+            # _read_big sampled this chunk before handing it over.
+            self.writer.store_claimed(encode_blob(data, self.level, identity, sampled=True))
         finally:
             self._in_flight.release()
 
