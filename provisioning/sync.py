@@ -177,11 +177,17 @@ class SyncController:
             await run_remote(self.topology.gpu, f"systemctl stop {UNIT_NAME}", timeout=timeout)
             return
         pid = q(s.pid_path)
+        # The pid file outlives a crash or a reboot of the GPU, and its number may since belong to
+        # anything (the user's training job): kill that group only while the pid is still our
+        # lsyncd, running our config.
+        ours = f"tr '\\0' ' ' </proc/$p/cmdline 2>/dev/null | grep -qF -- {q(s.config_path)}"
         await run_remote(
             self.topology.gpu,
-            f"[ -f {pid} ] || exit 0; p=$(cat {pid}); kill -TERM -- -$p 2>/dev/null || true;"
+            f"[ -f {pid} ] || exit 0; p=$(cat {pid});"
+            f' case "$p" in ""|*[!0-9]*) rm -f {pid}; exit 0;; esac;'
+            f" if {ours}; then kill -TERM -- -$p 2>/dev/null || true;"
             " for i in $(seq 50); do kill -0 $p 2>/dev/null || break; sleep 0.1; done;"
-            f" kill -KILL -- -$p 2>/dev/null || true; rm -f {pid}",
+            f" {ours} && kill -KILL -- -$p 2>/dev/null; fi; rm -f {pid}",
             timeout=timeout,
         )
 

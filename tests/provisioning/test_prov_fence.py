@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -166,3 +167,21 @@ async def test_reverse_sync_failure_keeps_the_fence_and_fails_the_hook(sync_bed:
         await reverse_sync(controller)
     assert await is_fenced(bed.sshd.host(), str(bed.standby_state))
     assert (bed.gpu_workspace / "a.txt").read_text() == "written on the GPU\n"
+
+
+async def test_stop_never_kills_what_a_stale_pid_file_names(sync_bed: SyncBed) -> None:
+    """A GPU that crashed or rebooted keeps lsyncd's pid file; that number may now be the user's
+    training job (or, in these tests, anything on the machine). Only our lsyncd may be killed."""
+    bed = sync_bed
+    controller = SyncController(bed.topology())
+    bystander = await asyncio.create_subprocess_exec("sleep", "300", start_new_session=True)
+    try:
+        pid_file = bed.gpu_state / "lsyncd.pid"
+        assert str(pid_file) == controller.topology.settings.pid_path
+        pid_file.write_text(f"{bystander.pid}\n")
+        await controller.stop()
+        assert bystander.returncode is None, "stop killed a process that is not lsyncd"
+        assert not pid_file.exists()
+    finally:
+        os.killpg(bystander.pid, signal.SIGKILL)
+        await bystander.wait()
