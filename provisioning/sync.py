@@ -180,7 +180,7 @@ class SyncController:
         # The pid file outlives a crash or a reboot of the GPU, and its number may since belong to
         # anything (the user's training job): kill that group only while the pid is still our
         # lsyncd, running our config.
-        ours = f"tr '\\0' ' ' </proc/$p/cmdline 2>/dev/null | grep -qF -- {q(s.config_path)}"
+        ours = _is_our_lsyncd("$p", s.config_path)
         await run_remote(
             self.topology.gpu,
             f"[ -f {pid} ] || exit 0; p=$(cat {pid});"
@@ -222,7 +222,10 @@ class SyncController:
         s, q = self.topology.settings, shlex.quote
         marker = "@@dumont-status@@"
         systemd_check = f"systemctl is-active --quiet {UNIT_NAME}"
-        pid_check = f"[ -f {q(s.pid_path)} ] && kill -0 $(cat {q(s.pid_path)}) 2>/dev/null"
+        # A pid alone proves nothing after a crash: the number may be another process by now.
+        pid_check = f"[ -f {q(s.pid_path)} ] && " + _is_our_lsyncd(
+            f"$(cat {q(s.pid_path)})", s.config_path
+        )
         out = await run_remote(
             self.topology.gpu,
             f"if [ -d /run/systemd/system ]; then {systemd_check}; else {pid_check}; fi"
@@ -318,6 +321,11 @@ class SyncController:
             self.topology.gpu, "[ -d /run/systemd/system ] && echo yes || true", timeout=timeout
         )
         return out.strip() == "yes"
+
+
+def _is_our_lsyncd(pid: str, config_path: str) -> str:
+    """Shell test: process ``pid`` (a shell word) is lsyncd running our config."""
+    return f"tr '\\0' ' ' </proc/{pid}/cmdline 2>/dev/null | grep -qF -- {shlex.quote(config_path)}"
 
 
 _T = TypeVar("_T")

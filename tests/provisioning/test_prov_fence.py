@@ -179,6 +179,7 @@ async def test_stop_never_kills_what_a_stale_pid_file_names(sync_bed: SyncBed) -
         pid_file = bed.gpu_state / "lsyncd.pid"
         assert str(pid_file) == controller.topology.settings.pid_path
         pid_file.write_text(f"{bystander.pid}\n")
+        assert not (await controller.lsyncd_report()).running  # a live pid is not a live lsyncd
         await controller.stop()
         assert bystander.returncode is None, "stop killed a process that is not lsyncd"
         assert not pid_file.exists()
