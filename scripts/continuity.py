@@ -45,6 +45,8 @@ def main() -> int:
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
         parser.error(f"unknown fault {unknown[0]!r}; choose from {', '.join(FAULTS)}")
+    if len(set(faults)) != len(faults):
+        parser.error("each fault at most once per run (run the script again to repeat one)")
     why = namespaces_available()
     if why:
         print(f"continuity: cannot create network namespaces ({why}); run as root", file=sys.stderr)
