@@ -337,8 +337,6 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
     lost.add_argument("--pair", required=True)
     option(lost, "--reason", help="why (default: the hook's DUMONT_REASON, else Vast's state)")
     lost.add_argument("--replace", action="store_true", help="rent a replacement GPU and fill it")
-    option(lost, "--proxy-control", help="the proxy's control URL, to register the new primary")
-    option(lost, "--admin-token", help="bearer token for the proxy's admin API")
     option(lost, "--standby-ssh-port", type=int, default=22, help="the standby's SSH port")
     option(lost, "--code-server-port", type=int, default=8080, help="code-server's port on a GPU")
     add_sync_options(lost, with_hosts=False)

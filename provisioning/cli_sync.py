@@ -12,14 +12,15 @@ import json
 import sys
 from dataclasses import asdict
 
-from provisioning.errors import ConfigError
+from provisioning.errors import ConfigError, ProvisioningError, ProxyAdminError
 from provisioning.lsyncd_config import LsyncdSettings, render_lsyncd_config
 from provisioning.progress import StderrProgress
+from provisioning.proxy_admin import SyncState, report_sync
 from provisioning.remote_snapshot import RemoteSnapshots, workspace_root
 from provisioning.reverse_sync import reverse_sync
 from provisioning.settings import option
 from provisioning.ssh import SshHost
-from provisioning.sync import SyncController, SyncTopology, topology_roots
+from provisioning.sync import SyncController, SyncStatus, SyncTopology, topology_roots
 
 __all__ = [
     "add_snapshot_options",
@@ -73,6 +74,13 @@ def add_sync_options(parser: argparse.ArgumentParser, *, with_hosts: bool = True
         help="where lsyncd's shared ssh connection lives on the GPU (under 108 bytes)",
     )
     option(parser, "--timeout", type=float, default=3600.0, help="seconds for long copies")
+    option(
+        parser,
+        "--proxy-control",
+        help="the proxy's control URL: sync verbs report the sync's state there (PUT /admin/sync),"
+        " gpu-lost registers the new GPU",
+    )
+    option(parser, "--admin-token", help="bearer token for the proxy's admin API")
 
 
 def add_snapshot_options(parser: argparse.ArgumentParser) -> None:
@@ -167,8 +175,28 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proxy_state(status: SyncStatus) -> SyncState:
+    """The sync as the proxy's dashboard and alerts name it (docs/OBSERVABILITY.md)."""
+    if status.fenced:
+        return "fenced"
+    if not status.lsyncd.running:
+        return "stopped"
+    return "degraded" if status.problems else "syncing"
+
+
+def _tell_proxy(args: argparse.Namespace, state: SyncState, lag: float | None = None) -> None:
+    """Best effort: the sync's own job (a fence, a reverse sync) never fails for the dashboard."""
+    if not args.proxy_control:
+        return
+    try:
+        asyncio.run(report_sync(args.proxy_control, args.admin_token or "", state, lag))
+    except ProxyAdminError as exc:
+        print(f"warning: sync state not reported to the proxy: {exc}", file=sys.stderr)
+
+
 def _status(args: argparse.Namespace) -> int:
     status = asyncio.run(_controller(args).status(probe=not args.no_probe))
+    _tell_proxy(args, _proxy_state(status), status.lag_seconds)
     if args.json:
         print(json.dumps(asdict(status) | {"healthy": status.healthy}, indent=2))
     else:
@@ -186,6 +214,7 @@ def _status(args: argparse.Namespace) -> int:
 def _fence(args: argparse.Namespace) -> int:
     report = asyncio.run(_controller(args).fence(drain_timeout=args.drain_timeout))
     print("standby fenced: the old primary's writes are refused")
+    _tell_proxy(args, "fenced")
     if report.gpu_stopped:
         print("lsyncd stopped on the GPU")
     else:
@@ -209,9 +238,15 @@ def _unfence(args: argparse.Namespace) -> int:
 def _reverse(args: argparse.Namespace) -> int:
     progress = StderrProgress()
     controller = SyncController(topology_from_args(args), progress=progress)
-    report = asyncio.run(
-        reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
-    )
+    _tell_proxy(args, "reverse_syncing")
+    try:
+        report = asyncio.run(
+            reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
+        )
+    except ProvisioningError:
+        _tell_proxy(args, "fenced")  # failback abandoned: the standby serves, still fenced
+        raise
+    _tell_proxy(args, "syncing")
     print(
         f"reverse sync verified for {report.roots} roots in {report.seconds:.1f} s"
         f" ({report.files_copied} files, {report.bytes_copied} bytes copied);"
