@@ -178,6 +178,7 @@ def create_snapshot(
         threads=options.threads,
         retries=options.retries,
         progress=progress,
+        direct=isinstance(store, LocalStore),
     )
     entries: list[Entry] = []
     skipped: list[str] = []

@@ -201,17 +201,34 @@ class PackWriter:
                 # Always give the buffer back, so that producers waiting for one see the failure.
                 self._free.put(pack.buffer)
 
+    def store_alone(self, blob: EncodedBlob) -> None:
+        """Store a claimed blob as a pack of its own, now, from the caller's thread.
+
+        For whole raw chunks on a local disk: written straight from the reader's buffer, without
+        the copy into a pack buffer (420 MB of model weights: 0.1 s of CPU, holding the GIL).
+        """
+        self._raise_failure()
+        payload = blob.payload
+        self._record_pack(
+            [(blob.id, 0, len(payload), blob.raw_length, blob.codec)], payload, len(payload)
+        )
+
     def _store_pack(self, pack: _OpenPack) -> None:
+        self._record_pack(pack.blobs, memoryview(pack.buffer)[: pack.size], pack.size)
+
+    def _record_pack(
+        self, blobs: list[tuple[str, int, int, int, str]], data: bytes | memoryview, size: int
+    ) -> None:
         # A random name, not a hash of the pack: every blob in it is checked against its own id
         # on the way back, and hashing 16 MiB more per pack costs 5 % of a snapshot's CPU.
         name = pack_name(os.urandom(32).hex())
-        self._store.put(name, memoryview(pack.buffer)[: pack.size])
+        self._store.put(name, data)
         with self._index_lock:
-            for identity, offset, length, raw_length, codec in pack.blobs:
+            for identity, offset, length, raw_length, codec in blobs:
                 where = BlobLocation(name, offset, length, raw_length, codec)
                 self._unindexed[identity] = where
                 self.stored_locations[identity] = where
-            self.stored_bytes += pack.size
+            self.stored_bytes += size
             self._packs_stored += 1
             flush = self._packs_stored % _INDEX_EVERY_PACKS == 0
         if flush:

@@ -94,7 +94,11 @@ class FileReader:
         threads: int,
         retries: int,
         progress: Progress | None,
+        direct: bool = False,
     ) -> None:
+        # direct: the store writes a buffer without copying it first (a local disk), so whole
+        # raw chunks skip the pack buffer; remote stores keep 16 MiB packs and async uploads.
+        self.direct = direct
         self.opener = opener
         self.writer = writer
         self.chunker = chunker
@@ -254,6 +258,9 @@ class FileReader:
                 identity = blob_id(piece)
                 if not self.writer.claim(identity):
                     pass
+                elif not compressible and self.direct and len(piece) == FIXED_CHUNK_SIZE:
+                    # A whole 4 MiB raw chunk is a pack by itself, written from the read buffer.
+                    self.writer.store_alone(raw_blob(piece, identity))
                 elif not compressible or looks_incompressible(piece, self.level):
                     # From the read buffer into the pack's: one copy, no allocation.
                     self.writer.store_claimed(raw_blob(piece, identity))

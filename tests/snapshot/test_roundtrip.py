@@ -114,3 +114,26 @@ def test_restore_refuses_a_non_empty_target_unless_told(rich_tree: Path, tmp_pat
 
     assert (target / "script.sh").read_text() == "#!/bin/sh\necho hi\n"
     assert (target / "left-over.txt").read_text() == "mine\n"
+
+
+def test_whole_raw_chunks_are_packs_of_their_own_on_a_local_disk(tmp_path: Path) -> None:
+    """Model weights skip the pack buffer locally; they still dedupe and restore exactly."""
+    source = tmp_path / "workspace"
+    source.mkdir()
+    weights = os.urandom(9 * 1024 * 1024 + 5)  # two whole 4 MiB chunks and a short tail
+    (source / "a.safetensors").write_bytes(weights)
+    (source / "b.safetensors").write_bytes(weights)
+    (source / "small.txt").write_text("beside the weights\n")
+    store = LocalStore(tmp_path / "repo")
+
+    result = create_snapshot(source, store)
+
+    assert result.stored_bytes < len(weights) + 4096  # the second copy is not stored again
+    index = Repository.open(store, create=False).load_index()
+    alone = [where for where in index.values() if where.length == 4 * 1024 * 1024]
+    assert len(alone) == 2
+    assert all(where.offset == 0 and where.codec == "raw" for where in alone)
+    assert len({where.pack for where in alone}) == 2
+    target = tmp_path / "restored"
+    restore_snapshot(store, "latest", target)
+    assert describe_tree(target) == describe_tree(source)
