@@ -42,7 +42,13 @@ def test_create_list_restore_prune(snapshot_cli: RunCli, source: Path, tmp_path:
     assert records[1]["id"] in table.out
 
     target = tmp_path / "restored"
-    restored = snapshot_cli("restore", records[0]["id"][:18], str(target), "-d", repo)
+    # A unique prefix: two snapshots taken in the same second share the time part of the id
+    # and, one time in sixteen, the first hex digit after it.
+    first_id, second_id = records[0]["id"], records[1]["id"]
+    prefix = next(
+        first_id[:n] for n in range(18, len(first_id)) if not second_id.startswith(first_id[:n])
+    )
+    restored = snapshot_cli("restore", prefix, str(target), "-d", repo)
     assert restored.code == 0, restored.err
     assert (target / "src" / "app.py").read_text() == "print('hello')\n"
 
