@@ -21,9 +21,9 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
 _PERMISSIONS = 0o777
 
 
-def is_zero(data: bytes) -> bool:
+def is_zero(data: bytes | memoryview) -> bool:
     # The end bytes first: real data almost never has both zero, so count() rarely runs.
-    return bool(data) and data[0] == 0 and data[-1] == 0 and data.count(0) == len(data)
+    return bool(data) and data[0] == 0 and data[-1] == 0 and bytes(data).count(0) == len(data)
 
 
 def current_umask() -> int | None:
@@ -107,7 +107,7 @@ def write_whole_file(path: bytes, content: bytes, entry: Entry, ownership: Owner
         os.close(descriptor)
 
 
-def write_at(path: bytes, content: bytes, offset: int) -> None:
+def write_at(path: bytes, content: bytes | memoryview, offset: int) -> None:
     """One chunk of a bigger file, created beforehand at its full size."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     view = memoryview(content)
