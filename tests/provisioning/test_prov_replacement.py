@@ -32,6 +32,22 @@ from tests.provisioning.trees import tree_digest
 pytestmark = pytest.mark.slow
 
 
+async def _pair_cli(
+    clouds: FakeClouds, bed: SyncBed, store: Path, verb: str, pair: str, *extra: str
+) -> int:
+    """``dumont-provision pair VERB`` against both fakes, every machine being the test's sshd."""
+    argv = [
+        f"--store={store}", "pair", verb, f"--pair={pair}", *extra,
+        f"--vast-url={clouds.vast_url}", f"--gcp-endpoint={clouds.gcp_url}", "--gcp-anonymous",
+        "--gcp-project=proj", "--gcp-zone=us-central1-a", "--poll-interval=0.01",
+        f"--standby-ssh-port={bed.sshd.port}", "--delay=0.2",
+        *[f for f in bed.cli_flags() if not f.startswith(("--gpu=", "--standby="))],
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VAST_API_KEY", API_KEY)
+        return await asyncio.to_thread(main, argv)
+
+
 async def test_gpu_lost_with_replace_fills_the_new_gpu_and_registers_it(
     clouds: FakeClouds, sync_bed: SyncBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -61,18 +77,10 @@ async def test_gpu_lost_with_replace_fills_the_new_gpu_and_registers_it(
     admin_server = TestServer(admin, host="127.0.0.1")
     await admin_server.start_server()
     try:
-        argv = [
-            f"--store={store}", "pair", "gpu-lost", "--pair=erin", "--replace",
-            "--reason=health checks failed", f"--vast-url={clouds.vast_url}",
-            f"--gcp-endpoint={clouds.gcp_url}", "--gcp-anonymous", "--gcp-project=proj",
-            "--gcp-zone=us-central1-a", "--poll-interval=0.01",
+        code = await _pair_cli(
+            clouds, bed, store, "gpu-lost", "erin", "--replace", "--reason=health checks failed",
             f"--proxy-control=http://127.0.0.1:{admin_server.port}", "--admin-token=s3cret",
-            f"--standby-ssh-port={bed.sshd.port}", "--delay=0.2",
-            *[f for f in bed.cli_flags() if not f.startswith(("--gpu=", "--standby="))],
-        ]  # fmt: skip
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("VAST_API_KEY", API_KEY)
-            code = await asyncio.to_thread(main, argv)
+        )  # fmt: skip
         assert code == 0, capsys.readouterr().err
     finally:
         await admin_server.close()
@@ -107,17 +115,10 @@ async def test_pair_create_with_deploy_sync_ends_with_files_flowing(
     bed.standby_state.mkdir()
     (bed.standby_state / ".provisioned").touch()
     (bed.gpu_workspace / "train.py").write_text("print('hello')\n")
-    argv = [
-        f"--store={tmp_path / 'pairs.sqlite3'}", "pair", "create", "--pair=frank",
-        "--gpu-name=RTX_4090", f"--ssh-public-key={tmp_path / 'k.pub'}", "--deploy-sync",
-        f"--vast-url={clouds.vast_url}", f"--gcp-endpoint={clouds.gcp_url}", "--gcp-anonymous",
-        "--gcp-project=proj", "--gcp-zone=us-central1-a", "--poll-interval=0.01",
-        f"--standby-ssh-port={bed.sshd.port}", "--delay=0.2",
-        *[f for f in bed.cli_flags() if not f.startswith(("--gpu=", "--standby="))],
-    ]  # fmt: skip
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("VAST_API_KEY", API_KEY)
-        code = await asyncio.to_thread(main, argv)
+    code = await _pair_cli(
+        clouds, bed, tmp_path / "pairs.sqlite3", "create", "frank", "--gpu-name=RTX_4090",
+        f"--ssh-public-key={tmp_path / 'k.pub'}", "--deploy-sync",
+    )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 0, err
     assert "first full sync done" in err
@@ -197,16 +198,7 @@ async def test_replacement_gpu_is_filled_from_the_latest_snapshot_then_the_stand
         pair = await service.create("gina", replace(SPEC, standby_user="root"))
     assert pair.gpu_instance_id is not None
     clouds.vast.set_status(pair.gpu_instance_id, "exited")
-    argv = [
-        f"--store={store}", "pair", "gpu-lost", "--pair=gina", "--replace",
-        f"--vast-url={clouds.vast_url}", f"--gcp-endpoint={clouds.gcp_url}", "--gcp-anonymous",
-        "--gcp-project=proj", "--gcp-zone=us-central1-a", "--poll-interval=0.01",
-        f"--standby-ssh-port={bed.sshd.port}", "--delay=0.2", *snapshot_flags,
-        *[f for f in bed.cli_flags() if not f.startswith(("--gpu=", "--standby="))],
-    ]  # fmt: skip
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("VAST_API_KEY", API_KEY)
-        code = await asyncio.to_thread(main, argv)
+    code = await _pair_cli(clouds, bed, store, "gpu-lost", "gina", "--replace", *snapshot_flags)
     err = capsys.readouterr().err
     assert code == 0, err
 
