@@ -44,6 +44,9 @@ UNIT_NAME = "dumont-lsyncd.service"
 _REPO_UNIT = Path(__file__).resolve().parent.parent / "deploy" / "systemd" / UNIT_NAME
 PROBE_NAME = ".dumont-sync-probe"
 
+# ssh's connect (and banner) timeout for stopping the GPU's lsyncd at fence time.
+GPU_STOP_CONNECT_S = 1.0
+
 
 def systemd_unit(settings: LsyncdSettings) -> str:
     """The unit text: deploy/systemd's (hardened, fixed to /var/lib/dumont) when it applies."""
@@ -293,8 +296,10 @@ class SyncController:
         and drop the stale editor backups on the standby (nothing the GPU sends lands now)."""
         t = self.topology
         await fence_standby(t.standby, t.standby_state_dir, drain_timeout=drain_timeout)
-        # The proxy may be waiting for this hook: a dead GPU gets seconds, not ssh's defaults.
-        quick = SyncController(replace(t, gpu=replace(t.gpu, connect_timeout=3.0)))
+        # The proxy's switch waits for this hook, and stopping the GPU's lsyncd is hygiene, not
+        # safety (the fence is): a GPU that does not answer ssh's banner within a second (frozen,
+        # cut off) is left alone. The continuity run's silent faults spent 3 s here at 3 s.
+        quick = SyncController(replace(t, gpu=replace(t.gpu, connect_timeout=GPU_STOP_CONNECT_S)))
         stopped, tidied = await asyncio.gather(
             _outcome(quick.stop(timeout=8.0)), _outcome(self._drop_stale_editor_backups())
         )
