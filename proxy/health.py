@@ -61,12 +61,18 @@ async def warm_up(backend: Backend, path: str) -> None:
     the first user pays the start-up after all, so it is logged, never raised.
     """
     started = time.perf_counter()
+    # A session of its own, closed here even when the task is cancelled at shutdown: the request
+    # may take seconds (that is the point), must not hold one of the health checks' two pooled
+    # connections meanwhile, and must not be left behind when the backend's sessions are replaced.
     try:
-        async with backend.probe_session.get(
-            backend.target(path),
-            timeout=aiohttp.ClientTimeout(total=WARMUP_TIMEOUT),
-            allow_redirects=False,
-        ) as response:
+        async with (
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+            session.get(
+                backend.target(path),
+                timeout=aiohttp.ClientTimeout(total=WARMUP_TIMEOUT),
+                allow_redirects=False,
+            ) as response,
+        ):
             await response.read()
             outcome = f"HTTP {response.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
