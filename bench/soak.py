@@ -75,7 +75,7 @@ async def serve_upstream(name: str) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     print(f"PORT {port}", flush=True)
     await asyncio.Event().wait()
 

@@ -1,8 +1,10 @@
 """The one place where errors become HTTP responses.
 
-Handlers raise ``HTTPProblem`` subclasses (proxy.errors); this middleware answers them with their
-status and a one-line reason. A 503 carries Retry-After. Anything else is a bug: it is logged with
-its traceback and answered 500, and the proxy keeps serving everyone else.
+Handlers of the aiohttp apps raise ``HTTPProblem`` subclasses (proxy.errors); this middleware
+answers them with their status and a one-line reason; the data plane writes the same answer for
+forwarded requests (proxy.dataplane.exchange.problem_bytes). A 503 carries Retry-After. Anything
+else is a bug: it is logged with its traceback and answered 500, and the proxy keeps serving
+everyone else.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ __all__ = ["error_boundary", "problem_response"]
 
 log = logging.getLogger("dumont.boundary")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# A navigation that meets "no backend" can be answered with a page instead of text (issue 3).
-ProblemRenderer = Callable[[web.Request, HTTPProblem], "web.StreamResponse | None"]
-RENDERER: web.AppKey[ProblemRenderer] = web.AppKey("problem_renderer")
 
 
 def problem_response(problem: HTTPProblem) -> web.Response:
@@ -40,10 +39,6 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
     except HTTPProblem as problem:
         if problem.status >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.path, problem.status, problem)
-        renderer = request.app.get(RENDERER)
-        page = renderer(request, problem) if renderer is not None else None
-        if page is not None:
-            return page
         return problem_response(problem)
     except web.HTTPException:
         raise

@@ -19,7 +19,6 @@ __all__ = [
     "ClientFacts",
     "request_headers",
     "response_headers",
-    "websocket_request_headers",
 ]
 
 HOP_BY_HOP = frozenset(
@@ -36,22 +35,12 @@ HOP_BY_HOP = frozenset(
         "Upgrade",
     )
 )
-# aiohttp's WebSocket client makes its own handshake; the browser's would conflict with it.
-WEBSOCKET_HANDSHAKE = frozenset(
-    IStr(h)
-    for h in (
-        "Sec-WebSocket-Key",
-        "Sec-WebSocket-Version",
-        "Sec-WebSocket-Extensions",
-        "Sec-WebSocket-Protocol",
-        "Content-Length",
-    )
-)
 FORWARDED = frozenset(
     IStr(h) for h in ("Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
 )
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 
 
 class ClientFacts:
@@ -76,16 +65,14 @@ class ClientFacts:
         return any(address in net for net in networks)
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+def _connection_tokens(headers: Headers) -> set[str]:
     tokens: set[str] = set()
     for value in headers.getall(hdrs.CONNECTION, ()):
         tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
     return tokens
 
 
-def _without(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: frozenset[IStr]
-) -> CIMultiDict[str]:
+def _without(headers: Headers, drop: frozenset[IStr]) -> CIMultiDict[str]:
     named = _connection_tokens(headers)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
@@ -95,9 +82,7 @@ def _without(
     return out
 
 
-def _add_forwarded(
-    out: CIMultiDict[str], incoming: CIMultiDictProxy[str], client: ClientFacts
-) -> None:
+def _add_forwarded(out: CIMultiDict[str], incoming: Headers, client: ClientFacts) -> None:
     # Only a configured front proxy may tell us who the client is; anyone else could lie.
     prior_for = incoming.get(hdrs.X_FORWARDED_FOR) if client.trusted else None
     if client.peer:
@@ -115,18 +100,9 @@ def _add_forwarded(
         out[hdrs.FORWARDED] = forwarded
 
 
-def request_headers(incoming: CIMultiDictProxy[str], client: ClientFacts) -> CIMultiDict[str]:
+def request_headers(incoming: Headers, client: ClientFacts) -> CIMultiDict[str]:
     """Headers for the backend: hop-by-hop removed, X-Forwarded-* set, Host unchanged."""
     out = _without(incoming, HOP_BY_HOP | FORWARDED)
-    _add_forwarded(out, incoming, client)
-    return out
-
-
-def websocket_request_headers(
-    incoming: CIMultiDictProxy[str], client: ClientFacts
-) -> CIMultiDict[str]:
-    """Like request_headers, minus the browser's handshake fields that aiohttp makes itself."""
-    out = _without(incoming, HOP_BY_HOP | FORWARDED | WEBSOCKET_HANDSHAKE)
     _add_forwarded(out, incoming, client)
     return out
 
@@ -134,6 +110,6 @@ def websocket_request_headers(
 RESPONSE_DROP = HOP_BY_HOP | frozenset({IStr("Content-Length")})
 
 
-def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def response_headers(incoming: Headers) -> CIMultiDict[str]:
     """Headers for the browser: hop-by-hop removed. Content-Length is set by the sender."""
     return _without(incoming, RESPONSE_DROP)

@@ -3,6 +3,11 @@
 code-server's /healthz answers {"status": "alive"|"expired"}; ``expired`` means idle, not dead, so
 any 2xx counts as up. One probe is in flight per backend at a time; ``probe_now`` skips the wait
 (after a passive failure, or to confirm a first failed check at once).
+
+A probe is one request over a kept-alive connection of the backend's own probe pool, parsed by
+llhttp: no client session, no task per probe (bench/probes.py measures its CPU). After the first
+check, each backend's checks keep a phase of their own within the interval, so a thousand
+backends are not probed in one burst.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections.abc import Callable
 
 import aiohttp
 
 from .backends import Backend
 from .config import HealthConfig
+from .dataplane.upstream import ConnectFailed, UpstreamFailure, fetch
 from .failover import CheckResult, Role
 from .tasks import TaskSet
 
@@ -35,23 +42,37 @@ def _describe(exc: BaseException) -> str:
         return f"connect failed: {exc.os_error.strerror or exc.os_error}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"
+    if isinstance(exc, ConnectFailed) and exc.timed_out:
+        return "timed out"
+    if isinstance(exc, UpstreamFailure):
+        return exc.detail
     return f"{type(exc).__name__}: {exc}"
+
+
+def probe_request(backend: Backend, path: str) -> bytes:
+    return (
+        f"GET {backend.path_prefix}{path} HTTP/1.1\r\nHost: {backend.host_header}\r\n"
+        "User-Agent: dumont-health\r\nAccept: */*\r\n\r\n"
+    ).encode("latin-1")
 
 
 async def probe(backend: Backend, settings: HealthConfig, now: Callable[[], float]) -> CheckResult:
     started = time.perf_counter()
-    url = backend.target(settings.path)
     try:
-        async with backend.probe_session.get(
-            url, timeout=aiohttp.ClientTimeout(total=settings.timeout), allow_redirects=False
-        ) as response:
-            await response.read()
-            ok = 200 <= response.status < 300
-            detail = "" if ok else f"HTTP {response.status}"
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        status, _ = await fetch(
+            backend.probe_pool, probe_request(backend, settings.path), settings.timeout
+        )
+        ok = 200 <= status < 300
+        detail = "" if ok else f"HTTP {status}"
+    except (UpstreamFailure, TimeoutError, OSError) as exc:
         ok, detail = False, _describe(exc)
     latency = time.perf_counter() - started
     return CheckResult(backend.role, ok, now(), latency if ok else None, detail)
+
+
+def phase(backend: Backend, interval: float) -> float:
+    """A stable offset within the interval for this backend's checks (spreads many backends)."""
+    return (zlib.crc32(str(backend.url).encode()) % 1000) / 1000 * interval
 
 
 async def warm_up(backend: Backend, path: str) -> None:
@@ -115,6 +136,10 @@ class HealthChecker:
     async def _run(self, role: Role) -> None:
         wake = self._wake[role]
         interval = self._settings.interval
+        self._report(await probe(self._backends[role], self._settings, self._now))
+        # The first check is at once (who serves is decided on it); later ones keep a phase.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), phase(self._backends[role], interval))
         while True:
             wake.clear()
             started = time.monotonic()

@@ -1,4 +1,10 @@
-"""Runs the proxy: both listeners, the workspace's background work, and a bounded shutdown.
+"""Runs the proxy: the data plane's two listeners, the local aiohttp apps behind them, the
+workspace's background work, and a bounded shutdown.
+
+Composition, in order, before anything listens: the workspace, then the apps (pages and control:
+they attach the workspace's observers, so metrics count the very first health checks), then the
+health checks, then the listeners. Each app listens on a Unix socket in a private directory; the
+data plane hands it its paths.
 
 On SIGTERM or SIGINT: stop accepting, close WebSockets with 1001, give in-flight requests
 ``shutdown_timeout`` seconds, then cancel and await every background task.
@@ -8,25 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
-from .config import Config, HostPort
+from .config import Config
 from .control_app import make_control_app
+from .dataplane.handlers import LocalAppHandler, PublicHandler
+from .dataplane.listener import Listener, ListenerContext
+from .dataplane.upstream import UpstreamPool
 from .errors import ConfigError
-from .limits import GuardedAppRunner
 from .public_app import make_public_app
 from .startup_checks import check_startup
-from .tls import TLSSite, add_hsts, server_context
+from .tls import hsts_value, server_context
 from .workspace import Workspace
 
 __all__ = ["ProxyServer", "install_event_loop_policy", "run"]
 
 log = logging.getLogger("dumont.server")
+# The local apps answer at once or stream; a connect that takes this long means they are gone.
+LOCAL_CONNECT_TIMEOUT = 5.0
 
 
 def install_event_loop_policy() -> str:
@@ -39,18 +51,23 @@ def install_event_loop_policy() -> str:
     return "uvloop"
 
 
-@dataclass
-class Listener:
-    runner: web.AppRunner
-    site: web.TCPSite
+class LocalApp:
+    """An aiohttp application on a Unix socket, and the pool the data plane reaches it with."""
 
-    @property
-    def address(self) -> HostPort:
-        server = self.site._server
-        assert isinstance(server, asyncio.base_events.Server | object)
-        sockets = getattr(server, "sockets", None) or []
-        host, port = sockets[0].getsockname()[:2]
-        return HostPort(host, port)
+    def __init__(self, app: web.Application, path: Path, shutdown_timeout: float) -> None:
+        self.path = path
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+        self.pool = UpstreamPool(
+            "localhost", 0, tls=False, connect_timeout=LOCAL_CONNECT_TIMEOUT, unix_path=str(path)
+        )
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        await web.UnixSite(self.runner, str(self.path)).start()
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        self.pool.close()
 
 
 class ProxyServer:
@@ -59,57 +76,64 @@ class ProxyServer:
         self.workspace = workspace or Workspace(config)
         self.public: Listener | None = None
         self.control: Listener | None = None
+        self._apps: list[LocalApp] = []
+        self._runtime: Path | None = None
 
     async def start(self) -> None:
-        # Both apps first: they attach the workspace's observers (metrics count the very first
-        # health checks), then the checks start, then the listeners open.
-        public, control = make_public_app(self.workspace), make_control_app(self.workspace)
-        self.workspace.start()
+        config, workspace = self.config, self.workspace
+        self._runtime = Path(tempfile.mkdtemp(prefix="dumont-"))  # 0700: ours alone
+        grace = config.shutdown_timeout
+        pages = LocalApp(make_public_app(workspace), self._runtime / "pages.sock", grace)
+        control = LocalApp(make_control_app(workspace), self._runtime / "control.sock", grace)
+        self._apps = [pages, control]
+        for app in self._apps:
+            await app.start()
+        workspace.start()
+        hsts = hsts_value(config.tls)
+        self.control = Listener(
+            ListenerContext(config.limits, LocalAppHandler(control.pool)),
+            config.control_listen,
+            None,
+        )
+        ssl_context = server_context(config.tls)
+        self.public = Listener(
+            ListenerContext(
+                config.limits,
+                PublicHandler(workspace, config, pages.pool, hsts),
+                tls=ssl_context is not None,
+                access_log=config.access_log,
+                hsts=hsts,
+            ),
+            config.listen,
+            ssl_context,
+        )
         # Control first: once the public /__dumont/healthz answers (what deploy scripts, the
         # container's HEALTHCHECK and the tests wait for), the admin API and metrics answer too.
-        self.control = await self._listen(control, self.config.control_listen, False)
-        self.public = await self._listen(public, self.config.listen, self.config.access_log, True)
+        await self.control.start()
+        await self.public.start()
         log.info(
             "serving on %s://%s (control on http://%s): primary %s, standby %s",
-            "https" if self.config.tls.cert else "http",
+            "https" if ssl_context else "http",
             self.public.address,
             self.control.address,
-            self.config.primary,
-            self.config.standby,
+            config.primary,
+            config.standby,
         )
-
-    async def _listen(
-        self, app: web.Application, where: HostPort, access_log: bool, public: bool = False
-    ) -> Listener:
-        if public:
-            add_hsts(app, self.config.tls)
-        runner = GuardedAppRunner(  # issue 7: slow clients, limits, request screening
-            app,
-            limits=self.config.limits,
-            access_log=logging.getLogger("aiohttp.access") if access_log else None,
-            # The log line's own timestamp is the end; the duration dates the start.
-            access_log_format='%a "%r" %s %b %Tfs "%{User-Agent}i"',
-            shutdown_timeout=self.config.shutdown_timeout,
-            handle_signals=False,
-        )
-        await runner.setup()
-        ssl_context = server_context(self.config.tls) if public else None
-        site = TLSSite(
-            runner,
-            where.host,
-            where.port,
-            backlog=1024,
-            ssl_context=ssl_context,
-            handshake_timeout=self.config.limits.header_timeout,
-        )
-        await site.start()
-        return Listener(runner, site)
 
     async def stop(self) -> None:
-        for listener in (self.public, self.control):
-            if listener is not None:
-                await listener.runner.cleanup()
+        listeners = [x for x in (self.public, self.control) if x is not None]
+        for listener in listeners:
+            listener.stop_accepting()
+        # 1001 tells browsers the proxy is going away; the apps end their event streams.
+        await self.workspace.close_websockets()
+        grace = self.config.shutdown_timeout
+        await asyncio.gather(
+            *(listener.stop(grace) for listener in listeners),
+            *(app.stop() for app in self._apps),
+        )
         await self.workspace.close()
+        if self._runtime is not None:
+            shutil.rmtree(self._runtime, ignore_errors=True)
         log.info("stopped")
 
 

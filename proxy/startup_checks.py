@@ -1,10 +1,11 @@
 """Checks before the proxy listens: aiohttp's C parser, its version, and the file-descriptor limit.
 
-aiohttp falls back silently to its pure-Python HTTP parser when the C extension is missing or
-``AIOHTTP_NO_EXTENSIONS`` is set. The two parsers have disagreed on what is a valid request
-before (request-smuggling advisories were fixed in one and not the other), and docs/SECURITY.md
-records what llhttp, the C parser, rejects: the proxy refuses to face the internet without it
-unless ``allow_python_parser`` says so.
+The data plane parses with httptools (llhttp) on both listeners; aiohttp still parses what reaches
+the proxy's own apps behind it and what the warm-up reads. aiohttp falls back silently to its
+pure-Python HTTP parser when the C extension is missing or ``AIOHTTP_NO_EXTENSIONS`` is set. The
+two parsers have disagreed on what is a valid request before (request-smuggling advisories were
+fixed in one and not the other): the proxy refuses to start with the pure-Python one unless
+``allow_python_parser`` says so.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import resource
 
 import aiohttp
-from aiohttp import client_proto, web_protocol
+from aiohttp import client_proto, http_parser, web_protocol
 
 from .config import Config
 from .errors import ConfigError
@@ -32,16 +33,12 @@ FD_MARGIN = 256
 
 def parser_in_use() -> str:
     """ "C" when both the server's request parser and the client's response parser are llhttp."""
-    try:
-        from aiohttp import _http_parser as compiled
-    except ImportError:
-        return "python"
-    server_c = getattr(web_protocol, "HttpRequestParser", None) is getattr(
-        compiled, "HttpRequestParser", False
-    )
-    client_c = getattr(client_proto, "HttpResponseParser", None) is getattr(
-        compiled, "HttpResponseParser", False
-    )
+    # aiohttp.http_parser keeps its pure-Python classes under public *Py names and rebinds the
+    # plain names to the C ones when the extension loads.
+    server = getattr(web_protocol, "HttpRequestParser", http_parser.HttpRequestParserPy)
+    client = getattr(client_proto, "HttpResponseParser", http_parser.HttpResponseParserPy)
+    server_c = server is not http_parser.HttpRequestParserPy
+    client_c = client is not http_parser.HttpResponseParserPy
     return "C" if server_c and client_c else "python"
 
 

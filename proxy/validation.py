@@ -1,31 +1,30 @@
-"""What the proxy refuses to pass on, in either direction, beyond what aiohttp's parser rejects.
+"""What the proxy refuses to pass on, in either direction, beyond what llhttp rejects.
 
-aiohttp's C parser (llhttp, strict for requests) already refuses most ambiguous requests: both
+llhttp (httptools, the parser of the data plane on both sides) already refuses most ambiguous
+requests: both
 Content-Length and Transfer-Encoding, a duplicate or malformed Content-Length, obs-folded lines,
 control characters, bad chunk sizes (docs/SECURITY.md has the whole table). These pure functions
 refuse what it lets through and a proxy must not forward: an HTTP/1.0 message with
 Transfer-Encoding (RFC 9112 6.1), a coding other than exactly ``chunked``, a WebSocket upgrade that
 is not a bodiless GET (CVE-2026-69243 smuggled requests in such a body), absolute-form targets for
-other hosts, CONNECT and TRACE. Responses are parsed leniently by aiohttp's client (it accepts
-control characters in values and codings other than chunked), so ``screen_response`` applies the
-same rules to what a backend sends before any of it reaches the browser.
+other hosts, CONNECT and TRACE. Responses get the same rules (``screen_response``) before any of
+a backend's answer reaches the browser: llhttp parses responses more leniently than requests.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
 
-from aiohttp import ClientResponse, hdrs
-from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
-from multidict import CIMultiDictProxy
-from yarl import URL
+from aiohttp import hdrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from .dataplane.messages import RequestHead
 from .errors import UpstreamError
 
 __all__ = [
     "Rejected",
-    "refuse_bad_response",
     "refuse_bad_upgrade_answer",
     "screen_request",
     "screen_response",
@@ -54,7 +53,7 @@ def _tokens(value: str) -> list[str]:
     return [t.strip().lower() for t in value.split(",") if t.strip()]
 
 
-def check_framing(headers: CIMultiDictProxy[str], http10: bool) -> None:
+def check_framing(headers: CIMultiDictProxy[str] | CIMultiDict[str], http10: bool) -> None:
     """One unambiguous body length: a single Content-Length, or exactly ``chunked``."""
     lengths = headers.getall(hdrs.CONTENT_LENGTH, [])
     codings = headers.getall(hdrs.TRANSFER_ENCODING, [])
@@ -81,49 +80,63 @@ def check_fields(raw_headers: RawHeaders) -> None:
             raise Rejected(400, f"control character in header {name[:40]!r}")
 
 
-def _check_upgrade(message: RawRequestMessage) -> None:
-    offered = [t for v in message.headers.getall(hdrs.UPGRADE, []) for t in _tokens(v)]
+def is_websocket_upgrade(head: RequestHead) -> bool:
+    """A screened request asking for a WebSocket (screening refuses any other shape of it)."""
+    return head.method == "GET" and "websocket" in _upgrade_tokens(head)
+
+
+def _upgrade_tokens(head: RequestHead) -> list[str]:
+    return [t for v in head.headers.getall(hdrs.UPGRADE, []) for t in _tokens(v)]
+
+
+def _check_upgrade(head: RequestHead) -> None:
+    offered = _upgrade_tokens(head)
     if "websocket" not in offered:
         return  # any other Upgrade (h2c) is dropped as hop-by-hop and served as HTTP/1.1
     if offered != ["websocket"]:
         raise Rejected(400, "Upgrade offers websocket among other protocols")
-    if message.method != hdrs.METH_GET or message.version != HttpVersion11:
+    if head.method != hdrs.METH_GET or head.version != "1.1":
         raise Rejected(400, "a WebSocket upgrade must be an HTTP/1.1 GET")
-    length = message.headers.get(hdrs.CONTENT_LENGTH, "0").strip()
-    if hdrs.TRANSFER_ENCODING in message.headers or length != "0":
+    length = head.headers.get(hdrs.CONTENT_LENGTH, "0").strip()
+    if hdrs.TRANSFER_ENCODING in head.headers or length != "0":
         raise Rejected(400, "a WebSocket upgrade may not carry a body")
 
 
-def _origin_form(message: RawRequestMessage) -> RawRequestMessage:
+def _origin_form(head: RequestHead) -> None:
     """Absolute-form is accepted for this host only (RFC 9112 3.2.2) and made origin-form."""
-    target = message.path
+    target = head.target
     if target.startswith("/") or target == "*":
         if "#" in target:
             raise Rejected(400, "a request target has no fragment")
-        return message
-    url = message.url
-    host = message.headers.get(hdrs.HOST, "")
-    authority = url.raw_authority if url.absolute else ""
-    if url.scheme not in ("http", "https") or authority.lower() != host.lower():
+        return
+    try:
+        url = urlsplit(target)
+    except ValueError:
+        raise Rejected(400, "unreadable absolute-form target") from None
+    host = head.headers.get(hdrs.HOST, "")
+    if url.scheme not in ("http", "https") or url.netloc.lower() != host.lower():
         raise Rejected(400, "absolute-form target for another host: this is not an open proxy")
-    if url.raw_fragment:
+    if url.fragment or "#" in target:
         raise Rejected(400, "a request target has no fragment")
-    path = url.raw_path + (f"?{url.raw_query_string}" if url.raw_query_string else "")
-    return message._replace(path=path, url=URL(path, encoded=True))
+    head.target = (url.path or "/") + (f"?{url.query}" if url.query else "")
 
 
-def screen_request(message: RawRequestMessage, max_url_length: int) -> RawRequestMessage:
-    """The message to handle (absolute-form made origin-form), or ``Rejected``."""
-    if message.version not in (HttpVersion10, HttpVersion11):
-        raise Rejected(505, f"HTTP/{message.version.major}.{message.version.minor} not served")
-    if message.method in REFUSED_METHODS:
-        raise Rejected(405, f"{message.method} is not served: this is not an open proxy")
-    if len(message.path) > max_url_length:
+def screen_request(head: RequestHead, max_url_length: int) -> None:
+    """Raise ``Rejected`` for a request the proxy will not pass on; absolute-form targets for
+    this host are made origin-form in place."""
+    if head.version not in ("1.0", "1.1"):
+        raise Rejected(505, f"HTTP/{head.version} not served")
+    if head.method in REFUSED_METHODS:
+        raise Rejected(405, f"{head.method} is not served: this is not an open proxy")
+    if len(head.target) > max_url_length:
         raise Rejected(414, f"request target longer than {max_url_length} bytes")
-    check_fields(message.raw_headers)
-    check_framing(message.headers, message.version == HttpVersion10)
-    _check_upgrade(message)
-    return _origin_form(message)
+    check_fields(head.raw_headers)
+    hosts = head.headers.getall(hdrs.HOST, [])
+    if len(hosts) > 1 or (not hosts and head.version == "1.1"):
+        raise Rejected(400, "an HTTP/1.1 request needs exactly one Host")  # RFC 9112 3.2
+    check_framing(head.headers, head.version == "1.0")
+    _check_upgrade(head)
+    _origin_form(head)
 
 
 def screen_response(status: int, reason: str | None, raw_headers: RawHeaders) -> str | None:
@@ -154,14 +167,6 @@ def _check_response_framing(headers: dict[str, list[str]]) -> None:
         raise Rejected(502, "both Content-Length and Transfer-Encoding")
     if codings and (len(codings) > 1 or _tokens(codings[0]) != ["chunked"]):
         raise Rejected(502, f"unsupported Transfer-Encoding {', '.join(codings)[:60]!r}")
-
-
-def refuse_bad_response(upstream: ClientResponse) -> None:
-    """Raise UpstreamError (502) and drop the connection when the backend's head is ambiguous."""
-    problem = screen_response(upstream.status, upstream.reason, upstream.raw_headers)
-    if problem is not None:
-        upstream.close()  # never reuse a connection whose framing is in doubt
-        raise UpstreamError(f"backend sent a response the proxy will not relay: {problem}")
 
 
 def refuse_bad_upgrade_answer(status: int, reason: str, headers: Mapping[str, str]) -> None:

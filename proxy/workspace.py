@@ -243,6 +243,17 @@ class Workspace:
         role = self.machine.active
         return self.backends[role] if role is not None else None
 
+    # The data plane's Router (proxy.dataplane.router): ready_backend, acquire, epoch, ...
+
+    def ready_backend(self) -> Backend | None:
+        """The backend to send a request to right now, without waiting; None during a switch."""
+        role = self.machine.active
+        return None if role is None or self._closing else self.backends[role]
+
+    @property
+    def epoch(self) -> int:
+        return self.machine.epoch
+
     async def acquire(self, wait: float) -> Backend:
         """The backend to use now, waiting up to ``wait`` seconds for a switch to finish."""
         backend = self.active_backend()

@@ -27,7 +27,7 @@ from __future__ import annotations
 from .config import DEFAULT_TIP, PagesConfig, Tip
 from .i18n import choose_language, strings_for
 from .inject import MAX_DOCUMENT_BYTES, WATCHER_SRC, WATCHER_TAG, inject_watcher, wants_watcher
-from .routes import PREFIX, is_navigation, render_transition, setup_pages
+from .routes import PREFIX, is_navigation, is_navigation_of, render_transition, setup_pages
 from .state import PAGES, PagesState
 from .tips import TIP_COOKIE, TipBook, TipCounts
 from .view import Role, SwitchSnapshot, SwitchState, SwitchView
@@ -52,6 +52,7 @@ __all__ = [
     "choose_language",
     "inject_watcher",
     "is_navigation",
+    "is_navigation_of",
     "render_transition",
     "setup_pages",
     "strings_for",

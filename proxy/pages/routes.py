@@ -12,6 +12,7 @@ that find no backend ready.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,7 +29,7 @@ from .static_files import load_static, serve_static
 from .tips import TIP_COOKIE, TIP_COOKIE_MAX_AGE, TipBook
 from .view import SwitchView
 
-__all__ = ["PREFIX", "is_navigation", "render_transition", "setup_pages"]
+__all__ = ["PREFIX", "is_navigation", "is_navigation_of", "render_transition", "setup_pages"]
 
 PREFIX = "/__dumont"
 KEEPALIVE_INTERVAL = 15.0
@@ -78,13 +79,18 @@ def setup_pages(
 def is_navigation(request: web.Request) -> bool:
     """A browser loading a document (a link, the address bar, a reload), as opposed to fetch, XHR
     or a WebSocket: only navigations may be answered with the transition page."""
-    if request.method != hdrs.METH_GET or hdrs.UPGRADE in request.headers:
+    return is_navigation_of(request.method, request.headers)
+
+
+def is_navigation_of(method: str, headers: Mapping[str, str]) -> bool:
+    """is_navigation for a request the data plane holds (its method and headers)."""
+    if method != hdrs.METH_GET or hdrs.UPGRADE in headers:
         return False
-    mode = request.headers.get("Sec-Fetch-Mode")
+    mode = headers.get("Sec-Fetch-Mode")
     if mode is not None:
         return mode == "navigate"
     # Browsers without Fetch Metadata: a document request is the one that asks for HTML.
-    return "text/html" in request.headers.get(hdrs.ACCEPT, "")
+    return "text/html" in headers.get(hdrs.ACCEPT, "")
 
 
 def render_transition(

@@ -104,7 +104,7 @@ async def _main(name: str) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     print(f"PORT {port}", flush=True)
     await asyncio.Event().wait()
 

@@ -1,0 +1,38 @@
+"""The narrow seam between the data plane and whatever decides where traffic goes.
+
+The data plane asks only this: the backend to use now, or to wait for one during a switch; it
+reports passive failures and waits for the verdict they trigger; it reads the decision's epoch (the
+watcher compares it) and tells the traffic observer about each request. Today the in-process
+Workspace implements it; a controller feeding worker processes, or etcd shared by replicas, would
+implement the same methods.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from proxy.backends import Backend
+    from proxy.observe import TrafficObserver
+
+__all__ = ["Router"]
+
+
+class Router(Protocol):
+    @property
+    def epoch(self) -> int:
+        """Bumped by every switch: pages served under an older epoch reload."""
+
+    @property
+    def traffic(self) -> TrafficObserver: ...
+
+    def ready_backend(self) -> Backend | None:
+        """The backend serving now, or None while a switch is under way (then ``acquire``)."""
+
+    async def acquire(self, wait: float) -> Backend:
+        """The backend to use, waiting up to ``wait`` seconds; raises NoBackendAvailable."""
+
+    def report_passive_failure(self, backend: Backend, detail: str) -> None: ...
+
+    async def wait_for_verdict(self, backend: Backend, timeout: float) -> None:
+        """After a passive failure: until that backend was probed again or traffic moved."""
