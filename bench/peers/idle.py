@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import socket
+import struct
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -26,6 +28,7 @@ from typing import cast
 __all__ = ["IdleConnections", "IdleReport", "hold_idle", "raise_nofile_limit", "source_addresses"]
 
 _HEAD_END = b"\r\n\r\n"
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 
 
 def raise_nofile_limit(wanted: int) -> int:
@@ -148,9 +151,15 @@ class IdleConnections:
         return IdleReport(self.wanted, self.answered, self.open_now(), self.seconds_to_open, errors)
 
     def close(self) -> None:
+        """Reset every connection: closed with a FIN, 10,000 of them would sit in TIME-WAIT here
+        for a minute on a shared machine."""
         for client in self.clients:
-            if client.transport is not None:
-                client.transport.abort()
+            if client.transport is None:
+                continue
+            sock = client.transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            client.transport.abort()
 
 
 async def _open_one(
