@@ -442,8 +442,9 @@ def main() -> int:
         if args.show_configs:
             show_configs(workdir)
             return 0
-        # The idle phase holds N sockets here; the proxies started below inherit the limit.
-        nofile = raise_nofile_limit(2 * args.idle_connections + 1024)
+        # The idle phase holds N sockets here; the proxies started below inherit the limit, and
+        # HAProxy wants two per maxconn (N + 1024, bench/peers/proxies.py) or does not start.
+        nofile = raise_nofile_limit(2 * args.idle_connections + 4096)
         if args.idle_connections + 512 > nofile:
             print(f"RLIMIT_NOFILE is {nofile}: too low for --idle-connections", file=sys.stderr)
             return 2

@@ -32,12 +32,18 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a 
 
 
 def raise_nofile_limit(wanted: int) -> int:
-    """Raise this process's soft RLIMIT_NOFILE towards ``wanted`` (at most the hard limit).
+    """Raise this process's RLIMIT_NOFILE towards ``wanted``; return the soft limit now in force.
 
-    Children started afterwards inherit it. Returns the soft limit now in force; the caller
-    decides whether that is enough. Never part of the product: only the bench and tests call it.
+    The soft limit goes up to the hard one; the hard one too when the process may (root, or
+    CAP_SYS_RESOURCE): HAProxy refuses to start unless it can have about two descriptors per
+    ``maxconn``. Children started afterwards inherit both. The caller decides whether the result
+    is enough. Never part of the product: only the bench and tests call it.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        with contextlib.suppress(ValueError, OSError):  # not privileged, or above fs.nr_open
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -124,8 +124,12 @@ def _haproxy(
             f"    server gpu 127.0.0.1:{up.primary} check\n"
             f"    server cpu 127.0.0.1:{up.standby} check backup\n"
         )
+    # HAProxy asks for two descriptors per maxconn (a client and a server side each) and, by
+    # default, refuses to start when the hard limit is lower. Idle clients share a few pooled
+    # server connections, so 10,000 of them need ~10,100: let it start on the hard limit there.
+    lenient = "" if clients is None else "    no strict-limits\n"
     return f"""global
-    maxconn {_headroom(clients, 4096)}
+{lenient}    maxconn {_headroom(clients, 4096)}
 defaults
     mode http
     timeout connect 5s
