@@ -3,6 +3,11 @@
 Two modes. ``pool``: one upstream behind a keep-alive connection pool (throughput). ``failover``:
 a primary with a standby used only when the primary is down (failover). Our proxy always gets
 both upstreams, since it needs a standby; in ``pool`` mode all traffic goes to the primary.
+
+``clients``: when a benchmark holds many client connections (issue 13's idle phase), each proxy's
+connection caps are raised above that count (nginx's worker_connections, HAProxy's maxconn, our
+``--limits-max-connections*``); without it every config is exactly the everyday one. The file
+descriptors come from the bench's own RLIMIT_NOFILE, which the proxies inherit.
 """
 
 from __future__ import annotations
@@ -54,7 +59,12 @@ class RunningProxy:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-def _nginx(mode: Mode, port: int, up: Upstreams, workdir: Path) -> str:
+def _headroom(clients: int | None, everyday: int) -> int:
+    """A cap for ``clients`` held connections plus the benchmark's own, never below everyday's."""
+    return everyday if clients is None else max(everyday, clients + 1024)
+
+
+def _nginx(mode: Mode, port: int, up: Upstreams, workdir: Path, clients: int | None) -> str:
     if mode == "pool":
         servers = f"server 127.0.0.1:{up.primary};"
         extra = "proxy_read_timeout 1h;  # idle WebSockets\n"
@@ -64,8 +74,11 @@ def _nginx(mode: Mode, port: int, up: Upstreams, workdir: Path) -> str:
             f"        server 127.0.0.1:{up.standby} backup;"
         )
         extra = "proxy_next_upstream error timeout http_502 http_503 http_504;\n"
+    # Per worker; without accept_mutex one worker may take most of the connections.
+    per_worker = _headroom(clients, 4096)
+    rlimit = "" if clients is None else f"worker_rlimit_nofile {2 * per_worker};\n"
     return f"""{nginx_paths(workdir, "nginx")}worker_processes auto;
-events {{ worker_connections 4096; }}
+{rlimit}events {{ worker_connections {per_worker}; }}
 http {{
     access_log off;
 {nginx_temp_paths(workdir, "nginx")}    keepalive_requests 10000000;
@@ -94,7 +107,9 @@ http {{
 """
 
 
-def _haproxy(mode: Mode, port: int, up: Upstreams, _workdir: Path, *, tuned: bool) -> str:
+def _haproxy(
+    mode: Mode, port: int, up: Upstreams, _workdir: Path, clients: int | None, *, tuned: bool
+) -> str:
     if mode == "pool":
         servers = f"    server origin 127.0.0.1:{up.primary}\n"
         checks = ""
@@ -109,8 +124,12 @@ def _haproxy(mode: Mode, port: int, up: Upstreams, _workdir: Path, *, tuned: boo
             f"    server gpu 127.0.0.1:{up.primary} check\n"
             f"    server cpu 127.0.0.1:{up.standby} check backup\n"
         )
+    # HAProxy asks for two descriptors per maxconn (a client and a server side each) and, by
+    # default, refuses to start when the hard limit is lower. Idle clients share a few pooled
+    # server connections, so 10,000 of them need ~10,100: let it start on the hard limit there.
+    lenient = "" if clients is None else "    no strict-limits\n"
     return f"""global
-    maxconn 4096
+{lenient}    maxconn {_headroom(clients, 4096)}
 defaults
     mode http
     timeout connect 5s
@@ -125,7 +144,8 @@ backend be
 {checks}{servers}"""
 
 
-def _caddy(mode: Mode, port: int, up: Upstreams, workdir: Path) -> str:
+def _caddy(mode: Mode, port: int, up: Upstreams, workdir: Path, _clients: int | None) -> str:
+    # Caddy caps no connection count, and Go raises its soft RLIMIT_NOFILE to the hard one.
     if mode == "pool":
         targets = f"127.0.0.1:{up.primary}"
         policy = ""
@@ -159,20 +179,25 @@ http://127.0.0.1:{port} {{
 """
 
 
-Renderer = Callable[[Mode, int, Upstreams, Path], str]
+Renderer = Callable[[Mode, int, Upstreams, Path, int | None], str]
 _RENDERERS: dict[str, tuple[Renderer, str]] = {
     "nginx": (_nginx, "nginx.conf"),
-    "haproxy": (lambda m, p, u, w: _haproxy(m, p, u, w, tuned=False), "haproxy.cfg"),
-    "haproxy-defaults": (lambda m, p, u, w: _haproxy(m, p, u, w, tuned=False), "haproxy.cfg"),
-    "haproxy-tuned": (lambda m, p, u, w: _haproxy(m, p, u, w, tuned=True), "haproxy.cfg"),
+    "haproxy": (lambda m, p, u, w, c: _haproxy(m, p, u, w, c, tuned=False), "haproxy.cfg"),
+    "haproxy-defaults": (
+        lambda m, p, u, w, c: _haproxy(m, p, u, w, c, tuned=False),
+        "haproxy.cfg",
+    ),
+    "haproxy-tuned": (lambda m, p, u, w, c: _haproxy(m, p, u, w, c, tuned=True), "haproxy.cfg"),
     "caddy": (_caddy, "Caddyfile"),
 }
 
 
-def render_config(name: str, mode: Mode, port: int, up: Upstreams, workdir: Path) -> str:
+def render_config(
+    name: str, mode: Mode, port: int, up: Upstreams, workdir: Path, clients: int | None = None
+) -> str:
     """The config file text a peer runs with (for the docs: ``--show-configs``)."""
     renderer, _ = _RENDERERS[name]
-    return renderer(mode, port, up, workdir)
+    return renderer(mode, port, up, workdir, clients)
 
 
 def _peer_argv(name: str, conf: Path, workdir: Path) -> list[str]:
@@ -183,7 +208,13 @@ def _peer_argv(name: str, conf: Path, workdir: Path) -> list[str]:
     return ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"]
 
 
-def dumont_argv(port: int, control_port: int, up: Upstreams) -> list[str]:
+def dumont_argv(
+    port: int, control_port: int, up: Upstreams, clients: int | None = None
+) -> list[str]:
+    caps = []
+    if clients is not None:
+        cap = str(_headroom(clients, 8000))
+        caps = ["--limits-max-connections", cap, "--limits-max-connections-per-ip", cap]
     return [
         sys.executable,
         "-m",
@@ -202,6 +233,7 @@ def dumont_argv(port: int, control_port: int, up: Upstreams) -> list[str]:
         "2",
         "--rise",
         "2",
+        *caps,
     ]
 
 
@@ -224,11 +256,13 @@ def _wait_serving_primary(proxy: RunningProxy, timeout: float = 10.0) -> None:
     raise RuntimeError(f"our proxy routes to {active!r}, not the primary, {timeout} s after start")
 
 
-def _launch(name: str, mode: Mode, up: Upstreams, workdir: Path) -> RunningProxy:
+def _launch(
+    name: str, mode: Mode, up: Upstreams, workdir: Path, clients: int | None
+) -> RunningProxy:
     port = free_port()
     tag = f"{name}-{mode}-{port}"
     if name == "dumont":
-        argv = dumont_argv(port, free_port(), up)
+        argv = dumont_argv(port, free_port(), up, clients)
         group = ProcessGroup(tag, argv, workdir / f"{tag}.log", cwd=REPO_DIR)
     elif name == "aiohttp-plain":
         argv = [sys.executable, "-m", "peers.servers", "plain-proxy", "--port", str(port),
@@ -240,7 +274,7 @@ def _launch(name: str, mode: Mode, up: Upstreams, workdir: Path) -> RunningProxy
         peer_dir = workdir / tag
         peer_dir.mkdir()
         conf = peer_dir / filename
-        conf.write_text(render_config(name, mode, port, up, peer_dir))
+        conf.write_text(render_config(name, mode, port, up, peer_dir, clients))
         # Caddy keeps its state under HOME/XDG dirs: keep it in the temp dir too.
         env = {key: str(peer_dir) for key in ("HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME")}
         argv = _peer_argv(name, conf, peer_dir)
@@ -263,15 +297,19 @@ def _launch(name: str, mode: Mode, up: Upstreams, workdir: Path) -> RunningProxy
     return proxy
 
 
-def start_proxy(name: str, mode: Mode, up: Upstreams, workdir: Path) -> RunningProxy:
+def start_proxy(
+    name: str, mode: Mode, up: Upstreams, workdir: Path, clients: int | None = None
+) -> RunningProxy:
     """Start ``name`` on an ephemeral port; return once a request through it succeeds.
+
+    ``clients``: connections the caller will hold at once (see the module docstring).
 
     Our proxy is started again (up to 5 times) when it picked the standby at start, a race
     between its first two health checks: the benchmarks measure a proxy serving its primary.
     """
     for attempt in range(1, 6):
         try:
-            proxy = _launch(name, mode, up, workdir)
+            proxy = _launch(name, mode, up, workdir, clients)
         except StartedOnStandby as exc:
             print(f"  {exc}; starting it again", file=sys.stderr)
             continue

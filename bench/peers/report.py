@@ -43,12 +43,18 @@ class Column:
 
 @dataclass(frozen=True)
 class Bar:
-    """A bar our proxy must meet: ``row[key] op reference``; reference is a number or a row name."""
+    """A bar our proxy must meet: ``row[key] op factor * reference``.
+
+    ``reference`` is a number, or the name of a row measured in the same run (a peer): then the
+    bar is a ratio to that peer, e.g. ``Bar("...", "req_s", ">=", "haproxy", factor=0.5)`` for
+    "at least half HAProxy's req/s" (issue 13). ``factor`` applies to a numeric reference too.
+    """
 
     text: str
     key: str
     op: Literal[">=", "<=", "<"]
     reference: float | str
+    factor: float = 1.0
 
 
 def median_rows(
@@ -126,28 +132,43 @@ def render_table(
 
 
 def check_bars(row: Row, rows: Mapping[str, Row], bars: Sequence[Bar]) -> list[dict[str, Any]]:
-    """Each bar with the measured value, the reference value and whether it is met."""
+    """Each bar with the measured value, the value it is held to and whether it is met.
+
+    ``reference`` is the threshold itself (``factor`` times the peer's value for a ratio bar);
+    a ratio bar also records ``peer``, ``peer_value`` and ``factor``. ``met`` is None when either
+    side was not measured (the peer did not run, or failed).
+    """
     results = []
     for bar in bars:
         value = row.get(bar.key)
-        ref: Cell = bar.reference
-        if isinstance(ref, str):
-            ref = rows.get(ref, {}).get(bar.key)
+        base: Cell = bar.reference
+        extra: dict[str, Any] = {}
+        if isinstance(bar.reference, str):
+            base = rows.get(bar.reference, {}).get(bar.key)
+            extra = {"peer": bar.reference, "peer_value": base, "factor": bar.factor}
+        ref: Cell = bar.factor * base if isinstance(base, int | float) else None
         met: bool | None = None
         if isinstance(value, int | float) and isinstance(ref, int | float):
             met = {">=": value >= ref, "<=": value <= ref, "<": value < ref}[bar.op]
-        results.append({"bar": bar.text, "value": value, "reference": ref, "met": met})
+        results.append({"bar": bar.text, "value": value, "reference": ref, "met": met, **extra})
     return results
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    return "-" if value is None else value
 
 
 def render_bars(results: Sequence[Mapping[str, Any]]) -> str:
     lines = []
     for r in results:
         verdict = {True: "MET ", False: "MISS", None: "n/a "}[r["met"]]
-        value, ref = r["value"], r["reference"]
-        shown_value = f"{value:,.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else value
-        shown_ref = f"{ref:,.3f}".rstrip("0").rstrip(".") if isinstance(ref, float) else ref
-        lines.append(f"  {verdict} {r['bar']}: {shown_value} (bar: {shown_ref})")
+        shown_ref = _number(r["reference"])
+        if "peer" in r:
+            peer = f"{_number(r['factor'])} x {r['peer']}'s {_number(r['peer_value'])}"
+            shown_ref = f"{peer} = {shown_ref}"
+        lines.append(f"  {verdict} {r['bar']}: {_number(r['value'])} (bar: {shown_ref})")
     return "\n".join(lines)
 
 
