@@ -343,7 +343,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _log_access(self, head: RequestHead, status: int, sent: int) -> None:
         seconds = time.perf_counter() - self.request_started
-        agent = head.headers.get("User-Agent", "-")
+        agent = head.first(b"user-agent") or "-"
         access_log.info(
             '%s "%s %s HTTP/%s" %d %d %fs "%s"',
             self.peer, head.method, head.target, head.version, status, sent, seconds, agent,

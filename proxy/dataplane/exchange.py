@@ -24,11 +24,17 @@ from typing import TYPE_CHECKING
 from multidict import CIMultiDict
 
 from proxy.errors import HTTPProblem, NoBackendAvailable, UpstreamError, UpstreamTimeout
-from proxy.headers import ClientFacts, request_headers, response_headers
+from proxy.headers import ClientFacts, response_headers
 from proxy.pages import MAX_DOCUMENT_BYTES, inject_watcher, is_navigation_of, wants_watcher
-from proxy.validation import screen_response
+from proxy.validation import screen_response_head
 
-from .messages import RequestHead, serialize_head
+from .messages import (
+    RequestHead,
+    backend_request_head,
+    browser_response_head,
+    connection_tokens,
+    serialize_head,
+)
 from .upstream import (
     BadResponse,
     ConnectFailed,
@@ -54,7 +60,6 @@ NO_BODY_STATUSES = frozenset({204, 304})
 BODY_BUFFER_LIMIT = 256 * 1024
 # Asks the pages app for the transition page; a browser can never send it (see strip_internal).
 TRANSITION_HEADER = "X-Dumont-Transition"
-INTERNAL_PREFIX = "x-dumont-"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 
@@ -87,6 +92,11 @@ def _phrase(status: int) -> str:
         return "Unknown"
 
 
+def _html(fields: dict[bytes, list[bytes]]) -> bool:
+    """Whether a response says it is HTML (only then is it worth reading its headers whole)."""
+    return any(b"html" in v.lower() for v in fields.get(b"content-type", ()))
+
+
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
@@ -98,6 +108,16 @@ class Destination:
     router: Router | None
     local: UpstreamPool | None
     wait: float = 0.0
+
+
+def is_navigation_head(head: RequestHead) -> bool:
+    """proxy.pages.is_navigation for a request the data plane holds."""
+    return is_navigation_of(
+        head.method,
+        head.first(b"sec-fetch-mode"),
+        head.first(b"accept") or "",
+        b"upgrade" in head.fields,
+    )
 
 
 class HttpExchange:
@@ -121,20 +141,10 @@ class HttpExchange:
         self.hsts = hsts
         self.method = head.method
         self.replayable = head.method in IDEMPOTENT and not head.has_body
-        headers = request_headers(head.headers, client)
-        if TRANSITION_HEADER in headers or any(
-            k.lower().startswith(INTERNAL_PREFIX) for k in headers
-        ):
-            headers = CIMultiDict(
-                (k, v) for k, v in headers.items() if not k.lower().startswith(INTERNAL_PREFIX)
-            )
+        self.client = client
         # The proxy answers "Expect: 100-continue" itself, once it is ready to read the body.
-        self.expect_continue = headers.popall("Expect", None) is not None and head.has_body
-        if "Host" not in headers:  # HTTP/1.0 may omit it; HTTP/1.1 to the backend needs one
-            headers["Host"] = "localhost"
-        if head.chunked:
-            headers["Transfer-Encoding"] = "chunked"
-        self.out_headers = headers
+        self.expect_continue = b"expect" in head.fields and head.has_body
+        self.extra_out: list[bytes] = []  # the pages app's X-Dumont-Transition
         self.backend: Backend | None = None
         self.upstream: UpstreamConnection | None = None
         self.attempt = 0
@@ -207,7 +217,7 @@ class HttpExchange:
             backend.waiting.add(self)
         prefix = backend.path_prefix if backend is not None else ""
         first = f"{self.method} {prefix}{self.head.target} HTTP/1.1"
-        data = [serialize_head(first, self.out_headers)]
+        data = [backend_request_head(self.head, first, self.client, self.extra_out)]
         if self.expect_continue and not self.body and not self.body_done:
             self.conn.write(CONTINUE)
             self.conn.response_started = False  # an interim answer; the real one is to come
@@ -250,7 +260,13 @@ class HttpExchange:
     def head_received(self, head: ResponseHead) -> None:
         if self.backend is not None:
             self.backend.waiting.discard(self)
-            problem = screen_response(head.status, head.reason, head.headers)
+            fields = head.fields
+            problem = screen_response_head(
+                head.status,
+                head.reason,
+                fields.get(b"content-length", []),
+                fields.get(b"transfer-encoding", []),
+            )
             if problem is not None:
                 # Never reuse a connection whose framing is in doubt.
                 self._detach_upstream()
@@ -265,40 +281,51 @@ class HttpExchange:
         self.status = head.status
         if self.backend is not None:
             self.served_by = self.backend.name
-        headers = response_headers(
-            CIMultiDict((n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers)
-        )
-        if (
-            self.watcher
-            and self.backend is not None
-            and wants_watcher(head.status, self.method, headers)
-        ):
-            self.document = bytearray()
-            self.document_headers = headers
-            return
-        self._prepare_head(headers, head.content_length)
+        if self.watcher and self.backend is not None and _html(head.fields):
+            headers = response_headers(
+                CIMultiDict((n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers)
+            )
+            if wants_watcher(head.status, self.method, headers):
+                self.document = bytearray()
+                self.document_headers = headers
+                return
+        status_line = b"HTTP/1.1 %d %s" % (head.status, head.reason.encode("latin-1"))
+        extra = self._framing(head.content_length)
+        if self.hsts is not None and b"strict-transport-security" not in head.fields:
+            extra.append(b"Strict-Transport-Security: " + self.hsts.encode())
+        named = connection_tokens(head.fields.get(b"connection", []))
+        self.pending_head = browser_response_head(status_line, head.headers, extra, named)
 
-    def _prepare_head(self, headers: CIMultiDict[str], length: int | None) -> None:
+    def _framing(self, length: int | None) -> list[bytes]:
+        """How the body is framed for the browser, and whether the connection stays open."""
         assert self.answered is not None
         status = self.answered.status
         conn = self.conn
-        if self.hsts is not None:
-            headers.setdefault("Strict-Transport-Security", self.hsts)
+        lines = []
         if self.method == "HEAD" or status in NO_BODY_STATUSES:
             if length is not None and self.method == "HEAD":
-                headers["Content-Length"] = str(length)
+                lines.append(b"Content-Length: %d" % length)
         elif length is not None:
-            headers["Content-Length"] = str(length)
+            lines.append(b"Content-Length: %d" % length)
         elif self.head.version == "1.1":
-            headers["Transfer-Encoding"] = "chunked"
+            lines.append(b"Transfer-Encoding: chunked")
             self.chunked_out = True
         else:
             conn.keep_alive = False  # an HTTP/1.0 client reads to the end of the connection
         if not conn.keep_alive:
-            headers["Connection"] = "close"
+            lines.append(b"Connection: close")
         elif self.head.version == "1.0":
-            headers["Connection"] = "keep-alive"
-        self.pending_head = serialize_head(f"HTTP/1.1 {status} {self.answered.reason}", headers)
+            lines.append(b"Connection: keep-alive")
+        return lines
+
+    def _prepare_head(self, headers: CIMultiDict[str], length: int | None) -> None:
+        """A document's head (headers already filtered, the watcher perhaps added)."""
+        assert self.answered is not None
+        if self.hsts is not None:
+            headers.setdefault("Strict-Transport-Security", self.hsts)
+        first = f"HTTP/1.1 {self.answered.status} {self.answered.reason}"
+        head = serialize_head(first, headers)[:-2]  # without the blank line
+        self.pending_head = head + b"".join(x + b"\r\n" for x in self._framing(length)) + b"\r\n"
 
     def response_complete(self) -> None:
         if self.answered is None:
@@ -436,12 +463,12 @@ class HttpExchange:
         if (
             isinstance(problem, NoBackendAvailable)
             and self.destination.router is not None
-            and is_navigation_of(self.method, self.head.headers)
+            and is_navigation_head(self.head)
         ):
             # A page load with no backend ready gets the transition page from the pages app.
             self.status = 503
             self.destination = Destination(None, self.pages)
-            self.out_headers[TRANSITION_HEADER] = str(problem.retry_after)
+            self.extra_out = [b"%s: %d" % (TRANSITION_HEADER.encode(), problem.retry_after)]
             self.backend = None
             self._dispatch()
             return

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from proxy.headers import ClientFacts
-from proxy.pages import PREFIX, is_navigation_of
+from proxy.pages import PREFIX
 from proxy.validation import is_websocket_upgrade
 
-from .exchange import Destination, HttpExchange
+from .exchange import Destination, HttpExchange, is_navigation_head
 from .websocket import WebSocketExchange
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def _facts(
             conn.peer,
             trusted_proxies,  # type: ignore[arg-type]
         )
-    return ClientFacts(conn.peer, conn.scheme, head.headers.get("Host"), conn.trusted)
+    return ClientFacts(conn.peer, conn.scheme, head.first(b"host"), conn.trusted)
 
 
 def _is_own_path(target: str) -> bool:
@@ -67,7 +67,7 @@ class PublicHandler:
             )
         # A page load with no backend ready gets the transition page at once (issue 3); API
         # calls wait for the switch to finish.
-        wait = 0.0 if is_navigation_of(head.method, head.headers) else config.switch_wait
+        wait = 0.0 if is_navigation_head(head) else config.switch_wait
         return HttpExchange(
             conn,
             head,
@@ -87,7 +87,7 @@ class LocalAppHandler:
         self.destination = Destination(None, app)
 
     def start(self, conn: ClientConnection, head: RequestHead) -> Exchange:
-        facts = ClientFacts(conn.peer, conn.scheme, head.headers.get("Host"), False)
+        facts = ClientFacts(conn.peer, conn.scheme, head.first(b"host"), False)
         return HttpExchange(
             conn, head, self.destination, facts, pages=self.app, watcher=False, hsts=None
         )

@@ -1,8 +1,11 @@
-"""HTTP/1.1 messages as the data plane holds them, and their serialisation.
+"""HTTP/1.1 messages as the data plane holds them, and the heads it writes.
 
-Header names and values stay bytes from the parser to the socket except where a rule must read
-them; ``headers`` is the same list decoded as latin-1 into a CIMultiDict (a byte-exact round
-trip), which proxy.headers and proxy.validation work on.
+Header names and values stay bytes from the parser to the socket. Reading a request's fields is
+one pass that keeps only the few the proxy acts on (``RequestHead.first``); rewriting the heads
+for the backend and for the browser is one pass each over the raw list (``backend_request_head``,
+``browser_response_head``). They follow proxy.headers' rules exactly (hop-by-hop and
+``Connection``-named fields dropped, X-Forwarded-* from trusted front proxies only), which
+tests/security/test_properties.py checks against those reference functions.
 """
 
 from __future__ import annotations
@@ -12,7 +15,17 @@ from http import HTTPStatus
 
 from multidict import CIMultiDict
 
-__all__ = ["SECURITY_HEADERS", "RequestHead", "closing_response", "serialize_head"]
+from proxy.headers import FORWARDED, HOP_BY_HOP, ClientFacts
+
+__all__ = [
+    "SECURITY_HEADERS",
+    "RequestHead",
+    "backend_request_head",
+    "browser_response_head",
+    "closing_response",
+    "connection_tokens",
+    "serialize_head",
+]
 
 # On every answer the proxy writes itself (refusals, errors): nothing to sniff, frame or cache.
 SECURITY_HEADERS = {
@@ -20,6 +33,36 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
 }
+_HOP_BY_HOP = frozenset(str(h).lower().encode() for h in HOP_BY_HOP)
+# "Expect: 100-continue" is answered by the proxy itself; X-Dumont-* are the proxy's own.
+REQUEST_DROP = _HOP_BY_HOP | frozenset(str(h).lower().encode() for h in FORWARDED) | {b"expect"}
+RESPONSE_DROP = _HOP_BY_HOP | {b"content-length"}
+INTERNAL_PREFIX = b"x-dumont-"
+# The request fields the proxy reads; the rest pass through untouched and unread.
+READ_FIELDS = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"upgrade",
+        b"connection",
+        b"expect",
+        b"sec-fetch-mode",
+        b"accept",
+        b"user-agent",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+    }
+)
+
+
+def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
+    """The lowercased field names a Connection header lists (they are hop-by-hop too)."""
+    return frozenset(
+        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
+    )
 
 
 @dataclass(slots=True)
@@ -29,25 +72,117 @@ class RequestHead:
     version: str  # "1.0", "1.1" (anything else is refused by screening)
     raw_headers: list[tuple[bytes, bytes]]
     keep_alive: bool
-    headers: CIMultiDict[str] = field(init=False)
+    fields: dict[bytes, list[bytes]] = field(init=False)
+    _headers: CIMultiDict[str] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.headers = CIMultiDict(
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw_headers
-        )
+        fields: dict[bytes, list[bytes]] = {}
+        for name, value in self.raw_headers:
+            lowered = name.lower()
+            if lowered in READ_FIELDS:
+                if lowered in fields:
+                    fields[lowered].append(value)
+                else:
+                    fields[lowered] = [value]
+        self.fields = fields
+
+    def first(self, name: bytes) -> str | None:
+        """The first value of a read field (``name`` lowercase), as text."""
+        values = self.fields.get(name)
+        return values[0].decode("latin-1") if values else None
+
+    def values(self, name: bytes) -> list[str]:
+        return [v.decode("latin-1") for v in self.fields.get(name, ())]
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """Every field, decoded (latin-1: a byte-exact round trip); built only when asked for."""
+        if self._headers is None:
+            self._headers = CIMultiDict(
+                (n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw_headers
+            )
+        return self._headers
 
     @property
     def chunked(self) -> bool:
-        return "Transfer-Encoding" in self.headers
+        return b"transfer-encoding" in self.fields
 
     @property
     def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        return None if value is None else int(value)
+        values = self.fields.get(b"content-length")
+        return int(values[0]) if values else None
 
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+
+def backend_request_head(
+    head: RequestHead, first_line: str, client: ClientFacts, extra: list[bytes] | None = None
+) -> bytes:
+    """The head to send a backend: proxy.headers.request_headers' rules, on bytes, plus the
+    framing the proxy re-frames the body with; no Expect and no X-Dumont-* field."""
+    named = connection_tokens(head.fields.get(b"connection", []))
+    lines = [first_line.encode("latin-1")]
+    for name, value in head.raw_headers:
+        lowered = name.lower()
+        if lowered in REQUEST_DROP or lowered in named or lowered.startswith(INTERNAL_PREFIX):
+            continue
+        lines.append(name + b": " + value)
+    lines += [
+        name + b": " + value.encode("latin-1") for name, value in forwarded_fields(head, client)
+    ]
+    if b"host" not in head.fields:  # HTTP/1.0 may omit it; HTTP/1.1 to the backend needs one
+        lines.append(b"Host: localhost")
+    if head.chunked:
+        lines.append(b"Transfer-Encoding: chunked")
+    if extra:
+        lines += extra
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def forwarded_fields(head: RequestHead, client: ClientFacts) -> list[tuple[bytes, str]]:
+    """X-Forwarded-* (and Forwarded), as proxy.headers sets them: only a configured front proxy
+    may tell who the client is; anyone else could lie."""
+    out: list[tuple[bytes, str]] = []
+    trusted = client.trusted
+    prior_for = head.first(b"x-forwarded-for") if trusted else None
+    if client.peer:
+        out.append(
+            (b"X-Forwarded-For", f"{prior_for}, {client.peer}" if prior_for else client.peer)
+        )
+    elif prior_for:
+        out.append((b"X-Forwarded-For", prior_for))
+    proto = head.first(b"x-forwarded-proto") if trusted else None
+    out.append((b"X-Forwarded-Proto", proto or client.scheme))
+    # code-server checks Forwarded host=, then X-Forwarded-Host, then Host against the Origin:
+    # an untrusted X-Forwarded-Host is replaced by the Host itself so all three agree.
+    fwd_host = head.first(b"x-forwarded-host") if trusted else None
+    if fwd_host or client.host:
+        out.append((b"X-Forwarded-Host", fwd_host or client.host or ""))
+    if trusted and (forwarded := head.first(b"forwarded")):
+        out.append((b"Forwarded", forwarded))
+    return out
+
+
+def browser_response_head(
+    status_line: bytes,
+    raw_headers: list[tuple[bytes, bytes]],
+    extra: list[bytes],
+    named: frozenset[bytes],
+) -> bytes:
+    """The head to send the browser: proxy.headers.response_headers' rules on bytes (hop-by-hop,
+    Content-Length and the ``named`` fields of Connection dropped), then ``extra`` lines."""
+    lines = [status_line]
+    for name, value in raw_headers:
+        lowered = name.lower()
+        if lowered in RESPONSE_DROP or lowered in named:
+            continue
+        lines.append(name + b": " + value)
+    lines += extra
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 def serialize_head(first_line: str, headers: CIMultiDict[str]) -> bytes:

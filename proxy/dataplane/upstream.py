@@ -39,6 +39,15 @@ KEEPALIVE_SECONDS = 4.0
 # A response head larger than this is refused (llhttp has no limit of its own).
 MAX_RESPONSE_HEAD = 64 * 1024
 MAX_RESPONSE_HEADERS = 200
+READ_FIELDS = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"content-type",
+        b"connection",
+        b"strict-transport-security",
+    }
+)
 # The kernel's socket buffer plus this much in the transport before the writer is told to wait.
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
@@ -76,8 +85,12 @@ class ResponseHead:
     version: str
     headers: list[tuple[bytes, bytes]]
     keep_alive: bool
-    chunked: bool
-    content_length: int | None
+    fields: dict[bytes, list[bytes]]  # the few the proxy reads (READ_FIELDS), lowercase names
+
+    @property
+    def content_length(self) -> int | None:
+        values = self.fields.get(b"content-length")
+        return int(values[0]) if values else None
 
 
 class ResponseSink(Protocol):
@@ -107,6 +120,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._fresh_parser = False
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._fields: dict[bytes, list[bytes]] = {}
         self._head_size = 0
         self._head_done = False
         self._answered = False
@@ -180,6 +194,12 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value)
         self._headers.append((name, value))
+        lowered = name.lower()
+        if lowered in READ_FIELDS:
+            if lowered in self._fields:
+                self._fields[lowered].append(value)
+            else:
+                self._fields[lowered] = [value]
         if self._head_size > MAX_RESPONSE_HEAD or len(self._headers) > MAX_RESPONSE_HEADERS:
             raise BadResponse("response head too large", True)
 
@@ -187,25 +207,16 @@ class UpstreamConnection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._interim = True  # 100 Continue, 103 Early Hints: not the answer yet
-            self._reason, self._headers, self._head_size = b"", [], 0
+            self._reason, self._headers, self._head_size, self._fields = b"", [], 0, {}
             return
         self._head_done = True
-        chunked = False
-        length: int | None = None
-        for name, value in self._headers:
-            lowered = name.lower()
-            if lowered == b"content-length":
-                length = int(value)
-            elif lowered == b"transfer-encoding":
-                chunked = True
         head = ResponseHead(
             status=status,
             reason=self._reason.decode("latin-1"),
             version=self._parser.get_http_version(),
             headers=self._headers,
             keep_alive=self._parser.should_keep_alive(),
-            chunked=chunked,
-            content_length=length,
+            fields=self._fields,
         )
         assert self.sink is not None
         self.sink.head_received(head)
@@ -238,7 +249,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._parser = httptools.HttpResponseParser(self)
             self._fresh_parser = False
         self.sink = sink
-        self._reason, self._headers, self._head_size = b"", [], 0
+        self._reason, self._headers, self._head_size, self._fields = b"", [], 0, {}
         self._head_done = self._answered = self._complete = self._interim = False
         self._skip_body = head_request
         self.transport.write(head)

@@ -22,11 +22,11 @@ from aiohttp import hdrs
 from multidict import CIMultiDict
 
 from proxy.errors import HTTPProblem, NoBackendAvailable, UpstreamError, UpstreamTimeout
-from proxy.headers import HOP_BY_HOP, ClientFacts, request_headers
+from proxy.headers import HOP_BY_HOP, ClientFacts
 from proxy.validation import refuse_bad_upgrade_answer
 
 from .exchange import problem_bytes
-from .messages import RequestHead, serialize_head
+from .messages import RequestHead, backend_request_head, serialize_head
 from .upstream import ResponseHead, UpstreamConnection, UpstreamFailure
 
 if TYPE_CHECKING:
@@ -60,10 +60,7 @@ class WebSocketExchange:
         self.router = router
         self.wait = wait
         self.hsts = hsts
-        headers = request_headers(head.headers, client)  # keeps the Sec-WebSocket-* fields
-        headers[hdrs.UPGRADE] = "websocket"
-        headers[hdrs.CONNECTION] = "Upgrade"
-        self.out_headers = headers
+        self.client = client
         self.backend: Backend | None = None
         self.upstream: UpstreamConnection | None = None
         self.answer: ResponseHead | None = None
@@ -83,7 +80,9 @@ class WebSocketExchange:
                 raise UpstreamError(f"{backend.name}: websocket connect failed") from None
             self.upstream = conn
             first = f"GET {backend.path_prefix}{self.head.target} HTTP/1.1"
-            conn.send(self, serialize_head(first, self.out_headers))
+            # The Sec-WebSocket-* fields pass; Upgrade and Connection are hop-by-hop, so set anew.
+            extra = [b"Upgrade: websocket", b"Connection: Upgrade"]
+            conn.send(self, backend_request_head(self.head, first, self.client, extra))
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.wait, self._no_answer)
         except HTTPProblem as problem:

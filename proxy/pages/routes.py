@@ -12,7 +12,6 @@ that find no backend ready.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -79,18 +78,23 @@ def setup_pages(
 def is_navigation(request: web.Request) -> bool:
     """A browser loading a document (a link, the address bar, a reload), as opposed to fetch, XHR
     or a WebSocket: only navigations may be answered with the transition page."""
-    return is_navigation_of(request.method, request.headers)
+    headers = request.headers
+    return is_navigation_of(
+        request.method,
+        headers.get("Sec-Fetch-Mode"),
+        headers.get(hdrs.ACCEPT, ""),
+        hdrs.UPGRADE in headers,
+    )
 
 
-def is_navigation_of(method: str, headers: Mapping[str, str]) -> bool:
-    """is_navigation for a request the data plane holds (its method and headers)."""
-    if method != hdrs.METH_GET or hdrs.UPGRADE in headers:
+def is_navigation_of(method: str, fetch_mode: str | None, accept: str, upgrade: bool) -> bool:
+    """is_navigation from the fields it reads (the data plane holds requests of its own)."""
+    if method != hdrs.METH_GET or upgrade:
         return False
-    mode = headers.get("Sec-Fetch-Mode")
-    if mode is not None:
-        return mode == "navigate"
+    if fetch_mode is not None:
+        return fetch_mode == "navigate"
     # Browsers without Fetch Metadata: a document request is the one that asks for HTML.
-    return "text/html" in headers.get(hdrs.ACCEPT, "")
+    return "text/html" in accept
 
 
 def render_transition(

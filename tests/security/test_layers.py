@@ -39,3 +39,22 @@ def test_llhttp_refuses_its_column_and_passes_ours() -> None:
         if layer == "dumont" and refused and expected == 400:
             wrong.append(f"{name}: llhttp refuses it already; the table says dumont")
     assert wrong == []
+
+
+# proxy.validation.screen_response_head leaves these to llhttp's response parser: if an httptools
+# upgrade made it lenient, they would reach the browser, so this says so first.
+LEFT_TO_LLHTTP_IN_RESPONSES = ("ctl-in-value", "del-in-value", "ctl-in-name", "cl-te", "cl-twice")
+
+
+def test_llhttp_refuses_bad_fields_in_responses() -> None:
+    from .test_responses import BAD_RESPONSES
+
+    accepted = []
+    for name in LEFT_TO_LLHTTP_IN_RESPONSES:
+        parser = httptools.HttpResponseParser(_Messages())
+        try:
+            parser.feed_data(BAD_RESPONSES[name])
+        except httptools.HttpParserError:
+            continue
+        accepted.append(name)
+    assert accepted == []

@@ -133,3 +133,39 @@ def test_injector_adds_exactly_one_tag_and_nothing_else(document: str, compress:
     assert plain.replace(WATCHER_TAG, b"", 1) == document.encode()
     # Injecting twice changes nothing: the second pass sees the tag and returns None.
     assert inject_watcher(200, "GET", dict(new_headers), new_body) is None
+
+
+def _parsed_fields(head: bytes) -> list[tuple[str, str]]:
+    fields = [line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:] if line]
+    return [(name, value) for name, value in fields]
+
+
+@given(HEADERS, st.booleans(), st.lists(st.sampled_from(["x-a", "keep-alive", "te"]), max_size=2))
+def test_data_plane_heads_follow_the_reference_rules(
+    headers: list[tuple[str, str]], trusted: bool, named: list[str]
+) -> None:
+    """The data plane's one-pass byte heads equal proxy.headers' reference functions."""
+    from hypothesis import assume
+
+    from proxy.dataplane.messages import (
+        RequestHead,
+        backend_request_head,
+        browser_response_head,
+        connection_tokens,
+    )
+
+    assume(all(n.lower() not in ("expect", "content-length") for n, _ in headers))
+    assume(all(not n.lower().startswith("x-dumont-") for n, _ in headers))
+    headers = [("Host", "ide.test"), *headers]
+    if named:
+        headers.append(("Connection", ", ".join(named)))
+    raw = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+    head = RequestHead("GET", "/", "1.1", raw, True)
+    ours = _parsed_fields(backend_request_head(head, "GET / HTTP/1.1", facts(trusted)))
+    reference = request_headers(CIMultiDictProxy(CIMultiDict(headers)), facts(trusted))
+    if "Transfer-Encoding" in CIMultiDict(headers):
+        reference["Transfer-Encoding"] = "chunked"  # the data plane re-frames a chunked body
+    assert ours == list(reference.items())
+    named = connection_tokens(head.fields.get(b"connection", []))
+    ours = _parsed_fields(browser_response_head(b"HTTP/1.1 200 OK", raw, [], named))
+    assert ours == list(response_headers(CIMultiDictProxy(CIMultiDict(headers))).items())
