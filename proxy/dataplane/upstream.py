@@ -127,6 +127,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._complete = False
         self._reusable = True
         self._skip_body = False  # a HEAD request: the response has no body whatever it says
+        self._body_left = 0  # Content-Length bytes still to come
+        self._bypass = False  # they come straight from the socket, not through llhttp
         self._interim = False
         self.upgrade_tail = b""
 
@@ -147,6 +149,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self._answered = True
+        if self._bypass:
+            self._pass_body(data)
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -157,6 +162,23 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(BadResponse(f"invalid response: {exc.__context__ or exc}", True))
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"invalid response: {str(exc)[:200]}", True))
+        else:
+            # A body of known length: llhttp has nothing left to check in it, and handing it
+            # over itself would copy every chunk once more. The rest goes straight through.
+            self._bypass = self._body_left > 0 and not self._complete
+
+    def _pass_body(self, data: bytes) -> None:
+        left = self._body_left
+        if len(data) > left:
+            self._reusable = False  # bytes behind the body that nobody asked for
+            data = data[:left]
+        self._body_left = left - len(data)
+        if self.sink is not None:
+            self.sink.response_body(data)
+        if not self._body_left and not self._complete:
+            self._bypass = False
+            self._fresh_parser = True  # this one still waits for the body it never saw
+            self._finish()
 
     def eof_received(self) -> bool | None:
         # A response framed by the connection's end is complete at EOF.
@@ -218,6 +240,9 @@ class UpstreamConnection(asyncio.Protocol):
             keep_alive=self._parser.should_keep_alive(),
             fields=self._fields,
         )
+        length = head.content_length
+        if length and not self._skip_body and status not in (204, 304):
+            self._body_left = length
         assert self.sink is not None
         self.sink.head_received(head)
         if self._skip_body and self.sink is not None and not self._complete:
@@ -228,6 +253,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._complete:
             self._reusable = False  # a HEAD answer followed by a body
             return
+        self._body_left -= len(body)
         if self.sink is not None:
             self.sink.response_body(body)
 
@@ -252,6 +278,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason, self._headers, self._head_size, self._fields = b"", [], 0, {}
         self._head_done = self._answered = self._complete = self._interim = False
         self._skip_body = head_request
+        self._body_left = 0
+        self._bypass = False
         self.transport.write(head)
 
     def write(self, data: bytes) -> None:
