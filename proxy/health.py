@@ -5,16 +5,16 @@ any 2xx counts as up. One probe is in flight per backend at a time; ``probe_now`
 (after a passive failure, or to confirm a first failed check at once).
 
 A probe is one request over a kept-alive connection of the backend's own probe pool, parsed by
-llhttp: no client session, no task per probe (bench/probes.py measures its CPU). After the first
-check, each backend's checks keep a phase of their own within the interval, so a thousand
-backends are not probed in one burst.
+llhttp, driven by callbacks and loop timers: no client session, no task, no future per probe
+(bench/probes.py measures its CPU). After the first check, each backend's checks keep a phase of
+their own within the interval, so a thousand backends are not probed in one burst.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 import time
 import zlib
 from collections.abc import Callable
@@ -23,14 +23,16 @@ import aiohttp
 
 from .backends import Backend
 from .config import HealthConfig
-from .dataplane.upstream import ConnectFailed, UpstreamFailure, fetch
+from .dataplane.upstream import ConnectFailed, ResponseHead, UpstreamConnection, UpstreamFailure
 from .failover import CheckResult, Role
 from .tasks import TaskSet
 
 log = logging.getLogger("dumont.health")
 
-__all__ = ["HealthChecker", "probe", "warm_up"]
+__all__ = ["HealthChecker", "phase", "probe_request", "warm_up"]
 
+# Due times are rounded up to this grid (seconds): at most this much later than the interval.
+BATCH_SLOT = 0.02
 # Generous: the point is that the backend does its slow first-request work now, not that we wait.
 WARMUP_TIMEOUT = 120.0
 
@@ -54,20 +56,6 @@ def probe_request(backend: Backend, path: str) -> bytes:
         f"GET {backend.path_prefix}{path} HTTP/1.1\r\nHost: {backend.host_header}\r\n"
         "User-Agent: dumont-health\r\nAccept: */*\r\n\r\n"
     ).encode("latin-1")
-
-
-async def probe(backend: Backend, settings: HealthConfig, now: Callable[[], float]) -> CheckResult:
-    started = time.perf_counter()
-    try:
-        status, _ = await fetch(
-            backend.probe_pool, probe_request(backend, settings.path), settings.timeout
-        )
-        ok = 200 <= status < 300
-        detail = "" if ok else f"HTTP {status}"
-    except (UpstreamFailure, TimeoutError, OSError) as exc:
-        ok, detail = False, _describe(exc)
-    latency = time.perf_counter() - started
-    return CheckResult(backend.role, ok, now(), latency if ok else None, detail)
 
 
 def phase(backend: Backend, interval: float) -> float:
@@ -108,6 +96,132 @@ async def warm_up(backend: Backend, path: str) -> None:
     )
 
 
+class _Checks:
+    """One backend's checks: a timer, and at most one probe in flight.
+
+    Driven by callbacks (a ResponseSink on the probe pool's connection, loop timers for the
+    deadline and the next check), not a task per check: a thousand workspaces mean two thousand
+    probes a second. A task is started only to open a connection.
+    """
+
+    def __init__(self, checker: HealthChecker, role: Role) -> None:
+        self.checker = checker
+        self.role = role
+        self.loop = asyncio.get_running_loop()
+        self.busy = False
+        self.requested = False
+        self.first = True
+        self.status = 0
+        self.started = self.began = 0.0
+        self.timer: asyncio.Handle | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.conn: UpstreamConnection | None = None
+
+    def fire(self) -> None:
+        self.timer = None
+        self.busy, self.requested, self.status = True, False, 0
+        self.started, self.began = time.perf_counter(), self.loop.time()
+        backend = self.checker.backends[self.role]
+        self.deadline = self.loop.call_later(self.checker.settings.timeout, self._expired)
+        conn = backend.probe_pool.take_idle()
+        if conn is None:
+            self.connecting = self.checker.tasks.spawn(
+                self._connect(backend), name=f"health-connect-{self.role}"
+            )
+        else:
+            self._send(conn, backend)
+
+    async def _connect(self, backend: Backend) -> None:
+        try:
+            conn = await backend.probe_pool.connect()
+        except UpstreamFailure as failure:
+            self.connecting = None
+            self._done(False, _describe(failure))
+            return
+        self.connecting = None
+        if not self.busy:  # timed out meanwhile
+            conn.close()
+            return
+        self._send(conn, backend)
+
+    def _send(self, conn: UpstreamConnection, backend: Backend) -> None:
+        self.conn = conn
+        conn.send(self, probe_request(backend, self.checker.settings.path))
+
+    # ResponseSink
+    def head_received(self, head: ResponseHead) -> None:
+        self.status = head.status
+
+    def response_body(self, data: bytes) -> None:
+        return None
+
+    def response_complete(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.pool.release(conn)
+        ok = 200 <= self.status < 300
+        self._done(ok, "" if ok else f"HTTP {self.status}")
+
+    def upstream_failed(self, failure: UpstreamFailure) -> None:
+        self.conn = None
+        self._done(False, _describe(failure))
+
+    def upstream_writable(self, writable: bool) -> None:
+        return None
+
+    def _expired(self) -> None:
+        self.deadline = None
+        self._abandon()
+        self._done(False, "timed out")
+
+    def _abandon(self) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.detach()
+
+    def _done(self, ok: bool, detail: str) -> None:
+        if not self.busy:
+            return
+        self.busy = False
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        latency = time.perf_counter() - self.started
+        checker = self.checker
+        checker.report(CheckResult(self.role, ok, checker.now(), latency if ok else None, detail))
+        if self.requested:
+            self.timer = self.loop.call_soon(self.fire)
+            return
+        interval = checker.settings.interval
+        if self.first:  # the first check is at once (who serves is decided on it)
+            self.first = False
+            due = self.loop.time() + phase(checker.backends[self.role], interval)
+        else:
+            due = self.began + interval
+        # Checks due in the same slot start in one turn of the loop, and their answers tend to
+        # arrive in one: a wake-up costs more than the probe itself at a thousand backends.
+        self.timer = self.loop.call_at(math.ceil(due / BATCH_SLOT) * BATCH_SLOT, self.fire)
+
+    def probe_now(self) -> None:
+        self.requested = True
+        if not self.busy:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_soon(self.fire)
+
+    def stop(self) -> None:
+        self.busy = False
+        for handle in (self.timer, self.deadline):
+            if handle is not None:
+                handle.cancel()
+        self.timer = self.deadline = None
+        self._abandon()
+
+
 class HealthChecker:
     def __init__(
         self,
@@ -117,34 +231,23 @@ class HealthChecker:
         now: Callable[[], float],
         tasks: TaskSet,
     ) -> None:
-        self._backends = backends
-        self._settings = settings
-        self._report = report
-        self._now = now
-        self._tasks = tasks
-        self._wake: dict[Role, asyncio.Event] = {}
+        self.backends = backends
+        self.settings = settings
+        self.report = report
+        self.now = now
+        self.tasks = tasks
+        self._checks: dict[Role, _Checks] = {}
 
     def start(self) -> None:
-        for role in self._backends:
-            self._wake[role] = asyncio.Event()
-            self._tasks.spawn(self._run(role), name=f"health-{role}")
+        for role in self.backends:
+            checks = self._checks[role] = _Checks(self, role)
+            checks.fire()
 
     def probe_now(self, role: Role) -> None:
-        if role in self._wake:
-            self._wake[role].set()
+        """Check this backend now (after a passive failure, or to confirm a first failure)."""
+        if role in self._checks:
+            self._checks[role].probe_now()
 
-    async def _run(self, role: Role) -> None:
-        wake = self._wake[role]
-        interval = self._settings.interval
-        self._report(await probe(self._backends[role], self._settings, self._now))
-        # The first check is at once (who serves is decided on it); later ones keep a phase.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), phase(self._backends[role], interval))
-        while True:
-            wake.clear()
-            started = time.monotonic()
-            self._report(await probe(self._backends[role], self._settings, self._now))
-            remaining = interval - (time.monotonic() - started)
-            if remaining > 0 and not wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), remaining)
+    def stop(self) -> None:
+        for checks in self._checks.values():
+            checks.stop()

@@ -105,6 +105,7 @@ class Workspace:
 
     async def close(self) -> None:
         self._closing = True  # requests still arriving get a 503, not a closed pool
+        self.checker.stop()
         await self.tasks.close()
         for backend in self.backends.values():
             await backend.close()

@@ -52,7 +52,7 @@ def make_docroot(workdir: Path, big_mib: int) -> Path:
     return root
 
 
-def nginx_origin_conf(workdir: Path, port: int, docroot: Path) -> str:
+def nginx_origin_conf(workdir: Path, port: int, docroot: Path, extra: str = "") -> str:
     return f"""{nginx_paths(workdir, "origin")}worker_processes 1;
 events {{ worker_connections 4096; }}
 http {{
@@ -66,16 +66,19 @@ http {{
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         root {docroot};
-        location = /healthz {{ return 200 "ok\\n"; }}
+        location = /healthz {{ return 200 "ok\\n"; }}{extra}
     }}
 }}
 """
 
 
-def start_nginx_origin(workdir: Path, docroot: Path) -> tuple[ProcessGroup, int]:
+def start_nginx_origin(
+    workdir: Path, docroot: Path, extra: str = ""
+) -> tuple[ProcessGroup, int]:
+    """nginx serving ``docroot``; ``extra`` adds locations to its server block."""
     port = free_port()
     conf = workdir / "origin-nginx.conf"
-    conf.write_text(nginx_origin_conf(workdir, port, docroot))
+    conf.write_text(nginx_origin_conf(workdir, port, docroot, extra))
     group = ProcessGroup(
         "origin-nginx", ["nginx", "-c", str(conf), "-p", str(workdir)], workdir / "origin.log"
     ).start()

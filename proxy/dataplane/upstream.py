@@ -1,10 +1,10 @@
 """The upstream side: HTTP/1.1 connections to one backend, parsed by llhttp, kept alive in a pool.
 
-An ``UpstreamConnection`` carries one exchange at a time. Whoever sends a request on it gives a
-``ResponseSink``; the connection calls it with the response head, each body chunk, the end, or the
-failure. After a complete response with keep-alive and nothing unasked-for behind it, the
-connection goes back to its ``UpstreamPool``; anything in doubt (extra bytes, a parse error, a
-cut) closes it, so framing trouble can never answer the next request.
+An ``UpstreamConnection`` carries one exchange (or health probe) at a time. Whoever sends a
+request on it gives a ``ResponseSink``; the connection calls it with the response head, each body
+chunk, the end, or the failure. After a complete response with keep-alive and nothing unasked-for
+behind it, the connection goes back to its ``UpstreamPool``; anything in doubt (extra bytes, a
+parse error, a cut) closes it, so framing trouble can never answer the next request.
 
 Why idle connections live only ``KEEPALIVE_SECONDS``: code-server is Node, whose server closes an
 idle keep-alive connection after 5 s. Reusing one it is closing resets the request, which counts as
@@ -32,7 +32,6 @@ __all__ = [
     "UpstreamConnection",
     "UpstreamFailure",
     "UpstreamPool",
-    "fetch",
 ]
 
 KEEPALIVE_SECONDS = 4.0
@@ -412,58 +411,3 @@ class UpstreamPool:
         for conn in list(self._all):
             conn.close()
         self._idle.clear()
-
-
-class _Collector:
-    """A ResponseSink that keeps the whole (small) response, for health probes."""
-
-    def __init__(self) -> None:
-        self.done: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
-        self.status = 0
-        self.body = bytearray()
-
-    def head_received(self, head: ResponseHead) -> None:
-        self.status = head.status
-
-    def response_body(self, data: bytes) -> None:
-        if len(self.body) < MAX_RESPONSE_HEAD:
-            self.body += data
-
-    def response_complete(self) -> None:
-        if not self.done.done():
-            self.done.set_result((self.status, bytes(self.body)))
-
-    def upstream_failed(self, failure: UpstreamFailure) -> None:
-        if not self.done.done():
-            self.done.set_exception(failure)
-
-    def upstream_writable(self, writable: bool) -> None:
-        return None
-
-
-async def fetch(pool: UpstreamPool, head: bytes, timeout: float) -> tuple[int, bytes]:
-    """One bodiless request over a kept-alive connection: (status, body). Raises
-    UpstreamFailure or TimeoutError. A timer and a future, no task: cheap enough to probe a
-    thousand backends a second."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    conn = pool.take_idle()
-    if conn is None:
-        conn = await asyncio.wait_for(pool.connect(), timeout)
-    collector = _Collector()
-
-    def expire() -> None:
-        if not collector.done.done():
-            collector.done.set_exception(TimeoutError())
-
-    timer = loop.call_at(deadline, expire)
-    conn.send(collector, head)
-    try:
-        result = await collector.done
-    except BaseException:
-        conn.detach()
-        raise
-    finally:
-        timer.cancel()
-    pool.release(conn)
-    return result
