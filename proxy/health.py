@@ -109,6 +109,7 @@ class _Checks:
         self.role = role
         self.loop = asyncio.get_running_loop()
         self.busy = False
+        self.stopped = False
         self.requested = False
         self.first = True
         self.status = 0
@@ -207,6 +208,8 @@ class _Checks:
         self.timer = self.loop.call_at(math.ceil(due / BATCH_SLOT) * BATCH_SLOT, self.fire)
 
     def probe_now(self) -> None:
+        if self.stopped:
+            return
         self.requested = True
         if not self.busy:
             if self.timer is not None:
@@ -215,6 +218,7 @@ class _Checks:
 
     def stop(self) -> None:
         self.busy = False
+        self.stopped = True
         for handle in (self.timer, self.deadline):
             if handle is not None:
                 handle.cancel()
