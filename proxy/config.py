@@ -131,6 +131,7 @@ class Config:
     log_format: Literal["human", "json"] = "human"
     log_level: str = "info"
     access_log: bool = False
+    workers: int = 1
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     allow_python_parser: bool = False
@@ -391,6 +392,13 @@ SETTINGS: tuple[Setting, ...] = (
         "log_level", _choice("debug", "info", "warning", "error"), "least severe logged [info]"
     ),
     Setting("access_log", _flag, "log every request [false]", metavar="BOOL"),
+    Setting(
+        "workers",
+        _count,
+        "processes serving the public listener; 2 or more: a controller and N workers on one "
+        "SO_REUSEPORT port [1]",
+        metavar="N",
+    ),
     Setting(
         "assets_dir",
         _assets,

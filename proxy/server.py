@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .public_app import make_public_app
 from .startup_checks import check_startup
 from .tls import hsts_value, server_context
+from .workers.pool import WorkerPool
 from .workspace import Workspace
 
 __all__ = ["ProxyServer", "install_event_loop_policy", "run"]
@@ -74,8 +75,9 @@ class ProxyServer:
     def __init__(self, config: Config, workspace: Workspace | None = None) -> None:
         self.config = config
         self.workspace = workspace or Workspace(config)
-        self.public: Listener | None = None
+        self.public: Listener | None = None  # None with workers: they listen, not this process
         self.control: Listener | None = None
+        self.workers: WorkerPool | None = None
         self._apps: list[LocalApp] = []
         self._runtime: Path | None = None
 
@@ -96,26 +98,35 @@ class ProxyServer:
             None,
         )
         ssl_context = server_context(config.tls)
-        self.public = Listener(
-            ListenerContext(
-                config.limits,
-                PublicHandler(workspace, config, pages.pool, hsts),
-                tls=ssl_context is not None,
-                access_log=config.access_log,
-                hsts=hsts,
-            ),
-            config.listen,
-            ssl_context,
-        )
         # Control first: once the public /__dumont/healthz answers (what deploy scripts, the
         # container's HEALTHCHECK and the tests wait for), the admin API and metrics answer too.
         await self.control.start()
-        await self.public.start()
+        if config.workers > 1:
+            self.workers = WorkerPool(config, workspace, pages.path)
+            workspace.observers.append(self.workers.observe)
+            await self.workers.start()
+            where = config.listen
+        else:
+            self.public = Listener(
+                ListenerContext(
+                    config.limits,
+                    PublicHandler(workspace, config, pages.pool, hsts),
+                    tls=ssl_context is not None,
+                    access_log=config.access_log,
+                    hsts=hsts,
+                ),
+                config.listen,
+                ssl_context,
+            )
+            await self.public.start()
+            where = self.public.address
         log.info(
-            "serving on %s://%s (control on http://%s): primary %s, standby %s",
+            "serving on %s://%s (control on http://%s, %d process%s): primary %s, standby %s",
             "https" if ssl_context else "http",
-            self.public.address,
+            where,
             self.control.address,
+            config.workers,
+            "es" if config.workers > 1 else "",
             config.primary,
             config.standby,
         )
@@ -129,6 +140,7 @@ class ProxyServer:
         grace = self.config.shutdown_timeout
         await asyncio.gather(
             *(listener.stop(grace) for listener in listeners),
+            *([self.workers.stop(grace)] if self.workers is not None else []),
             *(app.stop() for app in self._apps),
         )
         await self.workspace.close()
