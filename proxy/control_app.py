@@ -11,7 +11,7 @@ from yarl import URL
 
 from .boundary import error_boundary
 from .config import parse_backend_url
-from .dashboard import BOARD, setup_observability
+from .dashboard import BOARD, Board, add_routes
 from .errors import BadRequest, ConfigError, NotFound, Unauthorized
 from .failover import Role
 from .public_app import WORKSPACE
@@ -78,7 +78,7 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(request.app[BOARD].state())
 
 
-def make_control_app(workspace: Workspace) -> web.Application:
+def make_control_app(workspace: Workspace, board: Board) -> web.Application:
     app = web.Application(middlewares=[error_boundary])
     app[WORKSPACE] = workspace
     if workspace.config.admin_token:
@@ -87,5 +87,5 @@ def make_control_app(workspace: Workspace) -> web.Application:
     app.router.add_post("/admin/failback", failback)
     app.router.add_put("/admin/backends/{role}", put_backend)
     app.router.add_get("/admin/status", status)
-    setup_observability(app, workspace, _check_token)  # /metrics, /dashboard, PUT /admin/sync
+    add_routes(app, board, _check_token)  # /metrics, /dashboard, PUT /admin/sync
     return app

@@ -16,7 +16,7 @@ from aiohttp import web
 from .boundary import error_boundary
 from .dataplane.exchange import TRANSITION_HEADER
 from .errors import NotFound
-from .pages import PAGES, PREFIX, render_transition, setup_pages
+from .pages import PAGES, PREFIX, TipBook, render_transition, setup_pages
 from .workspace import Workspace
 
 __all__ = ["PREFIX", "WORKSPACE", "make_public_app"]
@@ -49,13 +49,19 @@ async def transition(request: web.Request) -> web.Response:
     return render_transition(request, request.app[WORKSPACE], retry_after=int(retry_after))
 
 
-def make_public_app(workspace: Workspace) -> web.Application:
+def make_public_app(workspace: Workspace, tips: TipBook) -> web.Application:
     app = web.Application(middlewares=[error_boundary], client_max_size=0)
     app[WORKSPACE] = workspace
     app.router.add_get(f"{PREFIX}/healthz", proxy_health)
     app.router.add_get(f"{PREFIX}/status", proxy_status)
     assets = workspace.config.assets_dir
-    setup_pages(app, workspace, workspace.config.pages, assets / "templates", assets / "static")
-    workspace.tips = app[PAGES].tip_book  # counted here, shown by /metrics and the dashboard
+    setup_pages(
+        app,
+        workspace,
+        workspace.config.pages,
+        assets / "templates",
+        assets / "static",
+        tip_book=tips,
+    )
     app.router.add_get("/{tail:.*}", transition)
     return app

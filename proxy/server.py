@@ -25,10 +25,13 @@ from aiohttp import web
 
 from .config import Config
 from .control_app import make_control_app
+from .dashboard import build_board
 from .dataplane.handlers import LocalAppHandler, PublicHandler
 from .dataplane.listener import Listener, ListenerContext
 from .dataplane.upstream import UpstreamPool
 from .errors import ConfigError
+from .observe import NullTrafficObserver, TrafficObserver
+from .pages import TipBook
 from .public_app import make_public_app
 from .startup_checks import check_startup
 from .tls import hsts_value, server_context
@@ -72,9 +75,17 @@ class LocalApp:
 
 
 class ProxyServer:
+    """The composition root: every part is built here, in order, before anything listens:
+    config -> workspace -> tips, board and metrics (subscribed to the workspace) -> the apps ->
+    the health checks -> the listeners (or the workers)."""
+
     def __init__(self, config: Config, workspace: Workspace | None = None) -> None:
         self.config = config
         self.workspace = workspace or Workspace(config)
+        self.tips = TipBook.for_config(config.pages)  # the transition page's A/B counts
+        self.board = build_board(self.workspace, self.tips)
+        self.traffic: TrafficObserver = self.board.metrics or NullTrafficObserver()
+        self.workspace.observers.extend(self.board.observers())
         self.public: Listener | None = None  # None with workers: they listen, not this process
         self.control: Listener | None = None
         self.workers: WorkerPool | None = None
@@ -85,8 +96,10 @@ class ProxyServer:
         config, workspace = self.config, self.workspace
         self._runtime = Path(tempfile.mkdtemp(prefix="dumont-"))  # 0700: ours alone
         grace = config.shutdown_timeout
-        pages = LocalApp(make_public_app(workspace), self._runtime / "pages.sock", grace)
-        control = LocalApp(make_control_app(workspace), self._runtime / "control.sock", grace)
+        pages_app = make_public_app(workspace, self.tips)
+        pages = LocalApp(pages_app, self._runtime / "pages.sock", grace)
+        control_app = make_control_app(workspace, self.board)
+        control = LocalApp(control_app, self._runtime / "control.sock", grace)
         self._apps = [pages, control]
         for app in self._apps:
             await app.start()
@@ -102,7 +115,7 @@ class ProxyServer:
         # container's HEALTHCHECK and the tests wait for), the admin API and metrics answer too.
         await self.control.start()
         if config.workers > 1:
-            self.workers = WorkerPool(config, workspace, pages.path)
+            self.workers = WorkerPool(config, workspace, self.traffic, pages.path)
             workspace.observers.append(self.workers.observe)
             await self.workers.start()
             where = config.listen
@@ -110,7 +123,7 @@ class ProxyServer:
             self.public = Listener(
                 ListenerContext(
                     config.limits,
-                    PublicHandler(workspace, config, pages.pool, hsts),
+                    PublicHandler(workspace, self.traffic, config, pages.pool, hsts),
                     tls=ssl_context is not None,
                     access_log=config.access_log,
                     hsts=hsts,

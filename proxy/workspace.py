@@ -41,7 +41,6 @@ from .failover import (
 )
 from .health import HealthChecker, warm_up
 from .hooks import run_hook
-from .observe import NullTrafficObserver, TipSource, TrafficObserver
 from .pages.view import SwitchSnapshot
 from .tasks import TaskSet
 
@@ -91,9 +90,7 @@ class Workspace:
         }
         self.tasks = TaskSet("workspace")
         self.checker = HealthChecker(self.backends, config.health, self.feed, self._now, self.tasks)
-        self.observers: list[Observer] = []
-        self.traffic: TrafficObserver = NullTrafficObserver()
-        self.tips: TipSource | None = None  # the public app's TipBook; metrics read its counts
+        self.observers: list[Observer] = []  # subscribed by the composition root
         self._changed = asyncio.Event()
         self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
         self._closing = False

@@ -1,23 +1,23 @@
 """Observability on the control listener: Prometheus metrics, the dashboard, the sync report.
 
-``setup_observability`` is the one call ``make_control_app`` makes: it builds the ``Board`` for the
-workspace, installs the metrics as the workspace's traffic observer (unless ``metrics = false``),
-subscribes the board to the workspace's events, and adds the routes (proxy.dashboard.routes).
+``build_board`` makes the ``Board`` for a workspace, with its metrics unless ``metrics = false``;
+the composition root (proxy.server) subscribes ``Board.observers()`` to the workspace and hands the
+metrics to the data plane as its traffic observer. ``add_routes`` (proxy.dashboard.routes) puts
+the board on the control app.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
-
 from proxy.metrics import ProxyMetrics
+from proxy.observe import TipSource
 from proxy.workspace import Workspace
 
 from .board import Board
 from .routes import BOARD, TokenCheck, add_routes
 
-__all__ = ["BOARD", "Board", "setup_observability"]
+__all__ = ["BOARD", "Board", "TokenCheck", "add_routes", "build_board"]
 
 
 def _loop_time() -> float:
@@ -25,14 +25,8 @@ def _loop_time() -> float:
     return asyncio.get_running_loop().time()
 
 
-def setup_observability(
-    app: web.Application, workspace: Workspace, require_token: TokenCheck
-) -> Board:
-    board = Board(workspace)
+def build_board(workspace: Workspace, tips: TipSource | None) -> Board:
+    board = Board(workspace, tips)
     if workspace.config.metrics:
         board.metrics = ProxyMetrics(workspace, board.sync, board.tip_counts, now=_loop_time)
-        workspace.traffic = board.metrics
-        workspace.observers.append(board.metrics.observe)
-    workspace.observers += [board.observe, board.ledger.observe]
-    add_routes(app, board, require_token)
     return board

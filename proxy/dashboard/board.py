@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.failover import CheckResult, Decision, Event, Role
 from proxy.metrics import ProxyMetrics, SyncStatus, TipCounts
+from proxy.observe import TipSource
 from proxy.workspace import Workspace
 
 from .savings import SavingsLedger, savings
@@ -39,6 +41,7 @@ def tip_table(counts: TipCounts | None) -> dict[str, dict[str, float | int | Non
 @dataclass
 class Board:
     workspace: Workspace
+    tips: TipSource | None = None  # the transition page's A/B counts (proxy.pages.TipBook)
     sync: SyncStatus = field(default_factory=SyncStatus)
     ledger: SavingsLedger = field(default_factory=SavingsLedger)
     metrics: ProxyMetrics | None = None
@@ -54,9 +57,14 @@ class Board:
                 self.latencies[role].append(None if latency is None else round(latency * 1000, 3))
 
     def tip_counts(self) -> TipCounts | None:
-        # The public app sets workspace.tips to the transition page's TipBook.
-        tips = self.workspace.tips
-        return None if tips is None else tips.snapshot()
+        return None if self.tips is None else self.tips.snapshot()
+
+    def observers(self) -> list[Callable[[Event | Decision], None]]:
+        """What to subscribe to the workspace: the board, its savings ledger, its metrics."""
+        found: list[Callable[[Event | Decision], None]] = [self.observe, self.ledger.observe]
+        if self.metrics is not None:
+            found.insert(0, self.metrics.observe)
+        return found
 
     def observe(self, item: Event | Decision) -> None:
         if isinstance(item, CheckResult):

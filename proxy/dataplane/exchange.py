@@ -47,6 +47,7 @@ from .upstream import (
 
 if TYPE_CHECKING:
     from proxy.backends import Backend
+    from proxy.observe import TrafficObserver
 
     from .connection import ClientConnection
     from .router import Router
@@ -103,11 +104,13 @@ def _chunk(data: bytes) -> bytes:
 
 @dataclass(slots=True)
 class Destination:
-    """Where an exchange goes: a backend chosen by the router, or a fixed local app's pool."""
+    """Where an exchange goes: a backend chosen by the router (and counted by ``traffic``), or a
+    fixed local app's pool."""
 
     router: Router | None
     local: UpstreamPool | None
     wait: float = 0.0
+    traffic: TrafficObserver | None = None
 
 
 def is_navigation_head(head: RequestHead) -> bool:
@@ -135,7 +138,7 @@ class HttpExchange:
         self.conn = conn
         self.head = head
         self.destination = destination
-        self.router = destination.router  # kept for the metrics when a page answers instead
+        self.traffic = destination.traffic  # kept for when a page answers instead
         self.pages = pages
         self.watcher = watcher
         self.hsts = hsts
@@ -507,10 +510,9 @@ class HttpExchange:
         if self.done:
             return
         self.done = True
-        router = self.router
-        if router is not None:
+        if self.traffic is not None:
             seconds = time.perf_counter() - self.conn.request_started
-            router.traffic.request_done(
+            self.traffic.request_done(
                 self.served_by,
                 self.method,
                 self.status or 499,

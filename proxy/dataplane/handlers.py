@@ -20,6 +20,7 @@ from .websocket import WebSocketExchange
 
 if TYPE_CHECKING:
     from proxy.config import Config
+    from proxy.observe import TrafficObserver
 
     from .connection import ClientConnection, Exchange
     from .messages import RequestHead
@@ -46,9 +47,15 @@ def _is_own_path(target: str) -> bool:
 
 class PublicHandler:
     def __init__(
-        self, router: Router, config: Config, pages: UpstreamPool, hsts: str | None
+        self,
+        router: Router,
+        traffic: TrafficObserver,
+        config: Config,
+        pages: UpstreamPool,
+        hsts: str | None,
     ) -> None:
         self.router = router
+        self.traffic = traffic
         self.config = config
         self.pages = pages
         self.hsts = hsts
@@ -63,7 +70,13 @@ class PublicHandler:
             )
         if is_websocket_upgrade(head):
             return WebSocketExchange(
-                conn, head, self.router, facts, wait=config.switch_wait, hsts=self.hsts
+                conn,
+                head,
+                self.router,
+                self.traffic,
+                facts,
+                wait=config.switch_wait,
+                hsts=self.hsts,
             )
         # A page load with no backend ready gets the transition page at once (issue 3); API
         # calls wait for the switch to finish.
@@ -71,7 +84,7 @@ class PublicHandler:
         return HttpExchange(
             conn,
             head,
-            Destination(self.router, None, wait),
+            Destination(self.router, None, wait, self.traffic),
             facts,
             pages=self.pages,
             watcher=config.pages.watcher,

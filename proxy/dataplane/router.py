@@ -2,8 +2,8 @@
 
 The data plane asks only this: the backend to use now, or to wait for one during a switch; it
 reports passive failures and waits for the verdict they trigger; it reads the decision's epoch (the
-watcher compares it) and tells the traffic observer about each request. Today the in-process
-Workspace implements it; a controller feeding worker processes, or etcd shared by replicas, would
+watcher compares it). The in-process Workspace implements it, and so does a worker's
+RemoteRouter (proxy.workers.decisions), fed by a controller; etcd shared by replicas would
 implement the same methods.
 """
 
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from proxy.backends import Backend
-    from proxy.observe import TrafficObserver
 
 __all__ = ["Router"]
 
@@ -22,9 +21,6 @@ class Router(Protocol):
     @property
     def epoch(self) -> int:
         """Bumped by every switch: pages served under an older epoch reload."""
-
-    @property
-    def traffic(self) -> TrafficObserver: ...
 
     def ready_backend(self) -> Backend | None:
         """The backend serving now, or None while a switch is under way (then ``acquire``)."""

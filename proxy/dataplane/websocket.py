@@ -31,6 +31,7 @@ from .upstream import ResponseHead, UpstreamConnection, UpstreamFailure
 
 if TYPE_CHECKING:
     from proxy.backends import Backend
+    from proxy.observe import TrafficObserver
 
     from .connection import ClientConnection
     from .router import Router
@@ -50,6 +51,7 @@ class WebSocketExchange:
         conn: ClientConnection,
         head: RequestHead,
         router: Router,
+        traffic: TrafficObserver,
         client: ClientFacts,
         *,
         wait: float,
@@ -58,6 +60,7 @@ class WebSocketExchange:
         self.conn = conn
         self.head = head
         self.router = router
+        self.traffic = traffic
         self.wait = wait
         self.hsts = hsts
         self.client = client
@@ -161,7 +164,7 @@ class WebSocketExchange:
         if browser_tail:
             self._to_backend(browser_tail)
         self.backend.websockets.add(self)
-        self.router.traffic.websocket_opened(self.backend.name)
+        self.traffic.websocket_opened(self.backend.name)
 
     def _to_backend(self, data: bytes) -> None:
         if not data:
@@ -222,7 +225,7 @@ class WebSocketExchange:
         self.conn.close()
         if self.spliced and self.backend is not None:
             self.backend.websockets.discard(self)
-            self.router.traffic.websocket_closed(self.backend.name, *self.relayed)
+            self.traffic.websocket_closed(self.backend.name, *self.relayed)
 
     async def shutdown(self, code: int, message: bytes) -> None:
         """End the splice from outside: the browser gets a close frame with ``code`` first."""

@@ -43,20 +43,22 @@ def setup_pages(
     *,
     keepalive_interval: float = KEEPALIVE_INTERVAL,
     rng: random.Random | None = None,
+    tip_book: TipBook | None = None,
 ) -> None:
     """Register the pages' routes on `app` and keep their state in `app[PAGES]`. Every other path
     under /__dumont/ answers 404, so register the core's own /__dumont/ routes (healthz, status)
     before calling this.
 
     Call it before the core adds its catch-all forwarding route (aiohttp matches in order). Reads
-    the template and every static file now, so a broken install fails at start-up. `rng` makes tip
-    assignment reproducible in tests.
+    the template and every static file now, so a broken install fails at start-up. `tip_book` is
+    the proxy's (metrics and the dashboard read its counts); `rng` makes tip assignment
+    reproducible in tests.
     """
     app[PAGES] = PagesState(
         view=view,
         config=config,
         renderer=TransitionRenderer(templates_dir),
-        tip_book=TipBook(config.tips if config.tips_enabled else (), rng),
+        tip_book=TipBook.for_config(config, rng) if tip_book is None else tip_book,
         static=load_static(static_dir),
         keepalive_interval=keepalive_interval,
     )

@@ -11,7 +11,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .config import Tip
+from .config import PagesConfig, Tip
 
 __all__ = ["TIP_COOKIE", "TIP_COOKIE_MAX_AGE", "TipBook", "TipCounts"]
 
@@ -34,6 +34,11 @@ class TipBook:
         self._rng = rng or random.Random()
         self._impressions = dict.fromkeys(self._tips, 0)
         self._clicks = dict.fromkeys(self._tips, 0)
+
+    @classmethod
+    def for_config(cls, config: PagesConfig, rng: random.Random | None = None) -> TipBook:
+        """The book for ``[pages]``: its tips, or none when ``tips_enabled = false``."""
+        return cls(config.tips if config.tips_enabled else (), rng)
 
     def assign(self, cookie: str | None) -> Tip | None:
         """The variant for a browser: the one its cookie names if that tip still exists, else a new

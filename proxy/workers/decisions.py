@@ -100,7 +100,6 @@ class RemoteRouter:
             "standby": Backend("standby", config.standby, config.connect_timeout),
         }
         self.decision: RouteDecision | None = None
-        self.traffic = TrafficBatch()
         self._changed = asyncio.Event()
 
     @property

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from proxy.config import Config
 from proxy.failover import Decision, Event
+from proxy.observe import TrafficObserver
 from proxy.tasks import TaskSet
 from proxy.workspace import Workspace
 
@@ -34,9 +35,12 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, config: Config, workspace: Workspace, pages_path: Path) -> None:
+    def __init__(
+        self, config: Config, workspace: Workspace, traffic: TrafficObserver, pages_path: Path
+    ) -> None:
         self.config = config
         self.workspace = workspace
+        self.traffic = traffic  # the workers' counts are replayed on it
         self.pages_path = pages_path
         self.workers: dict[int, _Worker] = {}
         self.tasks = TaskSet("workers")
@@ -72,7 +76,7 @@ class WorkerPool:
         while (message := await read_frame(worker.reader)) is not None:
             kind = message[0]
             if kind == "traffic":
-                replay_traffic(message[1], workspace.traffic)
+                replay_traffic(message[1], self.traffic)
             elif kind == "passive":
                 workspace.report_passive_failure(workspace.backends[message[1]], message[2])
             elif kind == "ready":

@@ -25,7 +25,7 @@ from proxy.tls import hsts_value, server_context
 from proxy.workspace import CLOSE_SHUTDOWN
 
 from .channel import read_frame, write_frame
-from .decisions import RemoteRouter, RouteDecision
+from .decisions import RemoteRouter, RouteDecision, TrafficBatch
 
 __all__ = ["main"]
 
@@ -34,10 +34,10 @@ log = logging.getLogger("dumont.worker")
 TRAFFIC_FLUSH = 0.2
 
 
-async def _flush_traffic(router: RemoteRouter, writer: asyncio.StreamWriter) -> None:
+async def _flush_traffic(traffic: TrafficBatch, writer: asyncio.StreamWriter) -> None:
     while True:
         await asyncio.sleep(TRAFFIC_FLUSH)
-        if entries := router.traffic.take():
+        if entries := traffic.take():
             write_frame(writer, ("traffic", entries))
 
 
@@ -53,6 +53,7 @@ async def serve(fd: int) -> int:
     setup_logging(config.log_format, config.log_level)
     tasks = TaskSet(f"worker-{index}")
     router = RemoteRouter(config, lambda message: write_frame(writer, message), tasks)
+    traffic = TrafficBatch()  # sent to the controller, whose metrics count it
     pages = UpstreamPool(
         "localhost", 0, tls=False, connect_timeout=LOCAL_CONNECT_TIMEOUT, unix_path=pages_path
     )
@@ -60,7 +61,7 @@ async def serve(fd: int) -> int:
     ssl_context = server_context(config.tls)
     context = ListenerContext(
         config.limits,
-        PublicHandler(router, config, pages, hsts),
+        PublicHandler(router, traffic, config, pages, hsts),
         tls=ssl_context is not None,
         access_log=config.access_log,
         hsts=hsts,
@@ -68,7 +69,7 @@ async def serve(fd: int) -> int:
     listener = Listener(context, config.listen, ssl_context, reuse_port=True)
     await listener.start()
     write_frame(writer, ("ready", os.getpid()))
-    tasks.spawn(_flush_traffic(router, writer), name="traffic")
+    tasks.spawn(_flush_traffic(traffic, writer), name="traffic")
     while (message := await read_frame(reader)) is not None:
         if message[0] == "decision" and isinstance(message[1], RouteDecision):
             router.apply(message[1])
@@ -78,7 +79,7 @@ async def serve(fd: int) -> int:
     for backend in router.backends.values():
         await backend.close_websockets(CLOSE_SHUTDOWN, b"proxy shutting down")
     await listener.stop(config.shutdown_timeout)
-    if entries := router.traffic.take():
+    if entries := traffic.take():
         write_frame(writer, ("traffic", entries))
     await tasks.close()
     await router.close()

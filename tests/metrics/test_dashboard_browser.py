@@ -47,7 +47,7 @@ async def test_dashboard_live_and_buttons(upstreams: Upstreams, make_proxy: Prox
     gpu, cpu = upstreams
     prices = PricesConfig(standby_per_hour=0.005, gpu_per_hour=0.45, downtime_per_minute=0.5)
     server = await make_proxy(url_of(gpu), url_of(cpu), admin_token=TOKEN, prices=prices)
-    server.workspace.tips = StaticTips()
+    server.board.tips = StaticTips()
     control = control_url(server)
     async with aiohttp.ClientSession() as session, chromium() as browser:
         page = await browser.new_page(viewport={"width": 1280, "height": 900})

@@ -171,7 +171,7 @@ async def test_metrics_off(upstreams: Upstreams, make_proxy: ProxyFactory) -> No
     server = await make_proxy(url_of(gpu), url_of(cpu), metrics=False)
     async with aiohttp.ClientSession() as s, s.get(control_url(server) / "metrics") as r:
         assert r.status == 404
-    assert type(server.workspace.traffic).__name__ == "NullTrafficObserver"
+    assert type(server.traffic).__name__ == "NullTrafficObserver"
 
 
 async def test_status_cli(upstreams: Upstreams, make_proxy: ProxyFactory) -> None:
@@ -245,7 +245,7 @@ async def test_alerts_and_grafana_use_only_exported_names(
 ) -> None:
     gpu, cpu = upstreams
     server = await make_proxy(url_of(gpu), url_of(cpu))
-    server.workspace.tips = StaticTips()
+    server.board.tips = StaticTips()
     async with aiohttp.ClientSession() as s:
         async with s.put(
             control_url(server) / "admin/sync", json={"state": "syncing", "lag_seconds": 1.5}
