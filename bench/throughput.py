@@ -464,11 +464,9 @@ def main() -> int:
             print_tables(medians, args.runs)
             bars: list[dict[str, Any]] = []
             every_bar = BARS + (idle_bars(args.idle_connections) if args.idle_connections else ())
-            for ours in ("dumont", "dumont-2w"):
-                if ours in medians:
-                    checked = check_bars(medians[ours], medians, every_bar)
-                    bars += [{"proxy": ours, **bar} for bar in checked]
-                    print(f"\nBars for {ours}:\n" + render_bars(checked), flush=True)
+            if "dumont" in medians:
+                bars = check_bars(medians["dumont"], medians, every_bar)
+                print("\nBars for our proxy:\n" + render_bars(bars), flush=True)
             profile = profile_dumont(origin, echo, workdir, args) if args.profile else None
             if profile:
                 print("\n" + profile)

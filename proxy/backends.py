@@ -46,10 +46,9 @@ class Backend:
     waiting: set[Reroutable] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.point_at(self.url)
+        self._point_at(self.url)
 
-    def point_at(self, url: URL) -> None:
-        """Use new pools for ``url`` (the caller closes the old ones, see replace_url)."""
+    def _point_at(self, url: URL) -> None:
         self.url = url
         self.path_prefix = url.path.rstrip("/")
         self._prefix = str(url.origin()) + self.path_prefix
@@ -76,7 +75,7 @@ class Backend:
     async def replace_url(self, url: URL) -> None:
         """Point this role at another machine; connections to the old one are closed."""
         old = (self.pool, self.probe_pool)
-        self.point_at(url)
+        self._point_at(url)
         for pool in old:
             pool.close()
 

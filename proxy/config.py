@@ -131,7 +131,6 @@ class Config:
     log_format: Literal["human", "json"] = "human"
     log_level: str = "info"
     access_log: bool = False
-    workers: int = 1
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     allow_python_parser: bool = False
@@ -392,13 +391,6 @@ SETTINGS: tuple[Setting, ...] = (
         "log_level", _choice("debug", "info", "warning", "error"), "least severe logged [info]"
     ),
     Setting("access_log", _flag, "log every request [false]", metavar="BOOL"),
-    Setting(
-        "workers",
-        _count,
-        "processes serving the public listener; 2 or more: a controller and N workers on one "
-        "SO_REUSEPORT port [1]",
-        metavar="N",
-    ),
     Setting(
         "assets_dir",
         _assets,

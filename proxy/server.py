@@ -35,7 +35,6 @@ from .pages import TipBook
 from .public_app import make_public_app
 from .startup_checks import check_startup
 from .tls import hsts_value, server_context
-from .workers.pool import WorkerPool
 from .workspace import Workspace
 
 __all__ = ["ProxyServer", "install_event_loop_policy", "run"]
@@ -77,7 +76,7 @@ class LocalApp:
 class ProxyServer:
     """The composition root: every part is built here, in order, before anything listens:
     config -> workspace -> tips, board and metrics (subscribed to the workspace) -> the apps ->
-    the health checks -> the listeners (or the workers)."""
+    the health checks -> the listeners."""
 
     def __init__(self, config: Config, workspace: Workspace | None = None) -> None:
         self.config = config
@@ -86,9 +85,8 @@ class ProxyServer:
         self.board = build_board(self.workspace, self.tips)
         self.traffic: TrafficObserver = self.board.metrics or NullTrafficObserver()
         self.workspace.observers.extend(self.board.observers())
-        self.public: Listener | None = None  # None with workers: they listen, not this process
+        self.public: Listener | None = None
         self.control: Listener | None = None
-        self.workers: WorkerPool | None = None
         self._apps: list[LocalApp] = []
         self._runtime: Path | None = None
 
@@ -114,32 +112,23 @@ class ProxyServer:
         # Control first: once the public /__dumont/healthz answers (what deploy scripts, the
         # container's HEALTHCHECK and the tests wait for), the admin API and metrics answer too.
         await self.control.start()
-        if config.workers > 1:
-            self.workers = WorkerPool(config, workspace, self.traffic, pages.path)
-            workspace.observers.append(self.workers.observe)
-            await self.workers.start()
-            where = config.listen
-        else:
-            self.public = Listener(
-                ListenerContext(
-                    config.limits,
-                    PublicHandler(workspace, self.traffic, config, pages.pool, hsts),
-                    tls=ssl_context is not None,
-                    access_log=config.access_log,
-                    hsts=hsts,
-                ),
-                config.listen,
-                ssl_context,
-            )
-            await self.public.start()
-            where = self.public.address
+        self.public = Listener(
+            ListenerContext(
+                config.limits,
+                PublicHandler(workspace, self.traffic, config, pages.pool, hsts),
+                tls=ssl_context is not None,
+                access_log=config.access_log,
+                hsts=hsts,
+            ),
+            config.listen,
+            ssl_context,
+        )
+        await self.public.start()
         log.info(
-            "serving on %s://%s (control on http://%s, %d process%s): primary %s, standby %s",
+            "serving on %s://%s (control on http://%s): primary %s, standby %s",
             "https" if ssl_context else "http",
-            where,
+            self.public.address,
             self.control.address,
-            config.workers,
-            "es" if config.workers > 1 else "",
             config.primary,
             config.standby,
         )
@@ -153,7 +142,6 @@ class ProxyServer:
         grace = self.config.shutdown_timeout
         await asyncio.gather(
             *(listener.stop(grace) for listener in listeners),
-            *([self.workers.stop(grace)] if self.workers is not None else []),
             *(app.stop() for app in self._apps),
         )
         await self.workspace.close()

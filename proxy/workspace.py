@@ -252,10 +252,6 @@ class Workspace:
     def epoch(self) -> int:
         return self.machine.epoch
 
-    def check_count(self, role: Role) -> int:
-        """Health checks of ``role`` handled so far (wait_for_verdict waits for the next one)."""
-        return self._check_counts[role]
-
     async def acquire(self, wait: float) -> Backend:
         """The backend to use now, waiting up to ``wait`` seconds for a switch to finish."""
         backend = self.active_backend()

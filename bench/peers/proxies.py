@@ -36,8 +36,7 @@ __all__ = [
 
 Mode = Literal["pool", "failover"]
 # aiohttp-plain: bench/peers/servers.py's minimal aiohttp proxy, what aiohttp alone costs.
-# dumont-2w: a controller and two data-plane workers on one port (--workers 2).
-POOL_PROXIES = ("nginx", "haproxy", "caddy", "aiohttp-plain", "dumont", "dumont-2w")
+POOL_PROXIES = ("nginx", "haproxy", "caddy", "aiohttp-plain", "dumont")
 FAILOVER_PROXIES = ("nginx", "haproxy-defaults", "haproxy-tuned", "caddy", "dumont")
 
 
@@ -210,7 +209,7 @@ def _peer_argv(name: str, conf: Path, workdir: Path) -> list[str]:
 
 
 def dumont_argv(
-    port: int, control_port: int, up: Upstreams, clients: int | None = None, workers: int = 1
+    port: int, control_port: int, up: Upstreams, clients: int | None = None
 ) -> list[str]:
     caps = []
     if clients is not None:
@@ -234,8 +233,6 @@ def dumont_argv(
         "2",
         "--rise",
         "2",
-        "--workers",
-        str(workers),
         *caps,
     ]
 
@@ -264,8 +261,8 @@ def _launch(
 ) -> RunningProxy:
     port = free_port()
     tag = f"{name}-{mode}-{port}"
-    if name.startswith("dumont"):
-        argv = dumont_argv(port, free_port(), up, clients, 2 if name == "dumont-2w" else 1)
+    if name == "dumont":
+        argv = dumont_argv(port, free_port(), up, clients)
         group = ProcessGroup(tag, argv, workdir / f"{tag}.log", cwd=REPO_DIR)
     elif name == "aiohttp-plain":
         argv = [sys.executable, "-m", "peers.servers", "plain-proxy", "--port", str(port),
@@ -285,7 +282,7 @@ def _launch(
     group.start()
     proxy = RunningProxy(name, port, group)
     try:
-        if name.startswith("dumont"):
+        if name == "dumont":
             wait_http(proxy.url("/__dumont/healthz"), timeout=20.0, watch=group.check_alive)
             _wait_serving_primary(proxy)
         # A request through the proxy that reaches an upstream.

@@ -86,13 +86,10 @@ class Listener:
         context: ListenerContext,
         where: HostPort,
         ssl_context: ssl.SSLContext | None,
-        *,
-        reuse_port: bool = False,
     ) -> None:
         self.context = context
         self.where = where
         self.ssl_context = ssl_context
-        self.reuse_port = reuse_port  # worker processes share one port (proxy.workers)
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -104,7 +101,6 @@ class Listener:
             ssl=self.ssl_context,
             backlog=1024,
             reuse_address=True,
-            reuse_port=self.reuse_port or None,
             ssl_handshake_timeout=self.context.limits.header_timeout if self.ssl_context else None,
         )
 

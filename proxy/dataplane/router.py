@@ -2,9 +2,8 @@
 
 The data plane asks only this: the backend to use now, or to wait for one during a switch; it
 reports passive failures and waits for the verdict they trigger; it reads the decision's epoch (the
-watcher compares it). The in-process Workspace implements it, and so does a worker's
-RemoteRouter (proxy.workers.decisions), fed by a controller; etcd shared by replicas would
-implement the same methods.
+watcher compares it). Today the in-process Workspace implements it; a controller feeding worker
+processes, or etcd shared by replicas, would implement the same methods.
 """
 
 from __future__ import annotations

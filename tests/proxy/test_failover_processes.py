@@ -71,20 +71,14 @@ async def run_fault(
     ],
     ids=["loud", "silent"],
 )
-# One process, and a controller with two data-plane workers fed its decisions (proxy.workers).
-@pytest.mark.parametrize("workers", ["1", "2"])
 async def test_death_switches_in_bound_with_no_failed_get_and_no_flap(
-    upstream_processes: Callable[[str], Proc],
-    sig: signal.Signals,
-    watch: float,
-    bound: float,
-    workers: str,
+    upstream_processes: Callable[[str], Proc], sig: signal.Signals, watch: float, bound: float
 ) -> None:
     gpu, cpu = upstream_processes("gpu"), upstream_processes("cpu")
     proxy = start_proxy(
         f"http://127.0.0.1:{gpu.port}",
         f"http://127.0.0.1:{cpu.port}",
-        *("--health-interval", "0.5", "--fall", "2", "--workers", workers),
+        *("--health-interval", "0.5", "--fall", "2"),
     )
     try:
         log, fault_at = await run_fault(proxy, gpu, sig, watch=watch)
