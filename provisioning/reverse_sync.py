@@ -33,11 +33,17 @@ from provisioning.progress import Progress, quiet
 from provisioning.ssh import run_remote
 from provisioning.sync import SyncController
 
-__all__ = ["ReverseReport", "reverse_sync"]
+__all__ = [
+    "ReverseReport",
+    "first_rsync_complaint",
+    "reverse_sync",
+    "rsync_transferred",
+    "unchanged_since",
+]
 
 
-def _unchanged_since(dry_run: str, since: float) -> list[str]:
-    """Files rsync would still send whose standby mtime is older than ``since``: real losses.
+def unchanged_since(dry_run: str, since: float) -> list[str]:
+    """Files rsync would still send whose sender-side mtime is older than ``since``: real losses.
 
     Directories (a trailing slash) only carry metadata; rsync prints %M as YYYY/MM/DD-HH:MM:SS in
     the receiving side's time zone, which the caller pins to UTC.
@@ -64,14 +70,14 @@ _STATS = {
 }
 
 
-def _transferred(stats: str) -> tuple[int, int]:
+def rsync_transferred(stats: str) -> tuple[int, int]:
     """Files and bytes rsync's ``--stats`` says it sent (0 for a line it did not print)."""
     found = {k: pattern.search(stats) for k, pattern in _STATS.items()}
     files, size = (int(m.group(1).replace(",", "")) if m else 0 for m in found.values())
     return files, size
 
 
-def _first_rsync_complaint(stderr: str) -> str:
+def first_rsync_complaint(stderr: str) -> str:
     """rsync's summary line says "see previous errors": the first of those names the file."""
     for line in stderr.splitlines():
         text = line.strip()
@@ -127,9 +133,10 @@ async def reverse_sync(
         try:
             pull = _pull_command(controller, root, extra=backup)
             script = f"mkdir -p {shlex.quote(root.gpu_path)} && {pull}"
-            files, size = _transferred(await run_remote(t.gpu, script, timeout=first_sync_timeout))
+            out = await run_remote(t.gpu, script, timeout=first_sync_timeout)
+            files, size = rsync_transferred(out)
         except RemoteCommandError as exc:
-            why = _first_rsync_complaint(exc.stderr)
+            why = first_rsync_complaint(exc.stderr)
             raise ReverseSyncError(
                 f"reverse sync of {root.name} failed: {exc}" + (f" (first: {why})" if why else "")
             ) from exc
@@ -145,7 +152,7 @@ async def reverse_sync(
             differences = await run_remote(t.gpu, command, timeout=first_sync_timeout)
         except RemoteCommandError as exc:
             raise ReverseSyncError(f"verifying {root.name} failed: {exc}") from exc
-        missing = _unchanged_since(differences, copy_started)
+        missing = unchanged_since(differences, copy_started)
         if missing:
             shown = ", ".join(missing[:5])
             raise ReverseSyncError(
