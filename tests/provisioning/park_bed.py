@@ -189,3 +189,29 @@ async def park_bed(clouds: FakeClouds, bed: SyncBed, tmp_path: Path) -> AsyncIte
         await proxy.wait()
         for server in servers:
             await server.close()
+
+
+async def kill_pair_cli(pb: ParkBed, verb: str, kill_when: Callable[[], Any]) -> None:
+    """``dumont-provision pair VERB`` as a real process, SIGKILLed (its whole group) as soon as
+    ``kill_when()`` is true; the test fails if it finished first."""
+    argv = [f"--store={pb.store}", "pair", verb, PAIR, *pb.cli_flags()]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "provisioning.cli", *argv,
+        env=os.environ | {"VAST_API_KEY": API_KEY},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+
+        async def due() -> bool:
+            assert process.returncode is None, f"{verb} finished before the kill"
+            result = kill_when()
+            return bool(await result if asyncio.iscoroutine(result) else result)
+
+        await until(due, f"the step to kill {verb} at", 120)
+        os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
