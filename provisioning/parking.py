@@ -63,6 +63,10 @@ SnapshotsFor = Callable[[SshHost], RemoteSnapshots]
 Filler = Callable[[Pair, VastInstance, "StandbyVm"], Awaitable[None]]
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 class ParkRefused(ProvisioningError):
     """A precondition of a planned switch is not met; nothing was touched."""
 
@@ -133,7 +137,7 @@ class Parking:
 
     async def announce(self, idle_s: float, park_in_s: float, park_after_s: float) -> None:
         """The IDE notice two minutes before: "GPU idle for 28 min: parking it in 2 min"."""
-        detail = f"GPU idle for {idle_s / 60:.0f} min: parking it in {park_in_s / 60:.0f} min"
+        detail = f"GPU idle for {_duration(idle_s)}: parking it in {_duration(park_in_s)}"
         await self._report(
             "idle", detail=detail, idle_s=idle_s, park_in_s=park_in_s, park_after_s=park_after_s
         )
