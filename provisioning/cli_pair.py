@@ -228,9 +228,12 @@ def _show(args: argparse.Namespace) -> int:
 def _reconcile(args: argparse.Namespace) -> int:
     async def run() -> list[str]:
         async with service_from_args(args) as service:
+            missing = await _missing_standbys(service, args)
             repairs = await service.reconcile(
                 args.pair, rollback=args.rollback, delete_orphans=args.delete_orphans
             )
+            for pair_id in missing:  # restarted or recreated by now: the alert clears
+                await _report_standby(args, "present", f"standby of {pair_id} back")
             return [str(r) for r in repairs]
 
     repairs = asyncio.run(run())
@@ -239,6 +242,37 @@ def _reconcile(args: argparse.Namespace) -> int:
     if not repairs:
         print("nothing to repair")
     return 0
+
+
+async def _missing_standbys(service: PairService, args: argparse.Namespace) -> list[str]:
+    """Pairs whose spot standby was preempted (stopped) or deleted, as the Compute API says: the
+    proxy is told first (dumont_standby_presence, the dashboard), then reconcile restarts it."""
+    from provisioning.store import PairState
+
+    pairs = [service.store.get(args.pair)] if args.pair else service.store.list()
+    missing = []
+    for pair in pairs:
+        if pair.state in (PairState.CREATING, PairState.DESTROYING, PairState.DESTROYED):
+            continue
+        vm = await service.standbys.find(pair.standby_name)
+        if vm is None or vm.stopped:
+            what = "deleted" if vm is None else f"{vm.status} (preempted)"
+            StderrProgress()(f"standby {pair.standby_name} is {what}: restarting it")
+            await _report_standby(args, "missing", f"standby {pair.standby_name} is {what}")
+            missing.append(pair.id)
+    return missing
+
+
+async def _report_standby(args: argparse.Namespace, state: str, detail: str) -> None:
+    from provisioning.errors import ProxyAdminError
+    from provisioning.proxy_admin import report_park
+
+    if not args.proxy_control:
+        return
+    try:
+        await report_park(args.proxy_control, args.admin_token or "", None, standby=state)
+    except ProxyAdminError as exc:
+        StderrProgress()(f"warning: {detail}, not reported to the proxy: {exc}")
 
 
 def replacement_filler(
@@ -349,6 +383,8 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
     reconcile.add_argument(
         "--delete-orphans", action="store_true", help="delete labelled machines the store lacks"
     )
+    option(reconcile, "--proxy-control", help="the proxy's control URL: a missing standby is shown")
+    option(reconcile, "--admin-token", help="bearer token for the proxy's admin API")
     reconcile.set_defaults(handler=_reconcile)
 
     lost = actions.add_parser("gpu-lost", help="spot interruption: keep the standby, degrade")

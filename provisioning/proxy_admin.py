@@ -62,11 +62,12 @@ async def report_sync(
 
 
 async def report_park(
-    control_url: str, token: str, phase: ParkPhase, *, timeout: float = 10.0, **fields: Any
+    control_url: str, token: str, phase: ParkPhase | None, *, timeout: float = 10.0, **fields: Any
 ) -> None:
     """``PUT /admin/park``: ``detail``, ``idle_s``, ``park_in_s``, ``park_after_s``,
-    ``gpu_per_hour``, ``resume_s``, ``outcome``, ``standby`` as the proxy documents them."""
-    body = {"phase": phase, **{k: v for k, v in fields.items() if v is not None}}
+    ``gpu_per_hour``, ``resume_s``, ``outcome``, ``standby`` as the proxy documents them; phase
+    None leaves the proxy's phase as it is (a report about the standby only)."""
+    body = {k: v for k, v in {"phase": phase, **fields}.items() if v is not None}
     await _put(control_url, token, "/admin/park", body, timeout)
 
 

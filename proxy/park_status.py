@@ -80,7 +80,7 @@ class ParkStatus:
         """Apply provisioning's ``PUT /admin/park`` body (validated here: BadRequest if not)."""
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
-        phase = body.get("phase")
+        phase = body.get("phase", self.phase)  # a standby-only report keeps the phase
         if phase not in PARK_PHASES:
             raise BadRequest(f"phase must be one of {', '.join(PARK_PHASES)}; got {phase!r}")
         standby = body.get("standby", self.standby)
@@ -98,6 +98,14 @@ class ParkStatus:
             raise BadRequest(f"outcome must be one of {', '.join(PARK_OUTCOMES)}")
         now = self.clock()
         before = self.phase
+        if standby != self.standby:
+            log.log(
+                logging.INFO if standby == "present" else logging.WARNING,
+                "standby VM %s -> %s",
+                self.standby,
+                standby,
+                extra={"fields": {"event": "standby_changed", "from": self.standby, "to": standby}},
+            )
         self._leave_parked(now, cast(ParkPhase, phase))
         if phase == "parked" and self.parked_since is None:
             self.parked_since = now

@@ -16,6 +16,7 @@ import pytest
 
 from provisioning.store import PairState, PairStore
 from provisioning.sync import SyncController
+from proxy.dashboard.table import render_status
 from tests.provisioning.conftest import FakeClouds, SyncBed
 from tests.provisioning.park_bed import PAIR, park_bed, until
 from tests.provisioning.trees import tree_digest
@@ -54,6 +55,8 @@ async def test_park_loses_nothing_and_resume_brings_the_standbys_writes_home(
         assert park["detail"].startswith("GPU parked: you're on the CPU machine")
         metrics = await pb.metrics()
         assert 'dumont_park_total{outcome="parked"} 1.0' in metrics
+        assert "dumont_gpu_parked 1.0" in metrics
+        assert "gpu: parked" in render_status(await pb.status())  # `dumont-proxy status`
         # The proxy's on_failover hook ran gpu-lost: a planned switch leaves the pair parked.
         await until(lambda: "planned switch" in pb.proxy_log.read_text(), "gpu-lost hook", 60)
 

@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from provisioning.cli import main
 from provisioning.store import PairState, PairStore
+from proxy.dashboard.table import render_status
 from tests.provisioning.conftest import FakeClouds, SyncBed, pair_service
-from tests.provisioning.park_bed import PAIR, ParkBed, kill_pair_cli, park_bed, until
+from tests.provisioning.fake_vast import API_KEY
+from tests.provisioning.park_bed import PAIR, TOKEN, ParkBed, kill_pair_cli, park_bed, until
 
 pytestmark = pytest.mark.slow
 
@@ -159,3 +162,29 @@ async def test_a_failing_switchover_hook_keeps_the_gpu_serving(
         assert "switchover hook failed, the primary keeps serving" in response.text
         assert "model.pt" in response.text
         assert await pb.serving("primary")
+
+
+async def test_a_preempted_standby_is_restarted_and_the_proxy_says_so_meanwhile(
+    clouds: FakeClouds, sync_bed: SyncBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with park_bed(clouds, sync_bed, tmp_path) as pb:
+        vm = clouds.gcp.instances["dumont-pam-standby"]
+        vm["status"] = "TERMINATED"  # a spot preemption with instanceTerminationAction STOP
+        cloud = [f for f in pb.cli_flags() if f.startswith(("--vast-url", "--gcp-", "--poll"))]
+        proxy = [f"--proxy-control={pb.control}", f"--admin-token={TOKEN}"]
+        argv = [f"--store={pb.store}", "pair", "reconcile", f"--pair={PAIR}", *cloud, *proxy]
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("VAST_API_KEY", API_KEY)
+            assert await asyncio.to_thread(main, argv) == 0
+        captured = capsys.readouterr()
+        assert captured.out == f"{PAIR}: standby started\n"
+        assert "standby dumont-pam-standby is TERMINATED (preempted): restarting it" in captured.err
+        assert vm["status"] == "RUNNING"
+        log = pb.proxy_log.read_text()
+        assert "standby VM present -> missing" in log  # the alert's series went to 1 ...
+        assert "standby VM missing -> present" in log  # ... and back
+        metrics = await pb.metrics()
+        assert 'dumont_standby_presence{state="present"} 1.0' in metrics
+        assert 'dumont_standby_presence{state="missing"} 0.0' in metrics
+        # `dumont-proxy status` prints the same state.
+        assert "standby VM: present" in render_status(await pb.status())
