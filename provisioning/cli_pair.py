@@ -286,7 +286,9 @@ def replacement_filler(
         if args.snapshot_destination:
             # Most bytes from the bucket, close and fast; the small standby sends only the rest.
             remote = remote_snapshots_from_args(args, controller.topology.gpu)
-            await fill_from_snapshot(remote, controller.topology, progress)
+            restore_started = time.monotonic()
+            if await fill_from_snapshot(remote, controller.topology, progress) is not None:
+                progress(f"snapshot restored in {time.monotonic() - restore_started:.1f} s")
         report = await reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
         progress(
             f"the standby sent {report.files_copied} files, {report.bytes_copied} bytes"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -28,6 +29,8 @@ from .tasks import TaskSet
 from .workspace import Workspace
 
 __all__ = ["make_control_app"]
+
+log = logging.getLogger("dumont.park")
 
 TOKEN = web.AppKey("admin_token", str)
 PARK = web.AppKey("park", ParkStatus)
@@ -128,6 +131,14 @@ async def resume(request: web.Request) -> web.Response:
 
 async def _run_resume(park: ParkStatus, command: str, env: dict[str, str], timeout: float) -> None:
     outcome = await run_hook(command, env, timeout)
+    log.log(
+        logging.INFO if outcome.ok else logging.ERROR,
+        "hook resume %s in %.1fs: %s",
+        "ok" if outcome.ok else "failed",
+        outcome.seconds,
+        outcome.detail.splitlines()[-1] if outcome.detail else "",
+        extra={"fields": {"event": "hook_finished", "hook": "resume", "ok": outcome.ok}},
+    )
     if not outcome.ok and park.phase == "resuming":
         # The hook died before it could report (killed, timed out): the user must not wait on.
         park.report({"phase": "resume_failed", "detail": outcome.detail, "standby": park.standby})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -127,12 +128,16 @@ def proxy_hooks(bed: SyncBed, tmp_path: Path) -> str:
         f"switchover = {command + ' sync flush'!r}\n"
         # After a planned switch gpu-lost must see the reason and leave the pair alone.
         f"on_failover = {command + ' pair gpu-lost --pair=' + PAIR!r}\n"
-        "timeout = 170\n"
+        "timeout = 600\n"
     ).replace("'", '"')
 
 
 @contextlib.asynccontextmanager
-async def park_bed(clouds: FakeClouds, bed: SyncBed, tmp_path: Path) -> AsyncIterator[ParkBed]:
+async def park_bed(
+    clouds: FakeClouds, bed: SyncBed, tmp_path: Path, *, resume_hook: bool = False
+) -> AsyncIterator[ParkBed]:
+    """``resume_hook``: the proxy's hooks.resume runs ``pair resume`` (its stderr, with the
+    progress lines, goes to ``tmp_path / "resume.err"``)."""
     clouds.vast.ssh_port = bed.sshd.port  # every rented GPU is the test's sshd
     store = tmp_path / "pairs.sqlite3"
     async with pair_service(clouds, store) as service:
@@ -147,32 +152,39 @@ async def park_bed(clouds: FakeClouds, bed: SyncBed, tmp_path: Path) -> AsyncIte
         await server.start_server()
         servers.append(server)
     clouds.vast.code_server_port = servers[2].port
-    config = tmp_path / "dumont.toml"
-    config.write_text(proxy_hooks(bed, tmp_path))
     control = free_port()
     log_path = tmp_path / "proxy.log"
-    with log_path.open("w") as proxy_log:
-        proxy = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy",
-            f"--primary=http://127.0.0.1:{servers[0].port}",
-            f"--standby=http://127.0.0.1:{servers[1].port}",
-            f"--listen=127.0.0.1:{free_port()}", f"--control-listen=127.0.0.1:{control}",
-            f"--admin-token={TOKEN}", "--failback=manual", f"--config={config}",
-            "--health-interval=0.3",
-            start_new_session=True, stdout=asyncio.subprocess.DEVNULL, stderr=proxy_log,
-        )  # fmt: skip
-    try:
-        async with httpx.AsyncClient(timeout=200) as client:
-            result = ParkBed(
-                clouds,
-                bed,
-                store,
-                tmp_path / "snapshots",
-                f"http://127.0.0.1:{control}",
-                client,
-                servers[2].port,
-                log_path,
-            )
+    async with httpx.AsyncClient(timeout=200) as client:
+        result = ParkBed(
+            clouds,
+            bed,
+            store,
+            tmp_path / "snapshots",
+            f"http://127.0.0.1:{control}",
+            client,
+            servers[2].port,
+            log_path,
+        )
+        hooks = proxy_hooks(bed, tmp_path)
+        if resume_hook:
+            argv = [sys.executable, "-m", "provisioning.cli", f"--store={store}", "pair"]
+            argv += ["resume", PAIR, *result.cli_flags()]
+            line = f"{shlex.join(argv)} 2>>{shlex.quote(str(tmp_path / 'resume.err'))}"
+            hooks += f"resume = {json.dumps(line)}\n"
+        config = tmp_path / "dumont.toml"
+        config.write_text(hooks)
+        with log_path.open("w") as proxy_log:
+            proxy = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "proxy",
+                f"--primary=http://127.0.0.1:{servers[0].port}",
+                f"--standby=http://127.0.0.1:{servers[1].port}",
+                f"--listen=127.0.0.1:{free_port()}", f"--control-listen=127.0.0.1:{control}",
+                f"--admin-token={TOKEN}", "--failback=manual", f"--config={config}",
+                "--health-interval=0.3",
+                env=os.environ | {"VAST_API_KEY": API_KEY},  # for the resume hook
+                start_new_session=True, stdout=asyncio.subprocess.DEVNULL, stderr=proxy_log,
+            )  # fmt: skip
+        try:
 
             async def proxy_ready() -> bool:
                 with contextlib.suppress(httpx.HTTPError):
@@ -183,12 +195,12 @@ async def park_bed(clouds: FakeClouds, bed: SyncBed, tmp_path: Path) -> AsyncIte
 
             await until(proxy_ready, "the proxy serving the GPU with a healthy standby", 60)
             yield result
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proxy.pid, signal.SIGKILL)
-        await proxy.wait()
-        for server in servers:
-            await server.close()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proxy.pid, signal.SIGKILL)
+            await proxy.wait()
+            for server in servers:
+                await server.close()
 
 
 async def kill_pair_cli(pb: ParkBed, verb: str, kill_when: Callable[[], Any]) -> None:

@@ -31,7 +31,7 @@ async def test_park_loses_nothing_and_resume_brings_the_standbys_writes_home(
     (bed.gpu_user_data / "User").mkdir(parents=True)
     (bed.gpu_user_data / "User" / "settings.json").write_text('{"editor.fontSize": 15}\n')
     (bed.gpu_workspace / "weights.bin").write_bytes(os.urandom(1_000_000))
-    async with park_bed(clouds, bed, tmp_path) as pb:
+    async with park_bed(clouds, bed, tmp_path, resume_hook=True) as pb:
         gpu_id = PairStore(pb.store).get(PAIR).gpu_instance_id
         assert gpu_id in clouds.vast.instances
         # Saved 100 ms before the command: lsyncd (delay 0.2 s) has not sent it yet.
@@ -67,14 +67,24 @@ async def test_park_loses_nothing_and_resume_brings_the_standbys_writes_home(
         (bed.standby_workspace / "while-parked.md").write_text("# written on the CPU machine\n")
         (bed.standby_workspace / "train.py").write_text("EPOCHS = 5  # edited while parked\n")
 
-        code = await pb.pair_cli("resume")
-        err = capsys.readouterr().err
-        assert code == 0, err
-        assert "restoring snapshot" in err  # most bytes came from the snapshot
+        # The IDE's and the dashboard's button: the proxy runs its resume hook (pair resume).
+        response = await pb.client.post(f"{pb.control}/admin/resume", headers=pb.headers)
+        assert response.status_code == 202, response.text
+        assert response.json()["phase"] == "resuming"
+        again = await pb.client.post(f"{pb.control}/admin/resume", headers=pb.headers)
+        assert again.status_code == 409, again.text
+        new_gpu = f"http://127.0.0.1:{pb.new_gpu_port}/"
 
-        assert await pb.serving("primary")
-        status = await pb.status()
-        assert status["backends"]["primary"]["url"] == f"http://127.0.0.1:{pb.new_gpu_port}/"
+        async def resumed() -> bool:
+            status = await pb.status()
+            return bool(
+                await pb.serving("primary") and status["backends"]["primary"]["url"] == new_gpu
+            )
+
+        await until(resumed, "the resumed GPU serving", 300)
+        await until(lambda: "hook resume ok" in pb.proxy_log.read_text(), "the resume hook", 60)
+        err = (tmp_path / "resume.err").read_text()
+        assert "restoring snapshot" in err  # most bytes came from the snapshot
         assert (bed.gpu_workspace / "while-parked.md").exists()
         assert (bed.gpu_workspace / "train.py").read_text() == "EPOCHS = 5  # edited while parked\n"
         assert tree_digest(bed.gpu_workspace) == tree_digest(bed.standby_workspace)
