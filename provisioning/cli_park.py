@@ -95,9 +95,23 @@ def _park(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from provisioning.errors import NoOfferError
+
+    progress = StderrProgress()
+
     async def run() -> str:
+        deadline = time.monotonic() + args.offer_retry_for
         async with _parking(args) as parking:
-            report = await parking.resume(_pair_name(args), replacement_filler(args))
+            while True:
+                try:
+                    report = await parking.resume(_pair_name(args), replacement_filler(args))
+                    break
+                except NoOfferError:
+                    # The pair stays parked (and the proxy says so) until an offer appears.
+                    if time.monotonic() + args.offer_retry_interval > deadline:
+                        raise
+                    progress(f"no GPU offer yet: trying again in {args.offer_retry_interval:g} s")
+                    await asyncio.sleep(args.offer_retry_interval)
             steps = ", ".join(f"{k} {v:.1f} s" for k, v in report.steps.items())
             return f"resumed on GPU {report.gpu.id} in {report.seconds:.1f} s: {steps}"
 
@@ -190,6 +204,20 @@ def add_park_verbs(actions: argparse._SubParsersAction[argparse.ArgumentParser])
         option(parser, "--park-after", type=float, default=1800.0, help="idle seconds to park")
         option(parser, "--announce", type=float, default=120.0, help="notice this long before")
         option(parser, "--check-interval", type=float, default=30.0, help="seconds per sample")
+        option(
+            parser,
+            "--offer-retry-for",
+            type=float,
+            default=0.0,
+            help="resume: keep looking for a matching GPU offer this many seconds",
+        )
+        option(
+            parser,
+            "--offer-retry-interval",
+            type=float,
+            default=300.0,
+            help="resume: seconds between searches while no offer matches",
+        )
         add_sync_options(parser, with_hosts=False)
         add_snapshot_options(parser)
         add_cloud_options(parser)

@@ -22,9 +22,13 @@ stays where they are, and the error is one line. The caller fences next (``SyncC
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from provisioning.errors import RemoteCommandError, SyncError
 from provisioning.fence import is_fenced
@@ -63,7 +67,7 @@ def _push_command(controller: SyncController, root: SyncRoot, *, extra: list[str
     return shlex.join(argv)
 
 
-async def _pass(controller: SyncController, root: SyncRoot, timeout: float) -> tuple[int, int]:
+async def _pass(controller: SyncController, root: SyncRoot, *, timeout: float) -> tuple[int, int]:
     command = _push_command(controller, root, extra=["--stats"])
     try:
         out = await run_remote(controller.topology.gpu, command, timeout=timeout)
@@ -78,7 +82,7 @@ async def _pass(controller: SyncController, root: SyncRoot, timeout: float) -> t
 
 
 async def _differences(
-    controller: SyncController, root: SyncRoot, started: float, timeout: float
+    controller: SyncController, root: SyncRoot, *, since: float, timeout: float
 ) -> tuple[list[str], bool]:
     """(losses, changed meanwhile): files still differing, split by the pass's start time.
 
@@ -99,8 +103,21 @@ async def _differences(
     # complaints above it.
     lines = [line for line in listing.splitlines() if not line.startswith("rsync error:")]
     files = [line for line in lines if line.strip() and not line.rstrip().endswith("/")]
-    losses = unchanged_since("\n".join(lines), started)
+    losses = unchanged_since("\n".join(lines), since)
     return losses, len(files) > len(losses)
+
+
+_T = TypeVar("_T")
+
+
+async def _each(roots: tuple[SyncRoot, ...], work: Callable[[SyncRoot], Awaitable[_T]]) -> list[_T]:
+    """``work`` on every root concurrently; the first root's error, once all have finished."""
+    values: list[_T] = []
+    for result in await asyncio.gather(*(work(root) for root in roots), return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+        values.append(result)
+    return values
 
 
 async def flush_to_standby(
@@ -121,13 +138,15 @@ async def flush_to_standby(
         for attempt in range(1, passes + 1):
             # The GPU's own clock: mtimes in the verify are the GPU's.
             pass_started = float(await run_remote(t.gpu, "date +%s.%N"))
-            for root in t.roots:
-                copied, sent = await _pass(controller, root, timeout)
+            # Both roots at once: each pass and each verify is an ssh round trip or two.
+            for copied, sent in await _each(t.roots, partial(_pass, controller, timeout=timeout)):
                 files, size = files + copied, size + sent
+            progress("verifying the standby file by file")
+            verdicts = await _each(
+                t.roots, partial(_differences, controller, since=pass_started, timeout=timeout)
+            )
             changing: list[str] = []
-            for root in t.roots:
-                progress(f"verifying {root.name} on the standby file by file")
-                losses, changed = await _differences(controller, root, pass_started, timeout)
+            for root, (losses, changed) in zip(t.roots, verdicts, strict=True):
                 if losses:
                     shown = ", ".join(losses[:5])
                     raise FlushError(

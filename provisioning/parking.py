@@ -187,10 +187,13 @@ class Parking:
         try:
             await self._proxy.switch_to("standby", reason)
         except ProvisioningError:
-            # The user is still on the GPU: let its files flow again before giving up.
-            t = controller.topology
-            await unfence_standby(t.standby, t.standby_state_dir)
-            await controller.start()
+            # Only while the user is certainly still on the GPU may its files flow again; a
+            # switch that went through after all (or is still running) keeps the standby fenced.
+            seen = await proxy_status(self._proxy.url, self._proxy.token)
+            if seen.get("state") == "serving_primary":
+                t = controller.topology
+                await unfence_standby(t.standby, t.standby_state_dir)
+                await controller.start()
             raise
         return flush
 
@@ -296,7 +299,9 @@ class Parking:
                     lambda s: s.get("backends", {}).get("primary", {}).get("healthy") is True,
                     timeout=self._proxy.switch_timeout,
                 )
-                await self._proxy.switch_to("primary", f"resume: GPU {gpu.id} filled")
+                seen = await proxy_status(self._proxy.url, self._proxy.token)
+                if seen.get("state") != "serving_primary":  # else: it went home by itself
+                    await self._proxy.switch_to("primary", f"resume: GPU {gpu.id} filled")
                 steps["switch"] = time.monotonic() - started - sum(steps.values())
         except NoOfferError as exc:
             await self._service.roll_back_resume(self._store.get(pair.id), mode)

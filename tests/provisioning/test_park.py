@@ -196,3 +196,36 @@ async def test_park_mode_stop_keeps_the_instance_and_resume_starts_it_again(
         assert (bed.gpu_workspace / "while-stopped.txt").read_text() == "still here\n"
         assert await pb.serving("primary")
         assert PairStore(pb.store).get(PAIR).gpu_generation == 1
+
+
+async def test_resume_without_an_offer_stays_parked_and_without_a_snapshot_fills_from_the_standby(
+    clouds: FakeClouds, sync_bed: SyncBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bed = sync_bed
+    (bed.gpu_workspace / "data.bin").write_bytes(os.urandom(500_000))
+    async with park_bed(clouds, bed, tmp_path) as pb:
+        assert await pb.pair_cli("park") == 0, capsys.readouterr().err
+        for path in (bed.gpu_workspace, bed.gpu_user_data, bed.gpu_state):
+            shutil.rmtree(path)
+        bed.gpu_state.mkdir()
+        offers, clouds.vast.offers = clouds.vast.offers, []
+
+        code = await pb.pair_cli("resume", "--offer-retry-for=0.5", "--offer-retry-interval=0.2")
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "no GPU offer yet: trying again in 0.2 s" in err
+        assert "no Vast offer matches" in err.strip().splitlines()[-1]
+        pair = PairStore(pb.store).get(PAIR)
+        assert (pair.state, pair.gpu_instance_id) == (PairState.PARKED, None)
+        park = await pb.park_state()
+        assert park["phase"] == "parked", park
+        assert park["detail"].startswith("no GPU offer matches, still parked")
+        assert not clouds.vast.instances
+
+        clouds.vast.offers = offers
+        shutil.rmtree(pb.snapshots)  # the bucket lost its snapshots: the standby sends it all
+        assert await pb.pair_cli("resume") == 0
+        err = capsys.readouterr().err
+        assert "no snapshot of" in err or "snapshot not restored" in err, err
+        assert tree_digest(bed.gpu_workspace) == tree_digest(bed.standby_workspace)
+        assert await pb.serving("primary")

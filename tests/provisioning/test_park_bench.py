@@ -92,7 +92,7 @@ async def test_time_to_park_and_to_resume(
     clouds: FakeClouds, sync_bed: SyncBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bed = sync_bed
-    _workspace(bed)
+    _workspace(bed)  # before the proxy and the fake backends exist: may block
     async with park_bed(clouds, bed, tmp_path, resume_hook=True) as pb:
         clouds.vast.boot_seconds = BOOT
         rpo = await _rpo(pb)
@@ -102,8 +102,10 @@ async def test_time_to_park_and_to_resume(
             out = capsys.readouterr().out
             park = {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+) s", out.split(":", 1)[1])}
             park["total"] = float(re.findall(r"in ([\d.]+) s", out)[0])
-            _new_machine(bed)
-            _work_while_parked(bed, cycle)
+            # In a thread: the fake code-servers answer health checks on this event loop, and a
+            # blocked loop reads as both machines down (a first run recovered to the old GPU).
+            await asyncio.to_thread(_new_machine, bed)
+            await asyncio.to_thread(_work_while_parked, bed, cycle)
             resume_err = tmp_path / "resume.err"
             resume_err.write_text("")
             clicked = time.time()
