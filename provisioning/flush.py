@@ -61,7 +61,11 @@ class FlushReport:
 def _push_command(controller: SyncController, root: SyncRoot, *, extra: list[str]) -> str:
     t = controller.topology
     target = f"{t.sync_target.destination}:{root.standby_path.rstrip('/')}/"
-    argv = ["rsync", "-a", *extra, "-e", t.sync_target.rsh()]
+    # lsyncd's shared connection (or a new master for the next pass): a pass and its verify are
+    # then one session each, not one key exchange each.
+    mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={t.settings.control_path}"]
+    rsh = shlex.join([*shlex.split(t.sync_target.rsh()), *mux, "-o", "ControlPersist=60"])
+    argv = ["rsync", "-a", *extra, "-e", rsh]
     argv += [f"--exclude={e}" for e in (*root.excludes, *t.settings.extra_excludes)]
     argv += [f"{root.gpu_path.rstrip('/')}/", target]
     return shlex.join(argv)
