@@ -22,13 +22,10 @@ stays where they are, and the error is one line. The caller fences next (``SyncC
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
 
 from provisioning.errors import RemoteCommandError, SyncError
 from provisioning.fence import is_fenced
@@ -36,7 +33,7 @@ from provisioning.lsyncd_config import SyncRoot
 from provisioning.progress import Progress, quiet
 from provisioning.reverse_sync import first_rsync_complaint, rsync_transferred, unchanged_since
 from provisioning.ssh import run_remote
-from provisioning.sync import SyncController
+from provisioning.sync import SyncController, for_each_root
 
 __all__ = ["FlushError", "FlushReport", "flush_to_standby"]
 
@@ -61,11 +58,7 @@ class FlushReport:
 def _push_command(controller: SyncController, root: SyncRoot, *, extra: list[str]) -> str:
     t = controller.topology
     target = f"{t.sync_target.destination}:{root.standby_path.rstrip('/')}/"
-    # lsyncd's shared connection (or a new master for the next pass): a pass and its verify are
-    # then one session each, not one key exchange each.
-    mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={t.settings.control_path}"]
-    rsh = shlex.join([*shlex.split(t.sync_target.rsh()), *mux, "-o", "ControlPersist=60"])
-    argv = ["rsync", "-a", *extra, "-e", rsh]
+    argv = ["rsync", "-a", *extra, "-e", t.shared_rsh()]
     argv += [f"--exclude={e}" for e in (*root.excludes, *t.settings.extra_excludes)]
     argv += [f"{root.gpu_path.rstrip('/')}/", target]
     return shlex.join(argv)
@@ -111,19 +104,6 @@ async def _differences(
     return losses, len(files) > len(losses)
 
 
-_T = TypeVar("_T")
-
-
-async def _each(roots: tuple[SyncRoot, ...], work: Callable[[SyncRoot], Awaitable[_T]]) -> list[_T]:
-    """``work`` on every root concurrently; the first root's error, once all have finished."""
-    values: list[_T] = []
-    for result in await asyncio.gather(*(work(root) for root in roots), return_exceptions=True):
-        if isinstance(result, BaseException):
-            raise result
-        values.append(result)
-    return values
-
-
 async def flush_to_standby(
     controller: SyncController,
     *,
@@ -142,11 +122,12 @@ async def flush_to_standby(
         for attempt in range(1, passes + 1):
             # The GPU's own clock: mtimes in the verify are the GPU's.
             pass_started = float(await run_remote(t.gpu, "date +%s.%N"))
-            # Both roots at once: each pass and each verify is an ssh round trip or two.
-            for copied, sent in await _each(t.roots, partial(_pass, controller, timeout=timeout)):
+            for copied, sent in await for_each_root(
+                t.roots, partial(_pass, controller, timeout=timeout)
+            ):
                 files, size = files + copied, size + sent
             progress("verifying the standby file by file")
-            verdicts = await _each(
+            verdicts = await for_each_root(
                 t.roots, partial(_differences, controller, since=pass_started, timeout=timeout)
             )
             changing: list[str] = []
