@@ -9,6 +9,7 @@ The park routes (issue 18) are in ``proxy.park_status``'s docstring.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -35,6 +36,7 @@ log = logging.getLogger("dumont.park")
 TOKEN = web.AppKey("admin_token", str)
 PARK = web.AppKey("park", ParkStatus)
 PARK_TASKS = web.AppKey("park_tasks", TaskSet)
+SWITCHOVER = web.AppKey("switchover_lock", asyncio.Lock)
 REASON_LIMIT = 200
 
 
@@ -95,6 +97,15 @@ async def switchover(request: web.Request) -> web.Response:
         raise Conflict("no switchover hook configured ([hooks] switchover)")
     if workspace.machine.state != "serving_primary":
         raise Conflict(f"switchover needs state serving_primary, not {workspace.machine.state}")
+    lock = request.app[SWITCHOVER]
+    if lock.locked():
+        # Two flushes at once would stop and restart the GPU's lsyncd under each other.
+        raise Conflict("a switchover is already running")
+    async with lock:
+        return await _switchover(workspace, command, reason)
+
+
+async def _switchover(workspace: Workspace, command: str, reason: str) -> web.Response:
     env = {
         "DUMONT_EVENT": "switchover",
         "DUMONT_REASON": reason,
@@ -206,6 +217,7 @@ def make_control_app(workspace: Workspace) -> web.Application:
     board = setup_observability(app, workspace, _check_token)  # /metrics, /dashboard, /admin/sync
     app[PARK] = board.park
     app[PARK_TASKS] = TaskSet("park")
+    app[SWITCHOVER] = asyncio.Lock()
     app.on_cleanup.append(_close_park_tasks)
     if board.metrics is not None:
         board.metrics.registry.register(ParkCollector(board.park))

@@ -4,6 +4,8 @@ metrics and the switchover's refusals."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from playwright.async_api import expect
@@ -94,3 +96,30 @@ async def test_dashboard_shows_the_parked_gpu_and_a_failed_resume(
         await expect(page.locator("#park-detail")).to_have_text("exit 3: no GPU offer matches")
         await expect(page.locator("#resume")).to_be_visible()  # try again
         assert errors == []
+
+
+async def test_one_switchover_at_a_time_and_only_after_its_hook(
+    upstreams: Upstreams, make_proxy: ProxyFactory
+) -> None:
+    gpu, cpu = upstreams
+    hooks = HooksConfig(switchover='sleep 1; echo "flushed: $DUMONT_REASON"')
+    server = await make_proxy(url_of(gpu), url_of(cpu), admin_token=TOKEN, hooks=hooks)
+    control = control_url(server)
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+
+        async def switchover() -> tuple[int, str]:
+            body = {"reason": "maintenance"}
+            async with session.post(control / "admin/switchover", json=body) as r:
+                return r.status, await r.text()
+
+        async with asyncio.TaskGroup() as group:
+            first = group.create_task(switchover(), name="first-switchover")
+            await asyncio.sleep(0.3)  # the first one's hook is running
+            assert server.workspace.machine.active == "primary"  # nothing moves before it ends
+            second = group.create_task(switchover(), name="second-switchover")
+        code, text = second.result()
+        assert code == 409
+        assert "a switchover is already running" in text
+        status, _ = first.result()
+        assert status == 200
+        assert server.workspace.machine.history[-1].reason == "switchover: maintenance"
