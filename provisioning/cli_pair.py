@@ -34,10 +34,17 @@ if TYPE_CHECKING:
     from provisioning.gcp import StandbyVm
     from provisioning.pairing import PairService, PairSpec
 
-__all__ = ["add_pair_subcommand"]
+__all__ = [
+    "add_cloud_options",
+    "add_pair_subcommand",
+    "controller_for",
+    "print_pair",
+    "replacement_filler",
+    "service_from_args",
+]
 
 
-def _cloud_options(parser: argparse.ArgumentParser) -> None:
+def add_cloud_options(parser: argparse.ArgumentParser) -> None:
     option(parser, "--vast-url", default=DEFAULT_VAST_URL, help="Vast.ai API base URL")
     option(
         parser, "--vast-api-key-file", help="file holding the Vast.ai API key (else VAST_API_KEY)"
@@ -69,7 +76,7 @@ def _vast_key(args: argparse.Namespace) -> str:
 
 
 @asynccontextmanager
-async def _service(args: argparse.Namespace) -> AsyncIterator[PairService]:
+async def service_from_args(args: argparse.Namespace) -> AsyncIterator[PairService]:
     from provisioning.gcp import StandbyVms, load_credentials, validate_zone
     from provisioning.pairing import PairService
 
@@ -135,7 +142,7 @@ def _spec_from_args(args: argparse.Namespace) -> PairSpec:
     )
 
 
-def _print_pair(pair: Pair) -> None:
+def print_pair(pair: Pair) -> None:
     gpu = pair.gpu_instance_id if pair.gpu_instance_id is not None else "-"
     print(f"{pair.id}\t{pair.state.value}\tgpu={gpu}\tstandby={pair.standby_name}")
 
@@ -147,20 +154,20 @@ def _create(args: argparse.Namespace) -> int:
     spec = _spec_from_args(args)
 
     async def run() -> Pair:
-        async with _service(args) as service:
+        async with service_from_args(args) as service:
             pair = await service.create(args.pair, spec)
             if args.deploy_sync:
                 gpu, standby = await service.machines(pair.id)
-                controller = _controller_for(args, pair, gpu, standby)
+                controller = controller_for(args, pair, gpu, standby)
                 await _wait_standby_provisioned(controller, timeout=args.timeout)
                 await controller.deploy(first_sync_timeout=args.timeout)
             return pair
 
-    _print_pair(asyncio.run(run()))
+    print_pair(asyncio.run(run()))
     return 0
 
 
-def _controller_for(
+def controller_for(
     args: argparse.Namespace, pair: Pair, gpu: VastInstance, standby: StandbyVm
 ) -> SyncController:
     """Sync between the pair's machines: root on the GPU, the spec's user on the standby."""
@@ -195,23 +202,23 @@ async def _wait_standby_provisioned(controller: SyncController, *, timeout: floa
 
 def _destroy(args: argparse.Namespace) -> int:
     async def run() -> Pair:
-        async with _service(args) as service:
+        async with service_from_args(args) as service:
             return await service.destroy(args.pair)
 
-    _print_pair(asyncio.run(run()))
+    print_pair(asyncio.run(run()))
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     for pair in PairStore(Path(args.store)).list(include_destroyed=args.all):
-        _print_pair(pair)
+        print_pair(pair)
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     store = PairStore(Path(args.store))
     pair = store.get(args.pair)
-    _print_pair(pair)
+    print_pair(pair)
     for event in store.events(pair.id):
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at))
         print(f"  {stamp}Z {event.kind} {event.detail}".rstrip())
@@ -220,10 +227,13 @@ def _show(args: argparse.Namespace) -> int:
 
 def _reconcile(args: argparse.Namespace) -> int:
     async def run() -> list[str]:
-        async with _service(args) as service:
+        async with service_from_args(args) as service:
+            missing = await _missing_standbys(service, args)
             repairs = await service.reconcile(
                 args.pair, rollback=args.rollback, delete_orphans=args.delete_orphans
             )
+            for pair_id in missing:  # restarted or recreated by now: the alert clears
+                await _report_standby(args, "present", f"standby of {pair_id} back")
             return [str(r) for r in repairs]
 
     repairs = asyncio.run(run())
@@ -234,16 +244,51 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _filler(args: argparse.Namespace) -> Callable[[Pair, VastInstance, StandbyVm], Awaitable[None]]:
+async def _missing_standbys(service: PairService, args: argparse.Namespace) -> list[str]:
+    """Pairs whose spot standby was preempted (stopped) or deleted, as the Compute API says: the
+    proxy is told first (dumont_standby_presence, the dashboard), then reconcile restarts it."""
+    from provisioning.store import PairState
+
+    pairs = [service.store.get(args.pair)] if args.pair else service.store.list()
+    missing = []
+    for pair in pairs:
+        if pair.state in (PairState.CREATING, PairState.DESTROYING, PairState.DESTROYED):
+            continue
+        vm = await service.standbys.find(pair.standby_name)
+        if vm is None or vm.stopped:
+            what = "deleted" if vm is None else f"{vm.status} (preempted)"
+            StderrProgress()(f"standby {pair.standby_name} is {what}: restarting it")
+            await _report_standby(args, "missing", f"standby {pair.standby_name} is {what}")
+            missing.append(pair.id)
+    return missing
+
+
+async def _report_standby(args: argparse.Namespace, state: str, detail: str) -> None:
+    from provisioning.errors import ProxyAdminError
+    from provisioning.proxy_admin import report_park
+
+    if not args.proxy_control:
+        return
+    try:
+        await report_park(args.proxy_control, args.admin_token or "", None, standby=state)
+    except ProxyAdminError as exc:
+        StderrProgress()(f"warning: {detail}, not reported to the proxy: {exc}")
+
+
+def replacement_filler(
+    args: argparse.Namespace,
+) -> Callable[[Pair, VastInstance, StandbyVm], Awaitable[None]]:
     async def fill(pair: Pair, gpu: VastInstance, standby: StandbyVm) -> None:
         progress = StderrProgress()
-        controller = _controller_for(args, pair, gpu, standby)
+        controller = controller_for(args, pair, gpu, standby)
         # Deploy without starting: the standby stays fenced until reverse sync has filled the GPU.
         await controller.deploy(start=False)
         if args.snapshot_destination:
             # Most bytes from the bucket, close and fast; the small standby sends only the rest.
             remote = remote_snapshots_from_args(args, controller.topology.gpu)
-            await fill_from_snapshot(remote, controller.topology, progress)
+            restore_started = time.monotonic()
+            if await fill_from_snapshot(remote, controller.topology, progress) is not None:
+                progress(f"snapshot restored in {time.monotonic() - restore_started:.1f} s")
         report = await reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
         progress(
             f"the standby sent {report.files_copied} files, {report.bytes_copied} bytes"
@@ -261,18 +306,27 @@ def _filler(args: argparse.Namespace) -> Callable[[Pair, VastInstance, StandbyVm
 
 
 def _gpu_lost(args: argparse.Namespace) -> int:
+    from provisioning.parking import PLANNED_REASONS
+
+    # The proxy's on_failover hook also runs after a planned switch (park, switchover), whose
+    # reason it passes in DUMONT_REASON: the GPU is fine, and the planner owns what happens next.
+    planned = args.reason or os.environ.get("DUMONT_REASON", "")
+    if planned.startswith(PLANNED_REASONS):
+        print(f"planned switch ({planned}): the GPU is not lost, nothing to do")
+        return 0
+
     async def run() -> tuple[Pair, str]:
-        async with _service(args) as service:
+        async with service_from_args(args) as service:
             verdict = await service.check_gpu(args.pair, proxy_says_down=True)
             # The proxy runs hooks with DUMONT_REASON set: the health view that triggered failover.
             reason = args.reason or os.environ.get("DUMONT_REASON") or verdict.reason
-            fill = _filler(args) if args.replace else None
+            fill = replacement_filler(args) if args.replace else None
             pair = await service.gpu_lost(args.pair, reason=reason, replace=args.replace, fill=fill)
             return pair, verdict.reason
 
     pair, verdict = asyncio.run(run())
     print(f"{verdict}")
-    _print_pair(pair)
+    print_pair(pair)
     return 0
 
 
@@ -331,6 +385,8 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
     reconcile.add_argument(
         "--delete-orphans", action="store_true", help="delete labelled machines the store lacks"
     )
+    option(reconcile, "--proxy-control", help="the proxy's control URL: a missing standby is shown")
+    option(reconcile, "--admin-token", help="bearer token for the proxy's admin API")
     reconcile.set_defaults(handler=_reconcile)
 
     lost = actions.add_parser("gpu-lost", help="spot interruption: keep the standby, degrade")
@@ -344,4 +400,8 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
     lost.set_defaults(handler=_gpu_lost)
 
     for parser in (create, destroy, reconcile, lost):
-        _cloud_options(parser)
+        add_cloud_options(parser)
+
+    from provisioning.cli_park import add_park_verbs  # it builds on this module's helpers
+
+    add_park_verbs(actions)

@@ -226,6 +226,26 @@ def _fence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flush(args: argparse.Namespace) -> int:
+    """The proxy's switchover hook: final pass, verify, fence. Non-zero keeps the GPU serving."""
+    from provisioning.flush import flush_to_standby
+
+    progress = StderrProgress()
+    controller = SyncController(topology_from_args(args), progress=progress)
+
+    async def run() -> None:
+        report = await flush_to_standby(controller, progress=progress, timeout=args.timeout)
+        await controller.fence(drain_timeout=args.drain_timeout)
+        print(
+            f"standby verified and fenced: {report.files_copied} files, {report.bytes_copied}"
+            f" bytes in the final pass ({report.passes} passes, {report.seconds:.1f} s)"
+        )
+
+    asyncio.run(run())
+    _tell_proxy(args, "fenced")
+    return 0
+
+
 def _unfence(args: argparse.Namespace) -> int:
     from provisioning.fence import unfence_standby
 
@@ -281,6 +301,7 @@ def add_sync_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
         "deploy": ("install gate, key and config; start lsyncd; wait for the first sync", _deploy),
         "status": ("lsyncd state, fence, problems and measured lag (exit 1 if unhealthy)", _status),
         "fence": ("refuse the old primary's writes on the standby; stop its lsyncd", _fence),
+        "flush": ("planned switchover: final pass to the standby, verify, then fence", _flush),
         "unfence": ("lift the fence on the standby", _unfence),
         "reverse": ("copy the standby to the primary, verify, unfence, restart sync", _reverse),
         "snapshot": ("snapshot the GPU's workspace, run on the GPU", _snapshot),
@@ -297,7 +318,7 @@ def add_sync_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
         if name == "snapshot":
             add_snapshot_options(parser)
             parser.add_argument("--keep", type=int, help="then prune to the N latest snapshots")
-        if name == "fence":
+        if name in ("fence", "flush"):
             parser.add_argument(
                 "--drain-timeout", type=float, default=10.0, help="seconds for in-flight syncs"
             )

@@ -23,7 +23,7 @@ from typing import Any
 from provisioning.errors import CloudNotFound, ConfigError, NoOfferError, ProvisioningError
 from provisioning.gcp import StandbySpec, StandbyVm, StandbyVms
 from provisioning.progress import Progress, quiet
-from provisioning.store import Pair, PairState, PairStore
+from provisioning.store import Pair, PairEvent, PairState, PairStore
 from provisioning.vast import InstanceRequest, VastClient, VastInstance
 
 __all__ = [
@@ -39,6 +39,16 @@ __all__ = [
 PAIR_LABEL = "dumont-pair"  # GCP label key tying a standby to its pair
 _PAIR_ID = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _GPU_LABEL = re.compile(r"^dumont:([a-z][a-z0-9-]*):gpu:[0-9]+$")
+
+
+def _steps_since(events: list[PairEvent], starts: tuple[str, ...]) -> set[str]:
+    """The event kinds recorded since the last of ``starts`` (the current park or resume)."""
+    steps: set[str] = set()
+    for event in reversed(events):
+        steps.add(event.kind)
+        if event.kind in starts:
+            break
+    return steps
 
 
 def validate_pair_id(pair_id: str) -> str:
@@ -118,6 +128,18 @@ class PairService:
         self._progress = progress
         self._poll_interval = poll_interval
         self._ready_timeout = ready_timeout
+
+    @property
+    def store(self) -> PairStore:
+        return self._store
+
+    @property
+    def vast(self) -> VastClient:
+        return self._vast
+
+    @property
+    def standbys(self) -> StandbyVms:
+        return self._standbys
 
     # -- lifecycle verbs ---------------------------------------------------------------------
 
@@ -213,6 +235,17 @@ class PairService:
             await fill(pair, gpu, standby)
         self._store.record(pair.id, "gpu-replaced", str(gpu.id))
         return self._store.update(pair, state=PairState.READY)
+
+    async def rent_gpu(self, pair: Pair) -> VastInstance:
+        """The pair's GPU of its current generation, rented (cheapest matching offer) or adopted
+        by label, once it runs."""
+        return await self._wait_gpu_running(await self._ensure_gpu(pair))
+
+    async def wait_gpu_running(self, gpu: VastInstance) -> VastInstance:
+        return await self._wait_gpu_running(gpu)
+
+    async def current_gpu(self, pair: Pair) -> VastInstance | None:
+        return await self._current_gpu(pair)
 
     async def reconcile(
         self, pair_id: str | None = None, *, rollback: bool = False, delete_orphans: bool = False
@@ -321,6 +354,8 @@ class PairService:
         if pair.state is PairState.CREATING:
             await self._finish_creation(pair)
             return [Repair(pair.id, "creation finished")]
+        if pair.state in (PairState.PARKING, PairState.PARKED, PairState.RESUMING):
+            return await self._reconcile_parked(pair)
         repairs: list[Repair] = []
         gpus = await self._vast.list_instances(label_prefix=pair.gpu_label_prefix)
         if pair.gpu_instance_id is not None and not gpus and await self._gpu_gone(pair):
@@ -341,6 +376,80 @@ class PairService:
             gpu = await self._ensure_gpu(pair)
             repairs.append(Repair(pair.id, "replacement GPU adopted", str(gpu.id)))
         return repairs
+
+    async def _reconcile_parked(self, pair: Pair) -> list[Repair]:
+        """Finish or roll back a park or resume a killed process left half done (issue 18).
+
+        The store's events say how far it got: a park whose snapshot completed may destroy the GPU
+        (the files are on the standby and in the snapshot); one that did not keeps the GPU and the
+        pair is ready again (the proxy may serve the standby: failback brings the user home). A
+        resume whose GPU was filled (and registered with the proxy) is finished; an earlier one is
+        rolled back: the half-filled GPU is destroyed (or stopped again), never left running.
+        """
+        repairs: list[Repair] = []
+        steps = _steps_since(self._store.events(pair.id), ("park-started", "resume-started"))
+        gpu = await self._current_gpu(pair)
+        mode = "stop" if {"park-mode-stop", "resume-mode-stop"} & steps else "destroy"
+        if pair.state is PairState.PARKING:
+            if gpu is None or gpu.actual_status == "stopped" or "park-snapshot-done" in steps:
+                if gpu is not None and gpu.actual_status != "stopped":
+                    await self.retire_gpu(pair, gpu, mode)
+                pair = self._store.update(
+                    pair,
+                    state=PairState.PARKED,
+                    gpu_instance_id=pair.gpu_instance_id if mode == "stop" else None,
+                )
+                self._store.record(pair.id, "parked", "finished by reconcile")
+                repairs.append(Repair(pair.id, "park finished"))
+            else:
+                self._store.update(pair, state=PairState.READY)
+                self._store.record(pair.id, "park-failed", "interrupted before the snapshot")
+                repairs.append(Repair(pair.id, "park rolled back", "the GPU keeps running"))
+        elif pair.state is PairState.RESUMING:
+            if "resume-filled" in steps and gpu is not None and gpu.running:
+                self._store.update(pair, state=PairState.READY)
+                self._store.record(pair.id, "resumed", "finished by reconcile")
+                repairs.append(Repair(pair.id, "resume finished", str(gpu.id)))
+            else:
+                retired = await self.roll_back_resume(pair, mode)
+                repairs.append(Repair(pair.id, "resume rolled back", retired))
+        standby = await self._standbys.find(pair.standby_name)
+        if standby is None or standby.stopped:
+            await self._ensure_standby(self._store.get(pair.id))
+            action = "standby recreated" if standby is None else "standby started"
+            repairs.append(Repair(pair.id, action))
+        return repairs
+
+    async def roll_back_resume(self, pair: Pair, mode: str) -> str:
+        """Back to parked: the resumed GPU stopped again (stop mode) or every GPU of the resume's
+        generation destroyed, including one rented but not yet stored."""
+        retired: list[str] = []
+        if mode == "stop" and pair.gpu_instance_id is not None:
+            with contextlib.suppress(CloudNotFound):
+                await self._vast.set_instance_state(pair.gpu_instance_id, "stopped")
+                retired.append(f"{pair.gpu_instance_id} stopped")
+            gpu_id: int | None = pair.gpu_instance_id
+        else:
+            found = await self._vast.list_instances(label_prefix=pair.gpu_label)
+            for gpu in (g for g in found if g.label == pair.gpu_label):
+                with contextlib.suppress(CloudNotFound):
+                    await self._vast.destroy_instance(gpu.id)
+                retired.append(f"{gpu.id} destroyed")
+            gpu_id = None
+        self._store.update(pair, state=PairState.PARKED, gpu_instance_id=gpu_id)
+        self._store.record(pair.id, "resume-rolled-back", ", ".join(retired) or "no GPU")
+        return ", ".join(retired) or "no GPU was rented"
+
+    async def retire_gpu(self, pair: Pair, gpu: VastInstance, mode: str) -> None:
+        """Park's last step: stop (the provider keeps the disk) or destroy the GPU."""
+        self._progress(f"{'stopping' if mode == 'stop' else 'destroying'} GPU instance {gpu.id}")
+        with contextlib.suppress(CloudNotFound):  # gone already: the goal is reached
+            if mode == "stop":
+                await self._vast.set_instance_state(gpu.id, "stopped")
+            else:
+                await self._vast.destroy_instance(gpu.id)
+        kind = "gpu-stopped" if mode == "stop" else "gpu-destroyed"
+        self._store.record(pair.id, kind, str(gpu.id))
 
     async def _gpu_gone(self, pair: Pair) -> bool:
         """Confirm with a second, direct question before deleting anything on a listing's word."""

@@ -3,19 +3,39 @@
 ``PUT /admin/backends/{primary|standby}`` with ``{"url": ...}`` and a bearer token registers a new
 backend, e.g. a replacement GPU after a spot interruption. ``PUT /admin/sync`` with ``{"state":
 ..., "lag_seconds": ...}`` tells the proxy (its dashboard, metrics and alerts) how the file sync is.
+
+Issue 18's planned switches: ``POST /admin/failover`` / ``/admin/failback`` with ``{"reason":
+"park: ..."}``, ``GET /admin/status`` polled until the proxy serves the wanted role, and ``PUT
+/admin/park`` with the park's phase for the IDE notice, the dashboard and the metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import httpx
 
 from provisioning.errors import ProxyAdminError
 
-__all__ = ["SyncState", "report_sync", "set_backend"]
+__all__ = [
+    "ParkPhase",
+    "SyncState",
+    "get_park",
+    "proxy_status",
+    "report_park",
+    "report_sync",
+    "set_backend",
+    "switch",
+    "wait_for",
+]
 
 SyncState = Literal["syncing", "fenced", "reverse_syncing", "degraded", "stopped"]
+ParkPhase = Literal[
+    "active", "idle", "parking", "parked", "resuming", "park_failed", "resume_failed"
+]
 
 
 async def set_backend(
@@ -41,18 +61,87 @@ async def report_sync(
     await _put(control_url, token, "/admin/sync", body, timeout)
 
 
+async def report_park(
+    control_url: str, token: str, phase: ParkPhase | None, *, timeout: float = 10.0, **fields: Any
+) -> None:
+    """``PUT /admin/park``: ``detail``, ``idle_s``, ``park_in_s``, ``park_after_s``,
+    ``gpu_per_hour``, ``resume_s``, ``outcome``, ``standby`` as the proxy documents them; phase
+    None leaves the proxy's phase as it is (a report about the standby only)."""
+    body = {k: v for k, v in {"phase": phase, **fields}.items() if v is not None}
+    await _put(control_url, token, "/admin/park", body, timeout)
+
+
+async def get_park(control_url: str, token: str, *, timeout: float = 10.0) -> dict[str, Any]:
+    return await _call("GET", control_url, token, "/admin/park", None, timeout)
+
+
+async def proxy_status(control_url: str, token: str, *, timeout: float = 10.0) -> dict[str, Any]:
+    return await _call("GET", control_url, token, "/admin/status", None, timeout)
+
+
+async def switch(
+    control_url: str,
+    token: str,
+    to: Literal["standby", "primary"],
+    reason: str,
+    *,
+    timeout: float = 10.0,
+) -> None:
+    """Ask the proxy to fail over (to the standby) or back (to the primary) with ``reason``."""
+    path = "/admin/failover" if to == "standby" else "/admin/failback"
+    await _call("POST", control_url, token, path, {"reason": reason}, timeout)
+
+
+async def wait_for(
+    control_url: str,
+    token: str,
+    what: str,
+    ready: Callable[[dict[str, Any]], bool],
+    *,
+    timeout: float,
+    interval: float = 0.2,
+) -> dict[str, Any]:
+    """Poll ``GET /admin/status`` until ``ready(status)`` is true; ProxyAdminError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await proxy_status(control_url, token)
+        if ready(status):
+            return status
+        if time.monotonic() > deadline:
+            raise ProxyAdminError(
+                f"the proxy did not {what} within {timeout:g} s (state {status.get('state')})"
+            )
+        await asyncio.sleep(interval)
+
+
 async def _put(
     control_url: str, token: str, path: str, body: dict[str, Any], timeout: float
 ) -> None:
+    await _call("PUT", control_url, token, path, body, timeout)
+
+
+async def _call(
+    method: str,
+    control_url: str,
+    token: str,
+    path: str,
+    body: dict[str, Any] | None,
+    timeout: float,
+) -> dict[str, Any]:
     url = f"{control_url.rstrip('/')}{path}"
     headers = {"Authorization": f"Bearer {token}"}
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.put(url, json=body, headers=headers)
+            response = await client.request(method, url, json=body, headers=headers)
     except httpx.HTTPError as exc:
         raise ProxyAdminError(f"proxy admin API at {control_url} unreachable: {exc}") from exc
     if response.is_error:
         text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
         raise ProxyAdminError(
-            f"proxy admin API refused PUT {path} (HTTP {response.status_code}): {text}"
+            f"proxy admin API refused {method} {path} (HTTP {response.status_code}): {text}"
         )
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

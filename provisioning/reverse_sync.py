@@ -25,19 +25,26 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from provisioning.errors import RemoteCommandError, ReverseSyncError
 from provisioning.fence import fence_standby, unfence_standby
 from provisioning.lsyncd_config import SyncRoot
 from provisioning.progress import Progress, quiet
 from provisioning.ssh import run_remote
-from provisioning.sync import SyncController
+from provisioning.sync import SyncController, for_each_root
 
-__all__ = ["ReverseReport", "reverse_sync"]
+__all__ = [
+    "ReverseReport",
+    "first_rsync_complaint",
+    "reverse_sync",
+    "rsync_transferred",
+    "unchanged_since",
+]
 
 
-def _unchanged_since(dry_run: str, since: float) -> list[str]:
-    """Files rsync would still send whose standby mtime is older than ``since``: real losses.
+def unchanged_since(dry_run: str, since: float) -> list[str]:
+    """Files rsync would still send whose sender-side mtime is older than ``since``: real losses.
 
     Directories (a trailing slash) only carry metadata; rsync prints %M as YYYY/MM/DD-HH:MM:SS in
     the receiving side's time zone, which the caller pins to UTC.
@@ -64,14 +71,14 @@ _STATS = {
 }
 
 
-def _transferred(stats: str) -> tuple[int, int]:
+def rsync_transferred(stats: str) -> tuple[int, int]:
     """Files and bytes rsync's ``--stats`` says it sent (0 for a line it did not print)."""
     found = {k: pattern.search(stats) for k, pattern in _STATS.items()}
     files, size = (int(m.group(1).replace(",", "")) if m else 0 for m in found.values())
     return files, size
 
 
-def _first_rsync_complaint(stderr: str) -> str:
+def first_rsync_complaint(stderr: str) -> str:
     """rsync's summary line says "see previous errors": the first of those names the file."""
     for line in stderr.splitlines():
         text = line.strip()
@@ -95,10 +102,40 @@ def _pull_command(
 ) -> str:
     t = controller.topology
     source = f"{t.sync_target.destination}:{root.standby_path.rstrip('/')}/"
-    argv = ["rsync", "-a", *(["--delete"] if delete else []), *extra, "-e", t.sync_target.rsh()]
+    argv = ["rsync", "-a", *(["--delete"] if delete else []), *extra, "-e", t.shared_rsh()]
     argv += [f"--exclude={e}" for e in (*root.excludes, *t.settings.extra_excludes)]
     argv += [source, f"{root.gpu_path.rstrip('/')}/"]
     return shlex.join(argv)
+
+
+async def _pull(
+    controller: SyncController, root: SyncRoot, *, backup_root: str, timeout: float
+) -> tuple[int, int]:
+    """Copy one root from the standby; the primary's replaced files go to the backup dir."""
+    backup = ["--backup", f"--backup-dir={backup_root}/{root.name}", "--stats"]
+    pull = _pull_command(controller, root, extra=backup)
+    script = f"mkdir -p {shlex.quote(root.gpu_path)} && {pull}"
+    try:
+        return rsync_transferred(await run_remote(controller.topology.gpu, script, timeout=timeout))
+    except RemoteCommandError as exc:
+        why = first_rsync_complaint(exc.stderr)
+        raise ReverseSyncError(
+            f"reverse sync of {root.name} failed: {exc}" + (f" (first: {why})" if why else "")
+        ) from exc
+
+
+async def _verify(
+    controller: SyncController, root: SyncRoot, *, since: float, timeout: float
+) -> list[str]:
+    """The standby's files still missing or different on the primary (changed before ``since``)."""
+    # One line per file that would still be sent: the standby file's mtime, then its name.
+    verify = ["--checksum", "--dry-run", "--out-format=%M %n"]
+    command = "TZ=UTC " + _pull_command(controller, root, extra=verify, delete=False)
+    try:
+        differences = await run_remote(controller.topology.gpu, command, timeout=timeout)
+    except RemoteCommandError as exc:
+        raise ReverseSyncError(f"verifying {root.name} failed: {exc}") from exc
+    return unchanged_since(differences, since)
 
 
 async def reverse_sync(
@@ -120,37 +157,23 @@ async def reverse_sync(
         raise ReverseSyncError(f"cannot stop lsyncd on the primary: {exc}") from exc
     # The standby's own clock: what it changes after this moment is not held against the copy.
     copy_started = float(await run_remote(t.standby, "date +%s.%N"))
-    files_copied = bytes_copied = 0
-    for root in t.roots:
-        progress(f"copying {root.name} from the standby to the primary")
-        backup = ["--backup", f"--backup-dir={backup_root}/{root.name}", "--stats"]
-        try:
-            pull = _pull_command(controller, root, extra=backup)
-            script = f"mkdir -p {shlex.quote(root.gpu_path)} && {pull}"
-            files, size = _transferred(await run_remote(t.gpu, script, timeout=first_sync_timeout))
-        except RemoteCommandError as exc:
-            why = _first_rsync_complaint(exc.stderr)
-            raise ReverseSyncError(
-                f"reverse sync of {root.name} failed: {exc}" + (f" (first: {why})" if why else "")
-            ) from exc
+    copies = await for_each_root(
+        t.roots, partial(_pull, controller, backup_root=backup_root, timeout=first_sync_timeout)
+    )
+    for root, (files, size) in zip(t.roots, copies, strict=True):
         progress(f"{root.name}: {files} files, {size} bytes copied")
-        files_copied += files
-        bytes_copied += size
-    for root in t.roots:
-        progress(f"verifying {root.name} byte for byte")
-        # One line per file that would still be sent: the standby file's mtime, then its name.
-        verify = ["--checksum", "--dry-run", "--out-format=%M %n"]
-        command = "TZ=UTC " + _pull_command(controller, root, extra=verify, delete=False)
-        try:
-            differences = await run_remote(t.gpu, command, timeout=first_sync_timeout)
-        except RemoteCommandError as exc:
-            raise ReverseSyncError(f"verifying {root.name} failed: {exc}") from exc
-        missing = _unchanged_since(differences, copy_started)
+    progress("verifying the primary byte for byte")
+    verdicts = await for_each_root(
+        t.roots, partial(_verify, controller, since=copy_started, timeout=first_sync_timeout)
+    )
+    for root, missing in zip(t.roots, verdicts, strict=True):
         if missing:
             shown = ", ".join(missing[:5])
             raise ReverseSyncError(
                 f"{root.name} differs after reverse sync in {len(missing)} entries: {shown}"
             )
+    files_copied = sum(files for files, _ in copies)
+    bytes_copied = sum(size for _, size in copies)
     progress("lifting the fence and restarting forward sync")
     await unfence_standby(t.standby, t.standby_state_dir)
     await controller.start()

@@ -48,6 +48,9 @@ class PairState(StrEnum):
     CREATING = "creating"  # GPU and/or standby may or may not exist yet
     READY = "ready"  # both exist
     DEGRADED = "degraded"  # the GPU was lost; the standby serves
+    PARKING = "parking"  # planned switch to the standby under way; the GPU still exists
+    PARKED = "parked"  # the standby serves; the GPU was destroyed (or stopped) to save money
+    RESUMING = "resuming"  # a GPU is being rented (or started) and filled to take over again
     DESTROYING = "destroying"  # the user asked for both to go
     DESTROYED = "destroyed"
 

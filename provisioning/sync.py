@@ -12,7 +12,7 @@ import asyncio
 import secrets
 import shlex
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -36,6 +36,7 @@ __all__ = [
     "SyncController",
     "SyncStatus",
     "SyncTopology",
+    "for_each_root",
     "systemd_unit",
     "topology_roots",
 ]
@@ -88,6 +89,13 @@ class SyncTopology:
     @property
     def sync_target(self) -> SshHost:
         return self.standby_from_gpu.with_key(self.settings.sync_key_path)
+
+    def shared_rsh(self) -> str:
+        """rsync's ``-e`` from the GPU to the standby over lsyncd's shared connection (or a new
+        master the next call shares): a pass and its verify then cost one session each, not one
+        key exchange each. The standby's gate still runs for every session."""
+        mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.settings.control_path}"]
+        return shlex.join([*shlex.split(self.sync_target.rsh()), *mux, "-o", "ControlPersist=60"])
 
 
 @dataclass(frozen=True)
@@ -334,6 +342,21 @@ def _is_our_lsyncd(pid: str, config_path: str) -> str:
 
 
 _T = TypeVar("_T")
+
+
+async def for_each_root(
+    roots: Sequence[SyncRoot], work: Callable[[SyncRoot], Awaitable[_T]]
+) -> list[_T]:
+    """``work`` on every root concurrently (each is an ssh round trip or two); the first root's
+    error is raised once all have finished, so none is left running behind the caller."""
+    values: list[_T] = []
+    for result in await asyncio.gather(*(work(root) for root in roots), return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+        values.append(result)
+    return values
+
+
 # Sent to the standby's python3 at fence time; read once here, not in the failover's path.
 _EDITOR_BACKUPS_SCRIPT = Path(editor_backups.__file__).read_bytes()
 

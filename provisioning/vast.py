@@ -7,6 +7,8 @@ Endpoints (Vast.ai API v0, ``Authorization: Bearer KEY``):
 - ``GET    /api/v0/instances/``         list instances -> ``{"instances": [...]}``
 - ``GET    /api/v0/instances/{id}/``    show instance  -> ``{"instances": {...}}``
 - ``DELETE /api/v0/instances/{id}/``    destroy        -> ``{"success": true}``
+- ``PUT    /api/v0/instances/{id}/``    ``{"state": "stopped"|"running"}``: stop keeps the disk and
+  bills no GPU, start asks for the same machine back -> ``{"success": true}``
 
 Errors come back as ``{"success": false, "error": CODE, "msg": TEXT}``; the text is kept in the
 exception. Rate limits (429) and connection failures before the request was sent are retried for
@@ -204,6 +206,13 @@ class VastClient:
 
     async def destroy_instance(self, instance_id: int) -> None:
         await self._call("DELETE", f"/api/v0/instances/{instance_id}/")
+
+    async def set_instance_state(self, instance_id: int, state: str) -> None:
+        """Stop (``"stopped"``) or start (``"running"``) an instance; the disk is kept."""
+        data = await self._call("PUT", f"/api/v0/instances/{instance_id}/", json={"state": state})
+        if not data.get("success"):
+            message = _message(data)
+            raise CloudError(f"vast: setting instance {instance_id} {state} failed: {message}")
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         last: CloudError | None = None

@@ -78,6 +78,10 @@ class HooksConfig:
     on_failover: str | None = None
     before_failback: str | None = None
     on_failback: str | None = None
+    # Issue 18: run by POST /admin/switchover before the switch (flush, verify and fence the sync:
+    # `dumont-provision sync flush`), and by POST /admin/resume (bring a GPU back: `pair resume`).
+    switchover: str | None = None
+    resume: str | None = None
     timeout: float = 120.0
 
 
@@ -385,6 +389,18 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="CMD",
     ),
     Setting("hooks.on_failback", _optional_text, "command run after a failback", metavar="CMD"),
+    Setting(
+        "hooks.switchover",
+        _optional_text,
+        "command run by POST /admin/switchover before the switch (flush the sync); must exit 0",
+        metavar="CMD",
+    ),
+    Setting(
+        "hooks.resume",
+        _optional_text,
+        "command run by POST /admin/resume in the background (bring a parked GPU back)",
+        metavar="CMD",
+    ),
     Setting("hooks.timeout", _positive_seconds, "seconds a hook may run [120]", metavar="S"),
     Setting("log_format", _choice("human", "json"), "log lines for people or machines [human]"),
     Setting(

@@ -1,9 +1,18 @@
-"""The control listener: admin commands behind a bearer token (loopback by default)."""
+"""The control listener: admin commands behind a bearer token (loopback by default).
+
+``POST /admin/failover`` and ``/admin/failback`` take an optional ``{"reason": ...}``:
+provisioning's planned switches say "park: ..." or "switchover: ..." there, and the
+``on_failover`` hook's ``pair gpu-lost`` reads that prefix (DUMONT_REASON) to tell a planned switch
+from a lost GPU.
+The park routes (issue 18) are in ``proxy.park_status``'s docstring.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -12,14 +21,23 @@ from yarl import URL
 from .boundary import error_boundary
 from .config import parse_backend_url
 from .dashboard import BOARD, Board, add_routes
-from .errors import BadRequest, ConfigError, NotFound, Unauthorized
+from .errors import BadRequest, ConfigError, Conflict, NotFound, Unauthorized
 from .failover import Role
+from .hooks import run_hook
+from .park_status import ParkStatus
 from .public_app import WORKSPACE
+from .tasks import TaskSet
 from .workspace import Workspace
 
 __all__ = ["make_control_app"]
 
+log = logging.getLogger("dumont.park")
+
 TOKEN = web.AppKey("admin_token", str)
+PARK = web.AppKey("park", ParkStatus)
+PARK_TASKS = web.AppKey("park_tasks", TaskSet)
+SWITCHOVER = web.AppKey("switchover_lock", asyncio.Lock)
+REASON_LIMIT = 200
 
 
 def _check_token(request: web.Request) -> None:
@@ -42,18 +60,122 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+async def _reason(request: web.Request, default: str) -> str:
+    """The optional ``{"reason": ...}`` of an admin command (an empty body keeps the default)."""
+    if not request.can_read_body:
+        return default
+    reason = (await _json_body(request)).get("reason", default)
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadRequest("reason must be a non-empty string")
+    return " ".join(reason.split())[:REASON_LIMIT]
+
+
 async def failover(request: web.Request) -> web.Response:
     _check_token(request)
     workspace = request.app[WORKSPACE]
-    workspace.failover()
+    workspace.failover(await _reason(request, "admin: failover requested"))
     return web.json_response(workspace.status())
 
 
 async def failback(request: web.Request) -> web.Response:
     _check_token(request)
     workspace = request.app[WORKSPACE]
-    workspace.failback()
+    workspace.failback(await _reason(request, "admin: failback requested"))
     return web.json_response(workspace.status())
+
+
+async def switchover(request: web.Request) -> web.Response:
+    """A planned switch to the standby: hooks.switchover (flush, verify, fence) first, and the
+    switch only when it exited 0; without that hook a switch could lose the last second's files."""
+    _check_token(request)
+    workspace = request.app[WORKSPACE]
+    reason = await _reason(request, "switchover: requested")
+    if not reason.startswith(("switchover:", "park:")):
+        reason = f"switchover: {reason}"
+    command = workspace.config.hooks.switchover
+    if command is None:
+        raise Conflict("no switchover hook configured ([hooks] switchover)")
+    if workspace.machine.state != "serving_primary":
+        raise Conflict(f"switchover needs state serving_primary, not {workspace.machine.state}")
+    lock = request.app[SWITCHOVER]
+    if lock.locked():
+        # Two flushes at once would stop and restart the GPU's lsyncd under each other.
+        raise Conflict("a switchover is already running")
+    async with lock:
+        return await _switchover(workspace, command, reason)
+
+
+async def _switchover(workspace: Workspace, command: str, reason: str) -> web.Response:
+    env = {
+        "DUMONT_EVENT": "switchover",
+        "DUMONT_REASON": reason,
+        "DUMONT_PRIMARY_URL": str(workspace.backends["primary"].url),
+        "DUMONT_STANDBY_URL": str(workspace.backends["standby"].url),
+    }
+    outcome = await run_hook(command, env, workspace.config.hooks.timeout)
+    if not outcome.ok:
+        # The GPU keeps serving: nothing moved, and the hook's last line says why.
+        raise Conflict(f"switchover hook failed, the primary keeps serving: {outcome.detail}")
+    workspace.failover(reason)
+    return web.json_response(workspace.status())
+
+
+async def resume(request: web.Request) -> web.Response:
+    """Bring a parked GPU back (the IDE's and the dashboard's button): hooks.resume runs in the
+    background, reporting its progress with PUT /admin/park; 202 at once."""
+    _check_token(request)
+    workspace = request.app[WORKSPACE]
+    park = request.app[PARK]
+    command = workspace.config.hooks.resume
+    if command is None:
+        raise Conflict("no resume hook configured ([hooks] resume)")
+    if park.phase not in ("parked", "resume_failed"):
+        raise Conflict(f"nothing to resume: the GPU is {park.phase}")
+    tasks = request.app[PARK_TASKS]
+    if len(tasks):
+        raise Conflict("a resume is already running")
+    park.report({"phase": "resuming", "detail": "renting a GPU", "standby": park.standby})
+    env = {"DUMONT_EVENT": "resume", "DUMONT_REASON": "resume: requested"}
+    tasks.spawn(_run_resume(park, command, env, workspace.config.hooks.timeout), name="resume")
+    return web.json_response(park.as_json(), status=202)
+
+
+async def _run_resume(park: ParkStatus, command: str, env: dict[str, str], timeout: float) -> None:
+    outcome = await run_hook(command, env, timeout)
+    log.log(
+        logging.INFO if outcome.ok else logging.ERROR,
+        "hook resume %s in %.1fs: %s",
+        "ok" if outcome.ok else "failed",
+        outcome.seconds,
+        outcome.detail.splitlines()[-1] if outcome.detail else "",
+        extra={"fields": {"event": "hook_finished", "hook": "resume", "ok": outcome.ok}},
+    )
+    if not outcome.ok and park.phase == "resuming":
+        # The hook died before it could report (killed, timed out): the user must not wait on.
+        park.report({"phase": "resume_failed", "detail": outcome.detail, "standby": park.standby})
+
+
+async def get_park(request: web.Request) -> web.Response:
+    _check_token(request)
+    return web.json_response(request.app[PARK].as_json())
+
+
+async def put_park(request: web.Request) -> web.Response:
+    _check_token(request)
+    park = request.app[PARK]
+    park.report(await _json_body(request))
+    return web.json_response(park.as_json())
+
+
+async def keep_gpu(request: web.Request) -> web.Response:
+    _check_token(request)
+    park = request.app[PARK]
+    park.keep()
+    return web.json_response(park.as_json())
+
+
+async def _close_park_tasks(app: web.Application) -> None:
+    await app[PARK_TASKS].close()
 
 
 async def put_backend(request: web.Request) -> web.Response:
@@ -87,5 +209,14 @@ def make_control_app(workspace: Workspace, board: Board) -> web.Application:
     app.router.add_post("/admin/failback", failback)
     app.router.add_put("/admin/backends/{role}", put_backend)
     app.router.add_get("/admin/status", status)
+    app.router.add_post("/admin/switchover", switchover)
+    app.router.add_post("/admin/resume", resume)
+    app.router.add_get("/admin/park", get_park)
+    app.router.add_put("/admin/park", put_park)
+    app.router.add_post("/admin/park/keep", keep_gpu)
     add_routes(app, board, _check_token)  # /metrics, /dashboard, PUT /admin/sync
+    app[PARK] = board.park
+    app[PARK_TASKS] = TaskSet("park")
+    app[SWITCHOVER] = asyncio.Lock()
+    app.on_cleanup.append(_close_park_tasks)
     return app

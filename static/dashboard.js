@@ -147,6 +147,26 @@ function renderSavings(state) {
     : "Set prices.standby_per_hour and prices.downtime_per_minute to see money.");
 }
 
+// Issue 18: where the GPU is, what parking it saved, and a missing standby (preempted spot VM).
+function renderPark(state) {
+  const park = state.park;
+  const pill = $("park-phase");
+  text(pill, park.phase.replace("_", " "));
+  const tone = { active: "pill-good", parked: "pill-good", idle: "pill-warn", parking: "pill-warn",
+    resuming: "pill-warn", park_failed: "pill-bad", resume_failed: "pill-bad" }[park.phase] || "";
+  pill.className = `pill ${tone}`;
+  text($("park-detail"), park.detail);
+  text($("park-hours"), seconds(park.parked_hours * 3600));
+  text($("park-saved"), park.gpu_cost_saved === null ? "set by the first park" : money(park.gpu_cost_saved));
+  text($("park-count"), `${park.parks.parked} parked, ${park.parks.failed} failed, ${park.parks.refused} refused`);
+  text($("park-resume"), park.last_resume_s === null ? "–" : seconds(park.last_resume_s));
+  const standby = $("park-standby");
+  text(standby, park.standby === "present" ? "present" : `${park.standby.toUpperCase()}: no backup machine`);
+  standby.className = park.standby === "present" ? "" : "pill pill-bad";
+  $("resume").hidden = !["parked", "resume_failed"].includes(park.phase);
+  $("resume").disabled = pendingAction !== null;
+}
+
 function render(state) {
   lastState = state;
   const serving = $("serving");
@@ -162,6 +182,7 @@ function render(state) {
   renderSync(state);
   renderTips(state);
   renderSavings(state);
+  renderPark(state);
 }
 
 async function poll() {
@@ -209,7 +230,7 @@ async function command(action) {
     }
     text(result, `${action} requested`);
     setTimeout(() => text(result, ""), 6000);
-    render({ ...lastState, ...body });
+    render(action === "resume" ? { ...lastState, park: body } : { ...lastState, ...body });
   } catch (err) {
     text(result, `${action} failed: ${err}`);
   }
@@ -218,6 +239,7 @@ async function command(action) {
 document.addEventListener("DOMContentLoaded", () => {
   $("failover").addEventListener("click", () => command("failover"));
   $("failback").addEventListener("click", () => command("failback"));
+  $("resume").addEventListener("click", () => command("resume"));
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token").value);

@@ -12,6 +12,7 @@ import asyncio
 
 from proxy.metrics import ProxyMetrics
 from proxy.observe import TipSource
+from proxy.park_status import ParkCollector
 from proxy.workspace import Workspace
 
 from .board import Board
@@ -29,4 +30,5 @@ def build_board(workspace: Workspace, tips: TipSource | None) -> Board:
     board = Board(workspace, tips)
     if workspace.config.metrics:
         board.metrics = ProxyMetrics(workspace, board.sync, board.tip_counts, now=_loop_time)
+        board.metrics.registry.register(ParkCollector(board.park))  # issue 18's park metrics
     return board

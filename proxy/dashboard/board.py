@@ -16,6 +16,7 @@ from typing import Any
 from proxy.failover import CheckResult, Decision, Event, Role
 from proxy.metrics import ProxyMetrics, SyncStatus, TipCounts
 from proxy.observe import TipSource
+from proxy.park_status import ParkStatus
 from proxy.workspace import Workspace
 
 from .savings import SavingsLedger, savings
@@ -44,6 +45,7 @@ class Board:
     tips: TipSource | None = None  # the transition page's A/B counts (proxy.pages.TipBook)
     sync: SyncStatus = field(default_factory=SyncStatus)
     ledger: SavingsLedger = field(default_factory=SavingsLedger)
+    park: ParkStatus = field(default_factory=ParkStatus)
     metrics: ProxyMetrics | None = None
     latencies: dict[Role, deque[float | None]] = field(
         default_factory=lambda: {r: deque(maxlen=HISTORY) for r in ("primary", "standby")}
@@ -91,6 +93,10 @@ class Board:
         status["sync"] = self.sync.as_json()
         status["tips"] = tip_table(self.tip_counts())
         status["savings"] = savings(self.workspace.config.prices, self.ledger)
+        # Issue 18: parked hours x the GPU's price is money the user kept.
+        status["park"] = self.park.as_json()
+        status["savings"]["gpu_parked_hours"] = status["park"]["parked_hours"]
+        status["savings"]["gpu_cost_saved_parked"] = status["park"]["gpu_cost_saved"]
         status["metrics"] = self.metrics is not None
         # Whether the dashboard must ask for a token (a loopback listener may run without one).
         status["admin_token_required"] = bool(self.workspace.config.admin_token)

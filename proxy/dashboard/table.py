@@ -109,4 +109,14 @@ def render_status(state: Mapping[str, Any], history: int = 10) -> str:
             f"{_money(savings['value_saved'])}    standby per month: "
             f"{_money(savings['standby_cost_per_month'])}    net so far: {_money(savings['net'])}",
         ]
+    park = state.get("park")
+    if park:
+        # Issue 18: where the GPU is, what parking saved, and a missing standby, loudly.
+        standby = park["standby"] if park["standby"] == "present" else park["standby"].upper()
+        detail = f"    {park['detail']}" if park.get("detail") else ""
+        out += [
+            "",
+            f"gpu: {park['phase']}    parked: {_seconds(park['parked_hours'] * 3600)}    saved: "
+            f"{_money(park['gpu_cost_saved'])}    standby VM: {standby}{detail}",
+        ]
     return "\n".join(out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,12 @@ class Hang:
 
 class FakeVast:
     def __init__(
-        self, *, ssh_host: str = "127.0.0.1", ssh_port: int = 22, boot_polls: int = 1
+        self,
+        *,
+        ssh_host: str = "127.0.0.1",
+        ssh_port: int = 22,
+        boot_polls: int = 1,
+        boot_seconds: float = 0.0,
     ) -> None:
         self.offers: list[dict[str, Any]] = [
             {
@@ -74,6 +80,8 @@ class FakeVast:
         self.ssh_host = ssh_host
         self.ssh_port = ssh_port
         self.boot_polls = boot_polls
+        self.boot_seconds = boot_seconds  # the provider's own boot time, for benchmarks
+        self.code_server_port = 18080  # the host port Docker maps to a GPU's 8080/tcp
         self._next_id = 5000
 
     def app(self) -> web.Application:
@@ -83,6 +91,7 @@ class FakeVast:
         app.router.add_get("/api/v0/instances/", self._list)
         app.router.add_get("/api/v0/instances/{id}/", self._show)
         app.router.add_delete("/api/v0/instances/{id}/", self._destroy)
+        app.router.add_put("/api/v0/instances/{id}/", self._manage)
         return app
 
     def hang(self, method: str, pattern: str) -> Hang:
@@ -139,6 +148,7 @@ class FakeVast:
             )
         body = await request.json()
         self.created_bodies.append(body)
+        offer = next(o for o in self.offers if o["id"] == offer_id)
         self._next_id += 1
         self.instances[self._next_id] = {
             "id": self._next_id,
@@ -149,8 +159,10 @@ class FakeVast:
             "ssh_host": self.ssh_host,
             "ssh_port": self.ssh_port,
             "public_ipaddr": "127.0.0.1",
-            "ports": {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18080"}]},
+            "ports": {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.code_server_port)}]},
+            "dph_total": offer["dph_total"],
             "_polls": 0,
+            "_booted_at": time.monotonic() + self.boot_seconds,
         }
         return web.json_response({"success": True, "new_contract": self._next_id})
 
@@ -158,9 +170,9 @@ class FakeVast:
         # A machine boots: null (provisioning), loading, then running after boot_polls looks.
         if instance["actual_status"] in (None, "loading"):
             instance["_polls"] += 1
-            instance["actual_status"] = (
-                "running" if instance["_polls"] > self.boot_polls else "loading"
-            )
+            booted = instance["_polls"] > self.boot_polls
+            booted = booted and time.monotonic() >= instance["_booted_at"]
+            instance["actual_status"] = "running" if booted else "loading"
         return {k: v for k, v in instance.items() if not k.startswith("_")}
 
     async def _list(self, request: web.Request) -> web.Response:
@@ -181,6 +193,26 @@ class FakeVast:
                 {"success": False, "error": "no_such_instance", "msg": "Instance not found"},
                 status=404,
             )
+        return web.json_response({"success": True})
+
+    async def _manage(self, request: web.Request) -> web.Response:
+        instance = self.instances.get(int(request.match_info["id"]))
+        if instance is None:
+            return web.json_response(
+                {"success": False, "error": "no_such_instance", "msg": "Instance not found"},
+                status=404,
+            )
+        state = (await request.json()).get("state")
+        if state not in ("running", "stopped"):
+            return web.json_response(
+                {"success": False, "error": "invalid_args", "msg": f"bad state {state!r}"},
+                status=400,
+            )
+        instance["intended_status"] = state
+        # A started machine boots again (loading, then running); a stop takes effect at once.
+        instance["actual_status"] = "loading" if state == "running" else "stopped"
+        instance["_polls"] = 0
+        instance["_booted_at"] = time.monotonic() + self.boot_seconds
         return web.json_response({"success": True})
 
 
