@@ -24,9 +24,9 @@ from .dashboard import BOARD, Board, add_routes
 from .errors import BadRequest, ConfigError, Conflict, NotFound, Unauthorized
 from .failover import Role
 from .hooks import run_hook
+from .park_actions import ParkActions
 from .park_status import ParkStatus
 from .public_app import WORKSPACE
-from .tasks import TaskSet
 from .workspace import Workspace
 
 __all__ = ["make_control_app"]
@@ -35,7 +35,7 @@ log = logging.getLogger("dumont.park")
 
 TOKEN = web.AppKey("admin_token", str)
 PARK = web.AppKey("park", ParkStatus)
-PARK_TASKS = web.AppKey("park_tasks", TaskSet)
+PARK_ACTIONS = web.AppKey("park_actions", ParkActions)
 SWITCHOVER = web.AppKey("switchover_lock", asyncio.Lock)
 REASON_LIMIT = 200
 
@@ -121,38 +121,12 @@ async def _switchover(workspace: Workspace, command: str, reason: str) -> web.Re
 
 
 async def resume(request: web.Request) -> web.Response:
-    """Bring a parked GPU back (the IDE's and the dashboard's button): hooks.resume runs in the
-    background, reporting its progress with PUT /admin/park; 202 at once."""
+    """Bring a parked GPU back (the dashboard's button): hooks.resume runs in the background,
+    reporting its progress with PUT /admin/park; 202 at once."""
     _check_token(request)
-    workspace = request.app[WORKSPACE]
-    park = request.app[PARK]
-    command = workspace.config.hooks.resume
-    if command is None:
-        raise Conflict("no resume hook configured ([hooks] resume)")
-    if park.phase not in ("parked", "resume_failed"):
-        raise Conflict(f"nothing to resume: the GPU is {park.phase}")
-    tasks = request.app[PARK_TASKS]
-    if len(tasks):
-        raise Conflict("a resume is already running")
-    park.report({"phase": "resuming", "detail": "renting a GPU", "standby": park.standby})
-    env = {"DUMONT_EVENT": "resume", "DUMONT_REASON": "resume: requested"}
-    tasks.spawn(_run_resume(park, command, env, workspace.config.hooks.timeout), name="resume")
-    return web.json_response(park.as_json(), status=202)
-
-
-async def _run_resume(park: ParkStatus, command: str, env: dict[str, str], timeout: float) -> None:
-    outcome = await run_hook(command, env, timeout)
-    log.log(
-        logging.INFO if outcome.ok else logging.ERROR,
-        "hook resume %s in %.1fs: %s",
-        "ok" if outcome.ok else "failed",
-        outcome.seconds,
-        outcome.detail.splitlines()[-1] if outcome.detail else "",
-        extra={"fields": {"event": "hook_finished", "hook": "resume", "ok": outcome.ok}},
-    )
-    if not outcome.ok and park.phase == "resuming":
-        # The hook died before it could report (killed, timed out): the user must not wait on.
-        park.report({"phase": "resume_failed", "detail": outcome.detail, "standby": park.standby})
+    actions = request.app[PARK_ACTIONS]
+    actions.resume()
+    return web.json_response(actions.park.as_json(), status=202)
 
 
 async def get_park(request: web.Request) -> web.Response:
@@ -169,13 +143,9 @@ async def put_park(request: web.Request) -> web.Response:
 
 async def keep_gpu(request: web.Request) -> web.Response:
     _check_token(request)
-    park = request.app[PARK]
-    park.keep()
-    return web.json_response(park.as_json())
-
-
-async def _close_park_tasks(app: web.Application) -> None:
-    await app[PARK_TASKS].close()
+    actions = request.app[PARK_ACTIONS]
+    actions.keep()
+    return web.json_response(actions.park.as_json())
 
 
 async def put_backend(request: web.Request) -> web.Response:
@@ -200,7 +170,9 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(request.app[BOARD].state())
 
 
-def make_control_app(workspace: Workspace, board: Board) -> web.Application:
+def make_control_app(
+    workspace: Workspace, board: Board, park_actions: ParkActions
+) -> web.Application:
     app = web.Application(middlewares=[error_boundary])
     app[WORKSPACE] = workspace
     if workspace.config.admin_token:
@@ -216,7 +188,6 @@ def make_control_app(workspace: Workspace, board: Board) -> web.Application:
     app.router.add_post("/admin/park/keep", keep_gpu)
     add_routes(app, board, _check_token)  # /metrics, /dashboard, PUT /admin/sync
     app[PARK] = board.park
-    app[PARK_TASKS] = TaskSet("park")
+    app[PARK_ACTIONS] = park_actions
     app[SWITCHOVER] = asyncio.Lock()
-    app.on_cleanup.append(_close_park_tasks)
     return app

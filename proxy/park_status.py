@@ -75,6 +75,8 @@ class ParkStatus:
     parks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PARK_OUTCOMES, 0))
     resume_seconds: list[float] = field(default_factory=list)
     money_saved: float = 0.0  # closed parked intervals x the GPU's price at the time
+    # Called after every change (the IDE's event stream wakes up on it).
+    listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def report(self, body: Any) -> None:
         """Apply provisioning's ``PUT /admin/park`` body (validated here: BadRequest if not)."""
@@ -125,6 +127,7 @@ class ParkStatus:
         if phase == "active" and before != "idle":
             self.keep_until = None  # a new GPU or a finished resume: nothing is postponed
         self.reported_at = now
+        self._notify()
         if before != phase:
             calm = phase not in ("park_failed", "resume_failed")
             log.log(
@@ -152,7 +155,27 @@ class ParkStatus:
         self.keep_until = self.clock() + (self.park_after_seconds or 1800.0)
         if self.phase == "idle":
             self.phase, self.park_in_seconds = "active", None
+        self._notify()
         return self.keep_until
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener()
+
+    def notice(self) -> dict[str, object] | None:
+        """What the IDE's watcher shows (proxy.pages), or None when there is nothing to say: the
+        idle warning with its countdown, parked, a resume under way, or why one failed."""
+        if self.phase == "active":
+            return None
+        idle = None if self.idle_seconds is None else round(self.idle_seconds / 60)
+        park_in = None if self.park_in_seconds is None else round(self.park_in_seconds / 60)
+        return {
+            "phase": self.phase,
+            "detail": self.detail,
+            "idle_min": idle,
+            "park_in_min": park_in,
+            "standby": self.standby,
+        }
 
     def total_parked_seconds(self) -> float:
         open_interval = 0.0 if self.parked_since is None else self.clock() - self.parked_since

@@ -16,7 +16,7 @@ from aiohttp import web
 from .boundary import error_boundary
 from .dataplane.exchange import TRANSITION_HEADER
 from .errors import NotFound
-from .pages import PAGES, PREFIX, TipBook, render_transition, setup_pages
+from .pages import PAGES, PREFIX, SwitchView, TipBook, render_transition, setup_pages
 from .workspace import Workspace
 
 __all__ = ["PREFIX", "WORKSPACE", "make_public_app"]
@@ -46,10 +46,10 @@ async def transition(request: web.Request) -> web.Response:
     retry_after = request.headers.get(TRANSITION_HEADER, "")
     if not retry_after.isdigit():
         raise NotFound(f"no such page: {request.path}")
-    return render_transition(request, request.app[WORKSPACE], retry_after=int(retry_after))
+    return render_transition(request, request.app[PAGES].view, retry_after=int(retry_after))
 
 
-def make_public_app(workspace: Workspace, tips: TipBook) -> web.Application:
+def make_public_app(workspace: Workspace, view: SwitchView, tips: TipBook) -> web.Application:
     app = web.Application(middlewares=[error_boundary], client_max_size=0)
     app[WORKSPACE] = workspace
     app.router.add_get(f"{PREFIX}/healthz", proxy_health)
@@ -57,7 +57,7 @@ def make_public_app(workspace: Workspace, tips: TipBook) -> web.Application:
     assets = workspace.config.assets_dir
     setup_pages(
         app,
-        workspace,
+        view,
         workspace.config.pages,
         assets / "templates",
         assets / "static",

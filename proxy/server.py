@@ -30,8 +30,10 @@ from .dataplane.handlers import LocalAppHandler, PublicHandler
 from .dataplane.listener import Listener, ListenerContext
 from .dataplane.upstream import UpstreamPool
 from .errors import ConfigError
+from .ide_view import IdeView
 from .observe import NullTrafficObserver, TrafficObserver
 from .pages import TipBook
+from .park_actions import ParkActions
 from .public_app import make_public_app
 from .startup_checks import check_startup
 from .tls import hsts_value, server_context
@@ -85,6 +87,8 @@ class ProxyServer:
         self.board = build_board(self.workspace, self.tips)
         self.traffic: TrafficObserver = self.board.metrics or NullTrafficObserver()
         self.workspace.observers.extend(self.board.observers())
+        self.park = ParkActions(self.workspace, self.board.park)  # issue 18: keep it, resume
+        self.ide_view = IdeView(self.workspace, self.park)  # what the watcher follows
         self.public: Listener | None = None
         self.control: Listener | None = None
         self._apps: list[LocalApp] = []
@@ -94,9 +98,9 @@ class ProxyServer:
         config, workspace = self.config, self.workspace
         self._runtime = Path(tempfile.mkdtemp(prefix="dumont-"))  # 0700: ours alone
         grace = config.shutdown_timeout
-        pages_app = make_public_app(workspace, self.tips)
+        pages_app = make_public_app(workspace, self.ide_view, self.tips)
         pages = LocalApp(pages_app, self._runtime / "pages.sock", grace)
-        control_app = make_control_app(workspace, self.board)
+        control_app = make_control_app(workspace, self.board, self.park)
         control = LocalApp(control_app, self._runtime / "control.sock", grace)
         self._apps = [pages, control]
         for app in self._apps:
@@ -144,6 +148,7 @@ class ProxyServer:
             *(listener.stop(grace) for listener in listeners),
             *(app.stop() for app in self._apps),
         )
+        await self.park.close()
         await self.workspace.close()
         if self._runtime is not None:
             shutil.rmtree(self._runtime, ignore_errors=True)

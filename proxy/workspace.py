@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from yarl import URL
@@ -123,10 +123,14 @@ class Workspace:
             self._carry_out(decision)
             for observe in self.observers:
                 observe(decision)
-        # Wake everyone waiting for news (requests waiting for a backend, event streams).
+        self.nudge()
+        return decisions
+
+    def nudge(self) -> None:
+        """Wake everyone waiting for news (requests waiting for a backend, the IDE's event
+        streams); every event does, and so does a park report (proxy.ide_view)."""
         self._changed.set()
         self._changed = asyncio.Event()
-        return decisions
 
     def report_passive_failure(self, backend: Backend, detail: str) -> None:
         if self.backends.get(backend.role) is backend:
@@ -296,17 +300,6 @@ class Workspace:
             standby_healthy=m.health["standby"].up is True,
             failback_available=m.failback_available,
         )
-
-    async def changes(self) -> AsyncIterator[SwitchSnapshot]:
-        """The current snapshot, then a new one whenever it differs (health checks that change
-        nothing the browser sees are not sent)."""
-        last = self.snapshot()
-        yield last
-        while True:
-            await self._changed.wait()
-            if (now := self.snapshot()) != last:
-                last = now
-                yield now
 
     async def request_failback(self) -> None:
         self.failback("user: failback from the IDE")

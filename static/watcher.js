@@ -27,6 +27,7 @@
   var baseline = null;
   var overlay = null;
   var notice = null;
+  var parkNotice = null; // the parked GPU's notice (issue 18): idle countdown, parked, resuming
   var strings = null;
   var backoffMs = 500;
 
@@ -175,6 +176,64 @@
     notice = null;
   }
 
+  function fill(text, park) {
+    return text
+      .replace("{idle}", String(park.idle_min === null ? "?" : park.idle_min))
+      .replace("{left}", String(park.park_in_min === null ? "?" : park.park_in_min))
+      .replace("{detail}", park.detail || "…");
+  }
+
+  // The park notice: its text follows the phase; idle offers "Keep it", parked (or a failed
+  // resume) offers "Bring the GPU back". Each button posts to the proxy, same-origin.
+  function showPark(park) {
+    loadStrings().then(function (t) {
+      if (!parkNotice) {
+        parkNotice = document.createElement("div");
+        parkNotice.className = "dumont-watcher-notice dumont-park";
+        parkNotice.setAttribute("role", "status");
+        document.documentElement.appendChild(parkNotice);
+      }
+      var key = park.phase + "|" + park.detail + "|" + park.idle_min + "|" + park.park_in_min;
+      if (parkNotice.dataset.shown === key) return;
+      parkNotice.dataset.shown = key;
+      parkNotice.dataset.phase = park.phase;
+      parkNotice.textContent = "";
+      var text = document.createElement("p");
+      text.textContent = fill(t["park." + park.phase] || park.phase, park);
+      parkNotice.appendChild(text);
+      var action = park.phase === "idle" ? ["park.keep", "/__dumont/park/keep"]
+        : (park.phase === "parked" || park.phase === "resume_failed")
+          ? ["park.resume", "/__dumont/resume"] : null;
+      if (!action) return;
+      var actions = document.createElement("div");
+      actions.className = "dumont-watcher-actions";
+      var go = document.createElement("button");
+      go.type = "button";
+      go.className = "dumont-watcher-go";
+      go.textContent = t[action[0]];
+      go.addEventListener("click", function () {
+        go.disabled = true;
+        fetch(action[1], { method: "POST", credentials: "same-origin" })
+          .then(function (response) {
+            if (!response.ok) throw new Error(String(response.status));
+            // The new phase arrives on the event stream.
+          })
+          .catch(function () {
+            text.textContent = t["park.refused"];
+            go.disabled = false;
+          });
+      });
+      actions.appendChild(go);
+      parkNotice.appendChild(actions);
+    }).catch(function () { /* no strings, no notice; the next event tries again */ });
+  }
+
+  function hidePark() {
+    if (!parkNotice) return;
+    parkNotice.remove();
+    parkNotice = null;
+  }
+
   function handle(s) {
     var hasMoved = moved(s);
     if (hasMoved || !s.ready) showOverlay();
@@ -186,6 +245,7 @@
     var offerFailback = s.failback_available && s.state === "serving_standby" && !overlay &&
       storageGet(DISMISSED_KEY) !== String(s.epoch);
     if (offerFailback) showNotice(s); else hideNotice();
+    if (s.park && !overlay) showPark(s.park); else hidePark();
   }
 
   function connect() {

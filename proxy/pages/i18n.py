@@ -42,6 +42,15 @@ _EN: dict[str, str] = {
     "notice.switch": "Switch now",
     "notice.dismiss": "Not now",
     "notice.failed": "The switch was refused. Try again in a moment.",
+    "park.idle": "GPU idle for {idle} min: parking it in {left} min.",
+    "park.keep": "Keep it",
+    "park.parking": "Parking the idle GPU: {detail}",
+    "park.parked": "GPU parked: you're on the CPU machine, your files are here.",
+    "park.resume": "Bring the GPU back",
+    "park.resuming": "Bringing the GPU back: {detail}",
+    "park.park_failed": "The GPU was not parked and keeps running: {detail}",
+    "park.resume_failed": "The GPU could not be brought back: {detail}",
+    "park.refused": "That was refused. Try again in a moment.",
 }
 
 _PT_BR: dict[str, str] = {
@@ -71,6 +80,15 @@ _PT_BR: dict[str, str] = {
     "notice.switch": "Trocar agora",
     "notice.dismiss": "Agora não",
     "notice.failed": "A troca foi recusada. Tente de novo em instantes.",
+    "park.idle": "GPU ociosa há {idle} min: será estacionada em {left} min.",
+    "park.keep": "Manter",
+    "park.parking": "Estacionando a GPU ociosa: {detail}",
+    "park.parked": "GPU estacionada: você está na máquina CPU, seus arquivos estão aqui.",
+    "park.resume": "Trazer a GPU de volta",
+    "park.resuming": "Trazendo a GPU de volta: {detail}",
+    "park.park_failed": "A GPU não foi estacionada e continua ligada: {detail}",
+    "park.resume_failed": "Não foi possível trazer a GPU de volta: {detail}",
+    "park.refused": "Isso foi recusado. Tente de novo em instantes.",
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(

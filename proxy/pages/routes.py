@@ -7,6 +7,8 @@ that find no backend ready.
     GET  /__dumont/transition          the page itself (200); ?return=/path, ?embedded=1 (watcher)
     GET  /__dumont/tips/{id}/click     counts a click, 302 to the tip's link
     POST /__dumont/failback            same-origin only; asks the core for a failback (202)
+    POST /__dumont/park/keep           same-origin only; "Keep it" on the idle-GPU notice
+    POST /__dumont/resume              same-origin only; "Bring the GPU back" (202)
 """
 
 from __future__ import annotations
@@ -68,9 +70,10 @@ def setup_pages(
     router.add_get(f"{PREFIX}/strings", _strings)
     router.add_get(f"{PREFIX}/transition", _transition)
     router.add_get(f"{PREFIX}/tips/{{tip_id}}/click", _tip_click)
-    failback = router.add_resource(f"{PREFIX}/failback")
-    failback.add_route(hdrs.METH_POST, _failback)
-    failback.add_route(hdrs.METH_ANY, _post_only)
+    for path, handler in (("failback", _failback), ("park/keep", _keep), ("resume", _resume)):
+        resource = router.add_resource(f"{PREFIX}/{path}")
+        resource.add_route(hdrs.METH_POST, handler)
+        resource.add_route(hdrs.METH_ANY, _post_only)
     # The reserved prefix never reaches a backend: an unknown /__dumont/ path is ours to refuse.
     router.add_route(hdrs.METH_ANY, f"{PREFIX}/{{tail:.*}}", _unknown)
     app.on_shutdown.append(end_streams)
@@ -173,6 +176,18 @@ async def _failback(request: web.Request) -> web.Response:
     _require_same_origin(request)
     await request.app[PAGES].view.request_failback()
     return web.json_response({"failback": "requested"}, status=202)
+
+
+async def _keep(request: web.Request) -> web.Response:
+    _require_same_origin(request)
+    await request.app[PAGES].view.keep_gpu()
+    return web.json_response({"keep": "recorded"})
+
+
+async def _resume(request: web.Request) -> web.Response:
+    _require_same_origin(request)
+    await request.app[PAGES].view.resume_gpu()
+    return web.json_response({"resume": "started"}, status=202)
 
 
 def _require_same_origin(request: web.Request) -> None:

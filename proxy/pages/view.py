@@ -31,6 +31,8 @@ class SwitchSnapshot:
     primary_healthy     the GPU machine passes its health checks
     standby_healthy     the CPU Backup passes its health checks
     failback_available  failback is manual, the primary is healthy again, and the standby serves
+    park                the parked GPU as the IDE tells it (proxy.park_status.ParkStatus.notice):
+                        phase, detail, idle_min, park_in_min; None when there is nothing to say
     """
 
     epoch: int
@@ -40,6 +42,7 @@ class SwitchSnapshot:
     primary_healthy: bool
     standby_healthy: bool
     failback_available: bool
+    park: dict[str, object] | None = None
 
     @property
     def ready(self) -> bool:
@@ -67,4 +70,12 @@ class SwitchView(Protocol):
     async def request_failback(self) -> None:
         """Ask for a switch back to the primary (the user clicked "switch now"). Raise
         proxy.errors.Conflict when the state machine refuses it now."""
+        ...
+
+    async def keep_gpu(self) -> None:
+        """The user's "Keep it" on the idle notice; Conflict when there is nothing to keep."""
+        ...
+
+    async def resume_gpu(self) -> None:
+        """The user's "Bring the GPU back"; Conflict when nothing is parked or a resume runs."""
         ...

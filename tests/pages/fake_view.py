@@ -32,6 +32,8 @@ class FakeSwitchView:
         self._subscribers: set[asyncio.Queue[SwitchSnapshot]] = set()
         self.failback_requests = 0
         self.refuse_failback = False
+        self.keep_requests = 0
+        self.resume_requests = 0
 
     def snapshot(self) -> SwitchSnapshot:
         return self._snapshot
@@ -59,3 +61,13 @@ class FakeSwitchView:
         if self.refuse_failback:
             raise Conflict("no failback now")
         self.failback_requests += 1
+
+    async def keep_gpu(self) -> None:
+        if self._snapshot.park is None or self._snapshot.park.get("phase") != "idle":
+            raise Conflict("nothing to keep")
+        self.keep_requests += 1
+
+    async def resume_gpu(self) -> None:
+        if self._snapshot.park is None or self._snapshot.park.get("phase") != "parked":
+            raise Conflict("nothing to resume")
+        self.resume_requests += 1

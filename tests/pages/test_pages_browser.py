@@ -5,6 +5,7 @@ IDE during a switch and reloads exactly once, and the failback notice asks the p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import struct
@@ -174,3 +175,52 @@ def _png_size(path: Path) -> tuple[int, int]:
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", header[16:24])
     return width, height
+
+
+@pytest.mark.parametrize(
+    ("language", "park", "text", "button", "counter"),
+    [
+        (
+            "en",
+            {"phase": "idle", "detail": "", "idle_min": 28, "park_in_min": 2},
+            "GPU idle for 28 min: parking it in 2 min.",
+            "Keep it",
+            "keep_requests",
+        ),
+        (
+            "pt-BR",
+            {"phase": "parked", "detail": "", "idle_min": None, "park_in_min": None},
+            "GPU estacionada: você está na máquina CPU, seus arquivos estão aqui.",
+            "Trazer a GPU de volta",
+            "resume_requests",
+        ),
+    ],
+    ids=["idle-keep-it", "parked-bring-it-back"],
+)
+async def test_the_park_notice_and_its_button(
+    base_url: str,
+    view: FakeSwitchView,
+    language: str,
+    park: dict[str, object],
+    text: str,
+    button: str,
+    counter: str,
+) -> None:
+    view.set(SERVING_STANDBY)
+    async with chromium() as browser:
+        page = await browser.new_page(extra_http_headers={"Accept-Language": language})
+        await page.goto(f"{base_url}/")
+        await _wait_for_subscriber(view)
+        view.set(dataclasses.replace(SERVING_STANDBY, park=park))
+        notice = page.locator(".dumont-watcher-notice.dumont-park")
+        await notice.wait_for(timeout=3000)
+        assert await notice.locator("p").inner_text() == text
+        await notice.get_by_role("button", name=button).click()
+        for _ in range(50):
+            if getattr(view, counter):
+                break
+            await asyncio.sleep(0.05)
+        assert getattr(view, counter) == 1
+        # The phase the proxy reports next replaces the text; no park, no notice.
+        view.set(SERVING_STANDBY)
+        await notice.wait_for(state="detached", timeout=3000)

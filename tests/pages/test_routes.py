@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from proxy.pages import PAGES, PagesConfig, TipCounts, is_navigation
+from proxy.pages import PAGES, PagesConfig, SwitchSnapshot, TipCounts, is_navigation
 from proxy.pages.static_files import STATIC_FILES
 from tests.pages.conftest import ClientMaker, make_app
 from tests.pages.fake_view import SERVING_PRIMARY, SERVING_STANDBY, SWITCHING, FakeSwitchView
@@ -228,3 +229,50 @@ def _request(method: str, headers: dict[str, str]) -> web.Request:
 )
 def test_is_navigation(method: str, headers: dict[str, str], expected: bool) -> None:
     assert is_navigation(_request(method, headers)) is expected
+
+
+PARKED = dataclasses.replace(
+    SERVING_STANDBY, park={"phase": "parked", "detail": "", "idle_min": None, "park_in_min": None}
+)
+IDLE = dataclasses.replace(
+    SERVING_STANDBY, park={"phase": "idle", "detail": "", "idle_min": 28, "park_in_min": 2}
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "snapshot", "counter", "status"),
+    [
+        ("/__dumont/park/keep", IDLE, "keep_requests", 200),
+        ("/__dumont/resume", PARKED, "resume_requests", 202),
+        ("/__dumont/park/keep", PARKED, "keep_requests", 409),  # nothing to keep
+        ("/__dumont/resume", IDLE, "resume_requests", 409),  # nothing parked
+    ],
+)
+async def test_the_park_buttons_ask_the_proxy_same_origin_only(
+    pages_client: Client,
+    view: FakeSwitchView,
+    path: str,
+    snapshot: SwitchSnapshot,
+    counter: str,
+    status: int,
+) -> None:
+    view.set(snapshot)
+    async with pages_client.post(path, headers={"Origin": "http://evil.example"}) as response:
+        assert response.status == 403
+    origin = str(pages_client.make_url("")).rstrip("/")
+    async with pages_client.post(path, headers={"Origin": origin}) as response:
+        assert response.status == status
+    assert getattr(view, counter) == (1 if status < 300 else 0)
+    async with pages_client.get(path) as response:
+        assert response.status == 405
+
+
+async def test_the_event_stream_carries_the_park_notice(
+    pages_client: Client, view: FakeSwitchView
+) -> None:
+    view.set(PARKED)
+    async with pages_client.get("/__dumont/events") as response:
+        line = await response.content.readline()
+        while not line.startswith(b"data:"):
+            line = await response.content.readline()
+    assert json.loads(line[5:])["park"]["phase"] == "parked"
