@@ -390,12 +390,8 @@ class HttpExchange:
         self.conn.write(framed)
 
     def client_writable(self, writable: bool) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            if writable:
-                upstream.transport.resume_reading()
-            else:
-                upstream.transport.pause_reading()
+        if self.upstream is not None:
+            self.upstream.reading(writable)
 
     # ------------------------------------------------------------------------ failures
 

@@ -285,6 +285,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(data)
 
+    def reading(self, enabled: bool) -> None:
+        """Backpressure from the other side's send buffer: resume or pause reading this one."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if enabled:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
     def _until_close(self) -> bool:
         return not self._parser.should_keep_alive()
 

@@ -183,12 +183,8 @@ class WebSocketExchange:
 
     def client_writable(self, writable: bool) -> None:
         """The browser's send buffer crossed a water mark: stop or resume reading the backend."""
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            if writable:
-                upstream.transport.resume_reading()
-            else:
-                upstream.transport.pause_reading()
+        if self.upstream is not None:
+            self.upstream.reading(writable)
 
     # ------------------------------------------------------------------ the end
 
