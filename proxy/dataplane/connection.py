@@ -47,8 +47,6 @@ access_log = logging.getLogger("aiohttp.access")  # the name operators already f
 
 # A refused connection is half-closed and given this long to read its answer before it is cut.
 REFUSED_LINGER = 2.0
-# Request body bytes held for an exchange that has no backend connection yet.
-BODY_BUFFER_LIMIT = 256 * 1024
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
 
@@ -264,7 +262,7 @@ class ClientConnection(asyncio.Protocol):
             self._start(item)
         else:
             self._queue.append(item)
-            self._pause_reading("pipeline")
+            self.pause_reading_for("pipeline")
 
     def on_body(self, body: bytes) -> None:
         if not self._bypass:
@@ -308,7 +306,7 @@ class ClientConnection(asyncio.Protocol):
             self.refuse_in_flight(refusal.status, refusal.reason)
             return
         self._parsing = None
-        self._pause_reading("refused")
+        self.pause_reading_for("refused")
         if current is None:
             self._answer_refusal(refusal)
         else:
@@ -361,7 +359,7 @@ class ClientConnection(asyncio.Protocol):
         if self._queue:
             self._start(self._queue.popleft())
             if not self._queue:
-                self._resume_reading("pipeline")
+                self.resume_reading_for("pipeline")
             return
         self._idle_timer = self.loop.call_later(self.limits.keepalive_timeout, self._idle_expired)
 
@@ -435,17 +433,13 @@ class ClientConnection(asyncio.Protocol):
     # ------------------------------------------------------------------------ flow control
 
     def pause_reading_for(self, reason: str) -> None:
-        self._pause_reading(reason)
-
-    def resume_reading_for(self, reason: str) -> None:
-        self._resume_reading(reason)
-
-    def _pause_reading(self, reason: str) -> None:
+        """Stop reading the browser for ``reason`` (a queue behind, a full backend, a buffer);
+        reading resumes when no reason is left."""
         if not self._paused_for and self.transport is not None and not self._closing:
             self.transport.pause_reading()
         self._paused_for.add(reason)
 
-    def _resume_reading(self, reason: str) -> None:
+    def resume_reading_for(self, reason: str) -> None:
         if reason not in self._paused_for:
             return
         self._paused_for.discard(reason)

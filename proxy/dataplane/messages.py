@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 from proxy.headers import FORWARDED, HOP_BY_HOP, ClientFacts
 
 __all__ = [
-    "SECURITY_HEADERS",
+    "REFUSAL_HEADERS",
     "RequestHead",
     "backend_request_head",
     "browser_response_head",
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # On every answer the proxy writes itself (refusals, errors): nothing to sniff, frame or cache.
-SECURITY_HEADERS = {
+REFUSAL_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
@@ -207,7 +207,7 @@ def closing_response(
         "Content-Type": "text/plain; charset=utf-8",
         "Content-Length": str(len(body)),
         "Connection": "close",
-        **SECURITY_HEADERS,
+        **REFUSAL_HEADERS,
         **(extra or {}),
     }
     head = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
