@@ -265,6 +265,8 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading_for("pipeline")
 
     def on_body(self, body: bytes) -> None:
+        if not body:
+            return  # an empty piece from llhttp is no chunk (and must not end a chunked body)
         if not self._bypass:
             self._body_left -= len(body)
         item = self._parsing

@@ -179,13 +179,6 @@ class UpstreamConnection(asyncio.Protocol):
             self._fresh_parser = True  # this one still waits for the body it never saw
             self._finish()
 
-    def eof_received(self) -> bool | None:
-        # A response framed by the connection's end is complete at EOF.
-        if self.sink is not None and self._head_done and not self._complete:
-            with contextlib.suppress(httptools.HttpParserError):
-                self._parser.feed_data(b"")
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool.forget(self)
         if self.upgraded:
@@ -194,7 +187,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.sink is not None and not self._complete:
             if self._head_done and self._until_close():
-                self._finish()
+                self._finish()  # a response framed by the connection's end is whole at its end
                 return
             reason = f": {exc}" if exc else ""
             self._fail(UpstreamClosed(f"backend closed the connection{reason}", self._answered))
@@ -249,6 +242,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._finish()
 
     def on_body(self, body: bytes) -> None:
+        if not body:
+            return  # llhttp hands over an empty piece at times; it is not a chunk of anything
         if self._complete:
             self._reusable = False  # a HEAD answer followed by a body
             return

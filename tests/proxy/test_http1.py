@@ -82,12 +82,24 @@ CHUNKED = (
 )
 
 
+def assert_nothing_more(sock: socket.socket) -> None:
+    sock.settimeout(0.3)
+    try:
+        extra = sock.recv(65536)
+    except TimeoutError:
+        extra = b""
+    finally:
+        sock.settimeout(5)
+    assert extra == b"", f"bytes behind the response: {extra!r}"
+
+
 def dechunk(body: bytes) -> bytes:
     out = b""
     while True:
         size_line, _, body = body.partition(b"\r\n")
         size = int(size_line, 16)
         if size == 0:
+            assert body == b"\r\n", f"bytes behind the last chunk: {body!r}"
             return out
         out, body = out + body[:size], body[size + 2 :]
 
@@ -118,6 +130,7 @@ def test_chunked_backend_answer_is_rechunked_for_http11(proxy: Proc) -> None:
         head, body = read_response(sock)
         assert b"Transfer-Encoding: chunked" in head
         assert dechunk(body) == b"hello world"
+        assert_nothing_more(sock)
         sock.sendall(request("/c-after-chunked"))  # the connection is still good
         assert read_response(sock)[1] == b"seen /c-after-chunked"
 
@@ -129,6 +142,7 @@ def test_close_delimited_backend_answer_is_chunked_for_the_browser(proxy: Proc) 
         head, body = read_response(sock)
         assert status_of(head) == 200
         assert dechunk(body) == b"all of it"
+        assert_nothing_more(sock)  # one last chunk, not two (llhttp's empty piece at EOF)
         sock.sendall(request("/c-after-close-delimited"))
         assert read_response(sock)[1] == b"seen /c-after-close-delimited"
 
