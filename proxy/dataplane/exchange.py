@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
@@ -186,8 +187,8 @@ class HttpExchange:
                 return
         self._spawn(self._dispatch_slowly(), "dispatch")
 
-    def _spawn(self, coro: object, name: str) -> None:
-        self._task = self.conn.context.tasks.spawn(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._task = self.conn.context.tasks.spawn(coro, name=name)
 
     async def _dispatch_slowly(self) -> None:
         destination = self.destination
@@ -209,7 +210,7 @@ class HttpExchange:
         finally:
             self._task = None
         if self.gone:
-            pool.release(conn) if conn.reusable else conn.close()
+            conn.close()
             return
         self._attach(backend, conn)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proxy.headers import ClientFacts
+from proxy.headers import ClientFacts, IPNetwork
 from proxy.pages import PREFIX
 from proxy.validation import is_websocket_upgrade
 
@@ -31,13 +31,10 @@ __all__ = ["LocalAppHandler", "PublicHandler"]
 
 
 def _facts(
-    conn: ClientConnection, head: RequestHead, trusted_proxies: tuple[object, ...]
+    conn: ClientConnection, head: RequestHead, trusted_proxies: tuple[IPNetwork, ...]
 ) -> ClientFacts:
     if conn.trusted is None:  # once per connection: the peer does not change
-        conn.trusted = bool(trusted_proxies) and ClientFacts.is_trusted(
-            conn.peer,
-            trusted_proxies,  # type: ignore[arg-type]
-        )
+        conn.trusted = bool(trusted_proxies) and ClientFacts.is_trusted(conn.peer, trusted_proxies)
     return ClientFacts(conn.peer, conn.scheme, head.first(b"host"), conn.trusted)
 
 

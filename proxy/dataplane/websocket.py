@@ -70,6 +70,7 @@ class WebSocketExchange:
         self.relayed = [0, 0]  # bytes: [to the backend, to the browser]
         self.spliced = False
         self.ended = False
+        self._task: asyncio.Task[None] | None = None
         self._task = conn.context.tasks.spawn(self._open(), name="websocket-open")
 
     async def _open(self) -> None:
@@ -91,7 +92,7 @@ class WebSocketExchange:
         except HTTPProblem as problem:
             self._refuse(problem)
         finally:
-            self._task = None  # type: ignore[assignment]
+            self._task = None
 
     def _no_answer(self) -> None:
         if self.answer is None and not self.ended:
