@@ -9,27 +9,33 @@ everyone else.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from .errors import HTTPProblem, NoBackendAvailable
 
-__all__ = ["error_boundary", "problem_response"]
+__all__ = ["error_boundary", "problem_answer", "problem_response"]
 
 log = logging.getLogger("dumont.boundary")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def problem_response(problem: HTTPProblem) -> web.Response:
-    response = web.json_response(
-        {"error": problem.reason, "detail": problem.detail}, status=problem.status
-    )
-    response.headers[hdrs.CACHE_CONTROL] = "no-store"
+def problem_answer(problem: HTTPProblem) -> tuple[dict[str, str], bytes]:
+    """The answer to a problem, whoever writes it (these apps, or the data plane for forwarded
+    requests): its headers and its one-line JSON body."""
+    headers = {"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store"}
     if isinstance(problem, NoBackendAvailable):
-        response.headers[hdrs.RETRY_AFTER] = str(problem.retry_after)
-    return response
+        headers["Retry-After"] = str(problem.retry_after)
+    body = json.dumps({"error": problem.reason, "detail": problem.detail}).encode()
+    return headers, body
+
+
+def problem_response(problem: HTTPProblem) -> web.Response:
+    headers, body = problem_answer(problem)
+    return web.Response(status=problem.status, headers=headers, body=body)
 
 
 @web.middleware

@@ -36,6 +36,7 @@ import httptools
 from proxy.validation import Rejected, is_websocket_upgrade, screen_request
 
 from .messages import RequestHead, closing_response
+from .upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER
 
 if TYPE_CHECKING:
     from .listener import ListenerContext
@@ -47,8 +48,6 @@ access_log = logging.getLogger("aiohttp.access")  # the name operators already f
 
 # A refused connection is half-closed and given this long to read its answer before it is cut.
 REFUSED_LINGER = 2.0
-WRITE_HIGH_WATER = 256 * 1024
-WRITE_LOW_WATER = 64 * 1024
 
 
 class Exchange(Protocol):

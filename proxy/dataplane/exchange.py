@@ -16,14 +16,15 @@ to whichever backend serves next; anything else gets a 502 (504 when the connect
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
+from proxy.boundary import problem_answer
 from proxy.errors import HTTPProblem, NoBackendAvailable, UpstreamError, UpstreamTimeout
 from proxy.headers import ClientFacts, response_headers
 from proxy.pages import MAX_DOCUMENT_BYTES, inject_watcher, is_navigation_of, wants_watcher
@@ -67,31 +68,13 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 
 def problem_bytes(problem: HTTPProblem, keep_alive: bool, extra: dict[str, str]) -> bytes:
-    """The boundary's JSON answer (proxy.boundary) as a whole HTTP/1.1 response."""
-    body = json.dumps({"error": problem.reason, "detail": problem.detail}).encode()
-    headers = CIMultiDict(
-        {
-            "Content-Type": "application/json; charset=utf-8",
-            "Content-Length": str(len(body)),
-            "Cache-Control": "no-store",
-            **extra,
-        }
-    )
-    if isinstance(problem, NoBackendAvailable):
-        headers["Retry-After"] = str(problem.retry_after)
+    """The boundary's answer (proxy.boundary.problem_answer) as a whole HTTP/1.1 response."""
+    fields, body = problem_answer(problem)
+    headers = CIMultiDict({**fields, "Content-Length": str(len(body)), **extra})
     if not keep_alive:
         headers["Connection"] = "close"
-    phrase = _phrase(problem.status)
+    phrase = HTTPStatus(problem.status).phrase  # HTTPProblem statuses are all standard ones
     return serialize_head(f"HTTP/1.1 {problem.status} {phrase}", headers) + body
-
-
-def _phrase(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
 
 
 def _html(fields: dict[bytes, list[bytes]]) -> bool:

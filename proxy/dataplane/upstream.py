@@ -47,7 +47,8 @@ READ_FIELDS = frozenset(
         b"strict-transport-security",
     }
 )
-# The kernel's socket buffer plus this much in the transport before the writer is told to wait.
+# The kernel's socket buffer plus this much in the transport before the writer is told to wait
+# (both sides of the data plane use these marks).
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
 
