@@ -91,7 +91,9 @@ def check_fields(raw_headers: list[tuple[bytes, bytes]]) -> None:
 
 def is_websocket_upgrade(head: RequestHead) -> bool:
     """A screened request asking for a WebSocket (screening refuses any other shape of it)."""
-    return head.method == "GET" and "websocket" in _upgrade_tokens(head)
+    return (
+        b"upgrade" in head.fields and head.method == "GET" and "websocket" in _upgrade_tokens(head)
+    )
 
 
 def _upgrade_tokens(head: RequestHead) -> list[str]:
@@ -143,9 +145,12 @@ def screen_request(head: RequestHead, max_url_length: int) -> None:
     hosts = head.fields.get(b"host", [])
     if len(hosts) > 1 or (not hosts and head.version == "1.1"):
         raise Rejected(400, "an HTTP/1.1 request needs exactly one Host")  # RFC 9112 3.2
-    http10 = head.version == "1.0"
-    _check_lengths(head.values(b"content-length"), head.values(b"transfer-encoding"), http10)
-    _check_upgrade(head)
+    fields = head.fields
+    if b"content-length" in fields or b"transfer-encoding" in fields:
+        http10 = head.version == "1.0"
+        _check_lengths(head.values(b"content-length"), head.values(b"transfer-encoding"), http10)
+    if b"upgrade" in fields:
+        _check_upgrade(head)
     _origin_form(head)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,9 +34,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
+from proxy.headers import ClientFacts
 from proxy.validation import Rejected, is_websocket_upgrade, screen_request
 
-from .messages import RequestHead, closing_response
+from .messages import FIELD, RequestHead, closing_response, connection_tokens
 from .upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER
 
 if TYPE_CHECKING:
@@ -48,6 +50,13 @@ access_log = logging.getLogger("aiohttp.access")  # the name operators already f
 
 # A refused connection is half-closed and given this long to read its answer before it is cut.
 REFUSED_LINGER = 2.0
+# The common request, read in one pass instead of one llhttp callback per field: a GET or HEAD
+# whose head came whole in one read, an origin-form target of plain URL characters, every name a
+# token and every value free of control characters. Anything else goes to llhttp, which decides.
+FAST_REQUEST = re.compile(
+    rb"(GET|HEAD) (/[-A-Za-z0-9._~!$&'()*+,;=:@/?%]*) HTTP/1\.([01])\r\n"
+    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+)
 
 
 class Exchange(Protocol):
@@ -87,15 +96,16 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.scheme = "https" if context.tls else "http"
-        self.trusted: bool | None = None  # is the peer a configured front proxy (X-Forwarded-*)
+        self.facts: ClientFacts | None = None  # who is asking (proxy.dataplane.handlers)
         self._parser = httptools.HttpRequestParser(self)
         self._admitted = False
         self._closing = False
         # the request being parsed
         self._url = bytearray()
         self._headers: list[tuple[bytes, bytes]] = []
-        self._in_head = False
+        self._in_head = False  # a head has begun and is not whole yet
         self._head_bytes = 0
+        self._head_began = 0.0  # when that head's first byte came (0: not yet looked at)
         self._body_left = 0  # Content-Length bytes of the request being parsed still to come
         self._bypass = False  # they come straight from the socket, not through llhttp
         self._parsing: _Queued | None = None
@@ -109,8 +119,12 @@ class ClientConnection(asyncio.Protocol):
         # flow control and timers
         self._paused_for: set[str] = set()
         self.writing_paused = False
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        # One timer for the head and keep-alive deadlines, moved only when it must fire sooner:
+        # a request costs no timer of its own (see _tick).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._idle_since = 0.0  # when the connection opened or last finished a response
+        self._served = False  # a first request has begun (until then the head timeout rules)
         self._body_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._body_seen = 0.0
@@ -130,7 +144,8 @@ class ClientConnection(asyncio.Protocol):
         self._admitted = True
         self.context.connections.add(self)
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_expired)
+        self._idle_since = self.loop.time()
+        self._arm(self._idle_since + self.limits.header_timeout)
 
     def _refuse_connection(self, status: int) -> None:
         assert self.transport is not None
@@ -147,22 +162,40 @@ class ClientConnection(asyncio.Protocol):
         else:
             writer.close()
 
-    def _head_expired(self) -> None:
-        self._head_timer = None
-        if self._closing or self.transport is None:
-            return
-        if self._in_head:
-            limit = self.limits.header_timeout
-            log.info("408 for %s: no whole request head within %gs", self.peer, limit)
-            self.transport.write(
-                closing_response(408, f"request head not received within {limit:g}s")
-            )
-        self.close()
+    def _arm(self, at: float) -> None:
+        """Make the deadline timer fire at ``at`` or sooner (a later deadline is found then)."""
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer = self.loop.call_at(at, self._tick)
+        self._timer_at = at
 
-    def _idle_expired(self) -> None:
-        self._idle_timer = None
-        if self.exchange is None and not self._queue:
-            self.close()
+    def _tick(self) -> None:
+        """The head and keep-alive deadlines. While a request is answered neither applies;
+        ``finished`` arms the timer again."""
+        self._timer = None
+        if self._closing or self.transport is None or self.exchange is not None or self._queue:
+            return
+        now = self.loop.time()
+        limits = self.limits
+        if self._in_head:
+            deadline = self._head_began + limits.header_timeout
+            if now >= deadline:
+                limit = limits.header_timeout
+                log.info("408 for %s: no whole request head within %gs", self.peer, limit)
+                self.transport.write(
+                    closing_response(408, f"request head not received within {limit:g}s")
+                )
+                self.close()
+                return
+        else:
+            idle = limits.keepalive_timeout if self._served else limits.header_timeout
+            deadline = self._idle_since + idle
+            if now >= deadline:
+                self.close()  # an idle connection, or a silent one: closed quietly
+                return
+        self._arm(deadline)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -181,6 +214,8 @@ class ClientConnection(asyncio.Protocol):
             if self._head_bytes > self.context.max_head_bytes:
                 self._parse_failed(_Refusal(431, "request head too large"))
                 return
+        elif self._parsing is None and self._fast_request(data):
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -196,6 +231,50 @@ class ClientConnection(asyncio.Protocol):
         else:
             # The rest of a body of known length skips llhttp (one copy less per chunk).
             self._bypass = self._body_left > 0 and self._parsing is not None
+            if self._in_head and not self._head_began:
+                # A head that did not come whole: it has header_timeout from its first byte
+                # (from the connection's opening for the first request).
+                self._head_began = self.loop.time() if self._served else self._idle_since
+                self._served = True
+                self._arm(self._head_began + self.limits.header_timeout)
+
+    def _fast_request(self, data: bytes) -> bool:
+        """Take a plain GET or HEAD (FAST_REQUEST) without llhttp; False leaves it to llhttp,
+        which then refuses or reads it exactly as it would have."""
+        if not data.startswith((b"GET ", b"HEAD ")):
+            return False
+        end = data.find(b"\r\n\r\n")
+        limits = self.limits
+        if end < 0 or end >= limits.max_header_size or end >= self.context.max_head_bytes:
+            return False  # (a head within one field's limit has no field over it)
+        match = FAST_REQUEST.match(data, 0, end + 4)
+        if match is None or match.end() != end + 4 or len(match[2]) > limits.max_url_length:
+            return False
+        headers: list[tuple[bytes, bytes]] = FIELD.findall(match[4])
+        if len(headers) > limits.max_header_count:
+            return False
+        http10 = match[3] == b"0"
+        head = RequestHead(match[1].decode("ascii"), match[2].decode("latin-1"),
+                           "1.0" if http10 else "1.1", headers, True)  # fmt: skip
+        fields = head.fields
+        if b"content-length" in fields or b"transfer-encoding" in fields or b"upgrade" in fields:
+            return False  # a body or a protocol switch: llhttp's part
+        connection = fields.get(b"connection")
+        if connection is not None:
+            tokens = connection_tokens(connection)
+            head.keep_alive = b"keep-alive" in tokens if http10 else b"close" not in tokens
+        elif http10:
+            head.keep_alive = False
+        self._served = True
+        try:
+            self._head_parsed(head)
+        except _Refusal as refusal:
+            self._parse_failed(refusal)
+            return True
+        rest = data[end + 4 :]
+        if rest and not self._closing:
+            self.data_received(rest)  # a pipelined request behind this one
+        return True
 
     def _pass_body(self, data: bytes) -> None:
         left = self._body_left
@@ -216,11 +295,6 @@ class ClientConnection(asyncio.Protocol):
         self._url.clear()
         self._headers = []
         self._in_head = True
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        if self._head_timer is None and self.exchange is None:
-            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_expired)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -238,9 +312,8 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_began = 0.0
+        self._served = True
         parser = self._parser
         head = RequestHead(
             method=parser.get_method().decode("ascii"),
@@ -250,13 +323,22 @@ class ClientConnection(asyncio.Protocol):
             keep_alive=parser.should_keep_alive(),
         )
         self._url = bytearray()
+        self._head_parsed(head)
+
+    def _head_parsed(self, head: RequestHead) -> None:
+        """Screen a whole head, then answer it now or queue it behind the one in flight."""
         try:
             screen_request(head, self.limits.max_url_length)
         except Rejected as rejected:
             raise _Refusal(rejected.status, rejected.reason) from None
         item = _Queued(head)
-        self._parsing = item
-        self._body_left = 0 if head.chunked else head.content_length or 0
+        if head.has_body:
+            self._parsing = item
+            self._body_left = 0 if head.chunked else head.content_length or 0
+        else:
+            item.complete = True  # llhttp's on_message_complete, if it follows, finds nothing
+            self._parsing = None
+            self._body_left = 0
         if self._current is None:
             self._start(item)
         else:
@@ -362,7 +444,8 @@ class ClientConnection(asyncio.Protocol):
             if not self._queue:
                 self.resume_reading_for("pipeline")
             return
-        self._idle_timer = self.loop.call_later(self.limits.keepalive_timeout, self._idle_expired)
+        self._idle_since = now = self.loop.time()
+        self._arm(now + self.limits.keepalive_timeout)
 
     def _log_access(self, head: RequestHead, status: int, sent: int) -> None:
         seconds = time.perf_counter() - self.request_started
@@ -481,10 +564,10 @@ class ClientConnection(asyncio.Protocol):
             self._admitted = False
             self.context.counter.release(self.peer)
         self.context.connections.discard(self)
-        for timer in (self._head_timer, self._idle_timer, self._body_timer, self._send_timer):
+        for timer in (self._timer, self._body_timer, self._send_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._idle_timer = self._body_timer = self._send_timer = None
+        self._timer = self._body_timer = self._send_timer = None
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             exchange.client_lost()

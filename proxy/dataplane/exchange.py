@@ -79,14 +79,15 @@ def problem_bytes(problem: HTTPProblem, keep_alive: bool, extra: dict[str, str])
 
 def _html(fields: dict[bytes, list[bytes]]) -> bool:
     """Whether a response says it is HTML (only then is it worth reading its headers whole)."""
-    return any(b"html" in v.lower() for v in fields.get(b"content-type", ()))
+    values = fields.get(b"content-type")
+    return values is not None and b"html" in b"\n".join(values).lower()
 
 
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Destination:
     """Where an exchange goes: a backend chosen by the router (and counted by ``traffic``), or a
     fixed local app's pool."""
@@ -108,6 +109,27 @@ def is_navigation_head(head: RequestHead) -> bool:
 
 
 class HttpExchange:
+    # What every exchange starts with, as class attributes: an instance stores only what it
+    # changes (this runs once per request).
+    extra_out: tuple[bytes, ...] = ()  # the pages app's X-Dumont-Transition
+    backend: Backend | None = None
+    upstream: UpstreamConnection | None = None
+    attempt = 0
+    body_size = 0
+    body_done = False
+    bytes_up = 0
+    bytes_down = 0
+    status = 0
+    answered: ResponseHead | None = None
+    pending_head = b""
+    chunked_out = False
+    document: bytearray | None = None
+    document_headers: CIMultiDict[str] | None = None
+    gone = False
+    done = False
+    served_by: str | None = None
+    _task: asyncio.Task[None] | None = None
+
     def __init__(
         self,
         conn: ClientConnection,
@@ -127,29 +149,12 @@ class HttpExchange:
         self.watcher = watcher
         self.hsts = hsts
         self.method = head.method
-        self.replayable = head.method in IDEMPOTENT and not head.has_body
+        has_body = head.has_body
+        self.replayable = not has_body and head.method in IDEMPOTENT
         self.client = client
         # The proxy answers "Expect: 100-continue" itself, once it is ready to read the body.
-        self.expect_continue = b"expect" in head.fields and head.has_body
-        self.extra_out: list[bytes] = []  # the pages app's X-Dumont-Transition
-        self.backend: Backend | None = None
-        self.upstream: UpstreamConnection | None = None
-        self.attempt = 0
+        self.expect_continue = has_body and b"expect" in head.fields
         self.body: list[bytes] = []
-        self.body_size = 0
-        self.body_done = False
-        self.bytes_up = 0
-        self.bytes_down = 0
-        self.status = 0
-        self.answered: ResponseHead | None = None
-        self.pending_head = b""
-        self.chunked_out = False
-        self.document: bytearray | None = None
-        self.document_headers: CIMultiDict[str] | None = None
-        self.gone = False
-        self.done = False
-        self.served_by: str | None = None
-        self._task: asyncio.Task[None] | None = None
         self._dispatch()
 
     # ---------------------------------------------------------------------- choosing a backend
@@ -204,16 +209,17 @@ class HttpExchange:
             backend.waiting.add(self)
         prefix = backend.path_prefix if backend is not None else ""
         first = f"{self.method} {prefix}{self.head.target} HTTP/1.1"
-        data = [backend_request_head(self.head, first, self.client, self.extra_out)]
-        if self.expect_continue and not self.body and not self.body_done:
+        data = backend_request_head(self.head, first, self.client, self.extra_out)
+        if self.body:
+            data = b"".join([data, *self.body])
+            self.body.clear()
+        elif self.expect_continue and not self.body_done:
             self.conn.write(CONTINUE)
             self.conn.response_started = False  # an interim answer; the real one is to come
-        data += self.body
-        self.body.clear()
         if self.body_size:
             self.body_size = 0
             self.conn.resume_reading_for("buffer")
-        conn.send(self, b"".join(data), head_request=self.method == "HEAD")
+        conn.send(self, data, head_request=self.method == "HEAD")
 
     # -------------------------------------------------------------------- the request's body
 
@@ -280,8 +286,11 @@ class HttpExchange:
         extra = self._framing(head.content_length)
         if self.hsts is not None and b"strict-transport-security" not in head.fields:
             extra.append(b"Strict-Transport-Security: " + self.hsts.encode())
-        named = connection_tokens(head.fields.get(b"connection", []))
-        self.pending_head = browser_response_head(status_line, head.headers, extra, named)
+        connection = head.fields.get(b"connection")
+        named = connection_tokens(connection) if connection else frozenset()
+        self.pending_head = browser_response_head(
+            status_line, head.headers, extra, named, head.names
+        )
 
     def _framing(self, length: int | None) -> list[bytes]:
         """How the body is framed for the browser, and whether the connection stays open."""
@@ -451,7 +460,7 @@ class HttpExchange:
             # A page load with no backend ready gets the transition page from the pages app.
             self.status = 503
             self.destination = Destination(None, self.pages)
-            self.extra_out = [b"%s: %d" % (TRANSITION_HEADER.encode(), problem.retry_after)]
+            self.extra_out = (b"%s: %d" % (TRANSITION_HEADER.encode(), problem.retry_after),)
             self.backend = None
             self._dispatch()
             return

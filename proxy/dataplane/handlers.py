@@ -33,9 +33,15 @@ __all__ = ["LocalAppHandler", "PublicHandler"]
 def _facts(
     conn: ClientConnection, head: RequestHead, trusted_proxies: tuple[IPNetwork, ...]
 ) -> ClientFacts:
-    if conn.trusted is None:  # once per connection: the peer does not change
-        conn.trusted = bool(trusted_proxies) and ClientFacts.is_trusted(conn.peer, trusted_proxies)
-    return ClientFacts(conn.peer, conn.scheme, head.first(b"host"), conn.trusted)
+    """Who asked, kept per connection: the peer never changes, the Host seldom does."""
+    host = head.first(b"host")
+    facts = conn.facts
+    if facts is None:
+        trusted = bool(trusted_proxies) and ClientFacts.is_trusted(conn.peer, trusted_proxies)
+        facts = conn.facts = ClientFacts(conn.peer, conn.scheme, host, trusted)
+    elif facts.host != host:
+        facts = conn.facts = ClientFacts(conn.peer, conn.scheme, host, facts.trusted)
+    return facts
 
 
 def _is_own_path(target: str) -> bool:
@@ -57,6 +63,8 @@ class PublicHandler:
         self.pages = pages
         self.hsts = hsts
         self.own = Destination(None, pages)
+        self.navigation = Destination(router, None, 0.0, traffic)
+        self.call = Destination(router, None, config.switch_wait, traffic)
 
     def start(self, conn: ClientConnection, head: RequestHead) -> Exchange:
         config = self.config
@@ -77,11 +85,10 @@ class PublicHandler:
             )
         # A page load with no backend ready gets the transition page at once (issue 3); API
         # calls wait for the switch to finish.
-        wait = 0.0 if is_navigation_head(head) else config.switch_wait
         return HttpExchange(
             conn,
             head,
-            Destination(self.router, None, wait, self.traffic),
+            self.navigation if is_navigation_head(head) else self.call,
             facts,
             pages=self.pages,
             watcher=config.pages.watcher,

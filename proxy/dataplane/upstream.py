@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httptools
+
+from .messages import FIELD, connection_tokens
 
 __all__ = [
     "KEEPALIVE_SECONDS",
@@ -47,6 +50,14 @@ READ_FIELDS = frozenset(
         b"strict-transport-security",
     }
 )
+# The common response, read in one pass instead of a dozen llhttp callbacks: an HTTP/1.1 head
+# whole in one read, every name a token and every value free of control characters. Anything
+# else (1xx, chunked, close-delimited, an odd byte anywhere) is left to llhttp, which decides.
+FAST_HEAD = re.compile(
+    rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n"
+    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+)
+NO_BODY_STATUSES = frozenset({204, 304})
 # The kernel's socket buffer plus this much in the transport before the writer is told to wait
 # (both sides of the data plane use these marks).
 WRITE_HIGH_WATER = 256 * 1024
@@ -85,12 +96,28 @@ class ResponseHead:
     version: str
     headers: list[tuple[bytes, bytes]]
     keep_alive: bool
+    names: list[bytes]  # every field's name, lowercase, in ``headers``' order
     fields: dict[bytes, list[bytes]]  # the few the proxy reads (READ_FIELDS), lowercase names
 
     @property
     def content_length(self) -> int | None:
         values = self.fields.get(b"content-length")
         return int(values[0]) if values else None
+
+
+def read_fields(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[bytes], dict[bytes, list[bytes]]]:
+    """Every name lowercased once, and the values of the fields the proxy reads."""
+    names = [name.lower() for name, _ in headers]
+    fields: dict[bytes, list[bytes]] = {}
+    for lowered, (_, value) in zip(names, headers, strict=True):
+        if lowered in READ_FIELDS:
+            if lowered in fields:
+                fields[lowered].append(value)
+            else:
+                fields[lowered] = [value]
+    return names, fields
 
 
 class ResponseSink(Protocol):
@@ -120,8 +147,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._fresh_parser = False
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._fields: dict[bytes, list[bytes]] = {}
         self._head_size = 0
+        self._fed = False  # llhttp has seen bytes of this response (then it reads all of it)
+        self._keep_alive = True
         self._head_done = False
         self._answered = False
         self._complete = False
@@ -152,6 +180,11 @@ class UpstreamConnection(asyncio.Protocol):
         if self._bypass:
             self._pass_body(data)
             return
+        if not self._fed and self._fast_response(data):
+            return
+        self._fed = True
+        if not self._head_done:
+            self._head_size += len(data)  # llhttp has no bound of its own on a head's size
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -163,9 +196,57 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"invalid response: {str(exc)[:200]}", True))
         else:
+            if not self._head_done and self._head_size > MAX_RESPONSE_HEAD:
+                self._fail(BadResponse("response head too large", True))
+                return
             # A body of known length: llhttp has nothing left to check in it, and handing it
             # over itself would copy every chunk once more. The rest goes straight through.
             self._bypass = self._body_left > 0 and not self._complete
+
+    def _fast_response(self, data: bytes) -> bool:
+        """Read a plain response head (FAST_HEAD) with its length, and pass its body on; False
+        leaves everything to llhttp."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end > MAX_RESPONSE_HEAD:
+            return False
+        match = FAST_HEAD.match(data, 0, end + 4)
+        if match is None or match.end() != end + 4:
+            return False
+        headers: list[tuple[bytes, bytes]] = FIELD.findall(match[3])
+        if len(headers) > MAX_RESPONSE_HEADERS:
+            return False
+        names, fields = read_fields(headers)
+        status = int(match[1])
+        lengths = fields.get(b"content-length")
+        if b"transfer-encoding" in fields or (lengths is None and status not in NO_BODY_STATUSES):
+            return False  # chunked, or framed by the connection's end: llhttp's part
+        if lengths is not None and (len(lengths) != 1 or not lengths[0].isdigit()):
+            return False  # let llhttp refuse it (or the screening, with its reason)
+        connection = fields.get(b"connection")
+        closing = connection is not None and b"close" in connection_tokens(connection)
+        self._head_done = True
+        head = ResponseHead(status, match[2].decode("latin-1"), "1.1", headers, not closing,
+                            names, fields)  # fmt: skip
+        self._keep_alive = not closing
+        length = int(lengths[0]) if lengths else 0
+        if self._skip_body or status in NO_BODY_STATUSES:
+            length = 0
+        self._body_left = length
+        sink = self.sink
+        assert sink is not None
+        sink.head_received(head)
+        if self.sink is None:
+            return True  # the exchange let go of this connection on seeing the head
+        rest = data[end + 4 :]
+        if length:
+            self._bypass = True
+            if rest:
+                self._pass_body(rest)
+        else:
+            if rest:
+                self._reusable = False  # bytes behind a response with no body
+            self._finish()
+        return True
 
     def _pass_body(self, data: bytes) -> None:
         left = self._body_left
@@ -177,7 +258,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.response_body(data)
         if not self._body_left and not self._complete:
             self._bypass = False
-            self._fresh_parser = True  # this one still waits for the body it never saw
+            # llhttp, if it read the head, still waits for the body it never saw.
+            self._fresh_parser = self._fed
             self._finish()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -207,31 +289,31 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value)
         self._headers.append((name, value))
-        lowered = name.lower()
-        if lowered in READ_FIELDS:
-            if lowered in self._fields:
-                self._fields[lowered].append(value)
-            else:
-                self._fields[lowered] = [value]
-        if self._head_size > MAX_RESPONSE_HEAD or len(self._headers) > MAX_RESPONSE_HEADERS:
+        if len(self._headers) > MAX_RESPONSE_HEADERS:
             raise BadResponse("response head too large", True)
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._interim = True  # 100 Continue, 103 Early Hints: not the answer yet
-            self._reason, self._headers, self._head_size, self._fields = b"", [], 0, {}
+            self._reason, self._headers, self._head_size = b"", [], 0
             return
+        if self._head_size > MAX_RESPONSE_HEAD:  # more bytes came than a head may have
+            size = sum(len(name) + len(value) + 4 for name, value in self._headers)
+            if size > MAX_RESPONSE_HEAD:
+                raise BadResponse("response head too large", True)
         self._head_done = True
+        self._keep_alive = self._parser.should_keep_alive()
+        names, fields = read_fields(self._headers)
         head = ResponseHead(
             status=status,
             reason=self._reason.decode("latin-1"),
             version=self._parser.get_http_version(),
             headers=self._headers,
-            keep_alive=self._parser.should_keep_alive(),
-            fields=self._fields,
+            keep_alive=self._keep_alive,
+            names=names,
+            fields=fields,
         )
         length = head.content_length
         if length and not self._skip_body and status not in (204, 304):
@@ -270,8 +352,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._parser = httptools.HttpResponseParser(self)
             self._fresh_parser = False
         self.sink = sink
-        self._reason, self._headers, self._head_size, self._fields = b"", [], 0, {}
-        self._head_done = self._answered = self._complete = self._interim = False
+        self._reason, self._headers, self._head_size = b"", [], 0
+        self._head_done = self._answered = self._complete = self._interim = self._fed = False
         self._skip_body = head_request
         self._body_left = 0
         self._bypass = False
@@ -291,7 +373,7 @@ class UpstreamConnection(asyncio.Protocol):
                 transport.pause_reading()
 
     def _until_close(self) -> bool:
-        return not self._parser.should_keep_alive()
+        return not self._keep_alive
 
     def _finish(self) -> None:
         self._complete = True
@@ -320,7 +402,7 @@ class UpstreamConnection(asyncio.Protocol):
             and not self.upgraded
             and self.transport is not None
             and not self.transport.is_closing()
-            and self._parser.should_keep_alive()
+            and self._keep_alive
         )
 
     def close(self) -> None:
