@@ -36,7 +36,7 @@ from peers.upstreams import make_docroot, start_nginx_origin
 from proxy.backends import Backend
 from proxy.config import HealthConfig
 from proxy.failover import CheckResult, Role
-from proxy.health import HealthChecker, phase
+from proxy.health import HealthChecker, ProbeSchedule, phase
 from proxy.server import install_event_loop_policy
 from proxy.tasks import TaskSet
 
@@ -73,13 +73,16 @@ async def _checkers(urls: list[URL], interval: float, rounds: int) -> tuple[int,
     settings = HealthConfig(interval=interval, timeout=interval)
     results: list[CheckResult] = []
     tasks = TaskSet("bench")
+    schedule = ProbeSchedule()  # one per process, as a proxy serving many workspaces has
     checkers = []
     for primary, standby in zip(urls[::2], urls[1::2], strict=True):
         backends: dict[Role, Backend] = {
             "primary": Backend("primary", primary, 3.0),
             "standby": Backend("standby", standby, 3.0),
         }
-        checkers.append(HealthChecker(backends, settings, results.append, time.monotonic, tasks))
+        checkers.append(
+            HealthChecker(backends, settings, results.append, time.monotonic, tasks, schedule)
+        )
     for checker in checkers:
         checker.start()
     await asyncio.sleep(interval * 2)  # every pool connected, every phase taken
@@ -90,6 +93,7 @@ async def _checkers(urls: list[URL], interval: float, rounds: int) -> tuple[int,
         checker.stop()
         for backend in checker.backends.values():
             await backend.close()
+    schedule.close()
     await tasks.close()
     ok = sum(1 for r in measured if r.ok)
     return ok, len(measured) - ok, cpu

@@ -4,15 +4,18 @@ code-server's /healthz answers {"status": "alive"|"expired"}; ``expired`` means 
 any 2xx counts as up. One probe is in flight per backend at a time; ``probe_now`` skips the wait
 (after a passive failure, or to confirm a first failed check at once).
 
-A probe is one request over a kept-alive connection of the backend's own probe pool, parsed by
-llhttp, driven by callbacks and loop timers: no client session, no task, no future per probe
-(bench/probes.py measures its CPU). After the first check, each backend's checks keep a phase of
-their own within the interval, so a thousand backends are not probed in one burst.
+A probe is one request over a kept-alive connection of the backend's own probe pool, driven by
+callbacks: no client session, no task, no future and no timer of its own per probe
+(bench/probes.py measures its CPU). Starts and deadlines go on one ``ProbeSchedule``, a grid of
+BATCH_SLOT slots with a single loop timer, which every checker of the process can share. After
+the first check, each backend's checks keep a phase of their own within the interval, so a
+thousand backends are not probed in one burst.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 import time
@@ -29,7 +32,7 @@ from .tasks import TaskSet
 
 log = logging.getLogger("dumont.health")
 
-__all__ = ["HealthChecker", "phase", "probe_request", "warm_up"]
+__all__ = ["HealthChecker", "ProbeSchedule", "phase", "probe_request", "warm_up"]
 
 # Due times are rounded up to this grid (seconds): at most this much later than the interval.
 BATCH_SLOT = 0.02
@@ -96,10 +99,70 @@ async def warm_up(backend: Backend, path: str) -> None:
     )
 
 
-class _Checks:
-    """One backend's checks: a timer, and at most one probe in flight.
+class ProbeSchedule:
+    """When each check starts and when its probe times out, on a grid of BATCH_SLOT slots.
 
-    Driven by callbacks (a ResponseSink on the probe pool's connection, loop timers for the
+    One loop timer, for the earliest slot with anything in it, serves every check of every
+    checker sharing the schedule: with a timer per probe, creating and cancelling them cost more
+    than the probes. Entries are never removed; a check told of a slot it no longer waits for
+    (answered in time, asked to probe at once) ignores it.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._slots: dict[int, list[tuple[_Checks, int]]] = {}
+        self._order: list[int] = []  # a heap of the keys of _slots
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_slot = 0
+        self._running = False  # in _run, which arms the timer once at its end
+
+    def at(self, when: float, checks: _Checks) -> int:
+        """Tell ``checks`` of its slot at (or just after) loop time ``when``; returns the slot."""
+        slot = math.ceil(when / BATCH_SLOT)
+        entries = self._slots.get(slot)
+        if entries is None:
+            entries = self._slots[slot] = []
+            heapq.heappush(self._order, slot)
+        entries.append((checks, slot))
+        if not self._running and (self._timer is None or slot < self._timer_slot):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(slot * BATCH_SLOT, self._run)
+            self._timer_slot = slot
+        return slot
+
+    def _run(self) -> None:
+        self._timer = None
+        # Rounding may wake the loop a hair before the slot's time: a slot due now counts.
+        now = math.floor(self.loop.time() / BATCH_SLOT + 1e-6)
+        order = self._order
+        self._running = True
+        try:
+            while order and order[0] <= now:
+                for checks, slot in self._slots.pop(heapq.heappop(order)):
+                    try:
+                        checks.slot_due(slot)
+                    except Exception:  # one check's trouble must not stop everyone's checks
+                        log.exception("health check of %s failed", checks.role)
+        finally:
+            self._running = False
+        if order:
+            self._timer_slot = order[0]
+            self._timer = self.loop.call_at(order[0] * BATCH_SLOT, self._run)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._slots.clear()
+        self._order.clear()
+
+
+class _Checks:
+    """One backend's checks: at most one probe in flight, the next start and the deadline on
+    the shared ProbeSchedule.
+
+    Driven by callbacks (a ResponseSink on the probe pool's connection, the schedule for the
     deadline and the next check), not a task per check: a thousand workspaces mean two thousand
     probes a second. A task is started only to open a connection.
     """
@@ -114,17 +177,29 @@ class _Checks:
         self.first = True
         self.status = 0
         self.started = self.began = 0.0
-        self.timer: asyncio.Handle | None = None
-        self.deadline: asyncio.TimerHandle | None = None
+        self.next_slot = -1  # the slot the next check starts in (-1: none)
+        self.deadline_slot = -1  # the slot the probe in flight times out in (-1: none)
+        self.soon: asyncio.Handle | None = None  # a check asked for at once
         self.connecting: asyncio.Task[None] | None = None
         self.conn: UpstreamConnection | None = None
 
+    def slot_due(self, slot: int) -> None:
+        if self.stopped:
+            return
+        if self.busy:
+            if slot == self.deadline_slot:
+                self._expired()
+        elif slot == self.next_slot:
+            self.fire()
+
     def fire(self) -> None:
-        self.timer = None
+        self.soon = None
+        self.next_slot = -1
         self.busy, self.requested, self.status = True, False, 0
         self.started, self.began = time.perf_counter(), self.loop.time()
-        backend = self.checker.backends[self.role]
-        self.deadline = self.loop.call_later(self.checker.settings.timeout, self._expired)
+        checker = self.checker
+        backend = checker.backends[self.role]
+        self.deadline_slot = checker.schedule.at(self.began + checker.settings.timeout, self)
         conn = backend.probe_pool.take_idle()
         if conn is None:
             self.connecting = self.checker.tasks.spawn(
@@ -172,7 +247,7 @@ class _Checks:
         return None
 
     def _expired(self) -> None:
-        self.deadline = None
+        self.deadline_slot = -1
         self._abandon()
         self._done(False, "timed out")
 
@@ -188,14 +263,18 @@ class _Checks:
         if not self.busy:
             return
         self.busy = False
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.deadline_slot = -1
         latency = time.perf_counter() - self.started
         checker = self.checker
-        checker.report(CheckResult(self.role, ok, checker.now(), latency if ok else None, detail))
+        result = CheckResult(self.role, ok, checker.now(), latency if ok else None, detail)
+        try:
+            checker.report(result)
+        except Exception:  # a broken observer must not end this backend's checks
+            log.exception("reporting the health check of %s failed", self.role)
+        if self.stopped:
+            return  # the report stopped the checker (shutdown)
         if self.requested:
-            self.timer = self.loop.call_soon(self.fire)
+            self.soon = self.loop.call_soon(self.fire)
             return
         interval = checker.settings.interval
         if self.first:  # the first check is at once (who serves is decided on it)
@@ -205,24 +284,23 @@ class _Checks:
             due = self.began + interval
         # Checks due in the same slot start in one turn of the loop, and their answers tend to
         # arrive in one: a wake-up costs more than the probe itself at a thousand backends.
-        self.timer = self.loop.call_at(math.ceil(due / BATCH_SLOT) * BATCH_SLOT, self.fire)
+        self.next_slot = checker.schedule.at(due, self)
 
     def probe_now(self) -> None:
         if self.stopped:
             return
         self.requested = True
-        if not self.busy:
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer = self.loop.call_soon(self.fire)
+        if not self.busy and self.soon is None:
+            self.next_slot = -1  # the scheduled start is now void
+            self.soon = self.loop.call_soon(self.fire)
 
     def stop(self) -> None:
         self.busy = False
         self.stopped = True
-        for handle in (self.timer, self.deadline):
-            if handle is not None:
-                handle.cancel()
-        self.timer = self.deadline = None
+        if self.soon is not None:
+            self.soon.cancel()
+            self.soon = None
+        self.next_slot = self.deadline_slot = -1
         self._abandon()
 
 
@@ -234,12 +312,16 @@ class HealthChecker:
         report: Callable[[CheckResult], object],
         now: Callable[[], float],
         tasks: TaskSet,
+        schedule: ProbeSchedule | None = None,
     ) -> None:
+        """``schedule``: one shared by every checker of the process (else one of its own)."""
         self.backends = backends
         self.settings = settings
         self.report = report
         self.now = now
         self.tasks = tasks
+        self._own_schedule = schedule is None
+        self.schedule = ProbeSchedule() if schedule is None else schedule
         self._checks: dict[Role, _Checks] = {}
 
     def start(self) -> None:
@@ -255,3 +337,5 @@ class HealthChecker:
     def stop(self) -> None:
         for checks in self._checks.values():
             checks.stop()
+        if self._own_schedule:
+            self.schedule.close()

@@ -18,7 +18,7 @@ from yarl import URL
 from proxy.backends import Backend
 from proxy.config import HealthConfig
 from proxy.failover import CheckResult, Role
-from proxy.health import BATCH_SLOT, HealthChecker
+from proxy.health import BATCH_SLOT, HealthChecker, ProbeSchedule
 from proxy.tasks import TaskSet
 
 
@@ -142,3 +142,43 @@ async def test_probe_now_checks_at_once_and_stop_ends_the_checks(
     checker.probe_now("primary")  # after stop: a no-op, not a crash or a late check
     await asyncio.sleep(0.3)
     assert len(results) == count
+
+
+async def test_checkers_sharing_one_schedule_each_keep_their_rhythm(healthy: URL) -> None:
+    """A thousand workspaces share one ProbeSchedule (one loop timer): a stopped checker leaves
+    the others going, and a report that raises costs that check alone."""
+    settings = HealthConfig(interval=0.2, timeout=0.5, fall=2, rise=2)
+    schedule = ProbeSchedule()
+    tasks = TaskSet("test-schedule")
+    loop = asyncio.get_running_loop()
+    results: list[list[CheckResult]] = [[], [], []]
+
+    def failing_report(result: CheckResult) -> None:
+        results[2].append(result)
+        raise RuntimeError("an observer broke")
+
+    reports = [results[0].append, results[1].append, failing_report]
+    checkers = []
+    for i, report in enumerate(reports):
+        backends: dict[Role, Backend] = {
+            "primary": Backend("primary", healthy / f"w{i}", 1.0),
+            "standby": Backend("standby", healthy / f"s{i}", 1.0),
+        }
+        checker = HealthChecker(backends, settings, report, loop.time, tasks, schedule)
+        checker.start()
+        checkers.append(checker)
+    try:
+        await _results_for(results[0], "primary", 3, 3.0)
+        checkers[1].stop()
+        stopped_at = len(results[1])
+        counted = [len(r) for r in results]
+        await _results_for(results[0], "primary", 6, 3.0)
+        assert len(results[1]) == stopped_at
+        assert len(results[2]) > counted[2]  # its report raised every time; it still checks
+    finally:
+        for checker in checkers:
+            checker.stop()
+            for backend in checker.backends.values():
+                await backend.close()
+        schedule.close()
+        await tasks.close()
