@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from itertools import accumulate
 from typing import Literal, assert_never, get_args
 
@@ -50,15 +49,14 @@ from .failover import (
     SwitchRecord,
     SwitchStarted,
 )
-from .observe import VariantCounts
+from .observe import TipSnapshot
+from .sync_report import SYNC_STATES, SyncReport
 from .workspace import Workspace
 
 __all__ = [
     "CONTENT_TYPE",
     "SWITCH_REASONS",
     "ProxyMetrics",
-    "SyncStatus",
-    "TipCounts",
     "switch_reason",
 ]
 
@@ -81,30 +79,11 @@ SWITCH_REASONS: tuple[SwitchReason, ...] = ("health_check", "passive", "admin", 
 # time stands in (docs/OBSERVABILITY.md).
 FIRST_REQUEST_WAIT = 30.0
 
-SYNC_STATES = ("unknown", "syncing", "fenced", "reverse_syncing", "degraded", "stopped")
-SyncState = Literal["unknown", "syncing", "fenced", "reverse_syncing", "degraded", "stopped"]
-
 # Latencies: health checks on loopback take ~1 ms, across a region tens; requests up to minutes
 # (a long download is one request).
 CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
 SWITCH_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
-TipCounts = Mapping[str, VariantCounts]
-"""variant -> its impressions and clicks: the transition page's ``TipBook.snapshot()``."""
-
-
-@dataclass
-class SyncStatus:
-    """The last sync report from provisioning (PUT /admin/sync); ``unknown`` until one arrives."""
-
-    state: SyncState = "unknown"
-    lag_seconds: float | None = None
-    reported_at: float | None = None  # time.time() of the report
-
-    def as_json(self) -> dict[str, object]:
-        age = None if self.reported_at is None else round(time.time() - self.reported_at, 3)
-        return {"state": self.state, "lag_seconds": self.lag_seconds, "report_age_s": age}
 
 
 def switch_reason(cause: Cause) -> SwitchReason:
@@ -134,8 +113,8 @@ class _StateCollector(Collector):
     def __init__(
         self,
         workspace: Workspace,
-        sync: SyncStatus,
-        tips: Callable[[], TipCounts | None],
+        sync: SyncReport,
+        tips: Callable[[], TipSnapshot | None],
         byte_counts: Callable[[], Mapping[tuple[str, str], int]],
     ) -> None:
         self._workspace = workspace
@@ -272,8 +251,8 @@ class ProxyMetrics:
     def __init__(
         self,
         workspace: Workspace,
-        sync: SyncStatus,
-        tips: Callable[[], TipCounts | None] = lambda: None,
+        sync: SyncReport,
+        tips: Callable[[], TipSnapshot | None] = lambda: None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)

@@ -10,7 +10,8 @@ from proxy.config import Config
 from proxy.control_app import cause_of
 from proxy.dashboard.savings import SavingsLedger
 from proxy.failover import Cause, CheckResult, FirstRequestServed
-from proxy.metrics import SWITCH_REASONS, ProxyMetrics, SyncStatus, switch_reason
+from proxy.metrics import SWITCH_REASONS, ProxyMetrics, switch_reason
+from proxy.sync_report import SyncReport
 from proxy.workspace import Workspace
 
 CONFIG = Config(primary=URL("http://127.0.0.1:1"), standby=URL("http://127.0.0.1:2"))
@@ -19,7 +20,7 @@ CONFIG = Config(primary=URL("http://127.0.0.1:1"), standby=URL("http://127.0.0.1
 async def test_a_passive_switch_is_counted_by_its_cause_and_timed_to_the_first_answer() -> None:
     clock = [100.0]
     workspace = Workspace(CONFIG, now=lambda: clock[0])
-    metrics = ProxyMetrics(workspace, SyncStatus(), now=lambda: clock[0])
+    metrics = ProxyMetrics(workspace, SyncReport(), now=lambda: clock[0])
     served: list[FirstRequestServed] = []
     workspace.observers += [
         metrics.observe,
