@@ -507,3 +507,11 @@ def test_no_first_request_is_awaited_before_a_switch_or_after_traffic_moved_on()
     h.check("standby", False)  # nothing serves: the switch's first request cannot come now
     assert h.machine.awaiting_service is None
     assert h.machine.handle(RequestServed("standby", h.now)) == []
+
+
+def test_the_pages_spell_the_machine_states_as_the_machine_does() -> None:
+    from typing import get_args
+
+    from proxy.pages import SwitchState
+
+    assert set(get_args(SwitchState)) == {str(state) for state in State}
