@@ -35,8 +35,9 @@ from peers.upstreams import SMALL_PATH, make_docroot, start_nginx_origin
 from yarl import URL
 
 from proxy.config import Config
-from proxy.metrics import ProxyMetrics, SyncStatus
+from proxy.metrics import ProxyMetrics
 from proxy.observe import NullTrafficObserver, TrafficObserver
+from proxy.sync_report import SyncReport
 from proxy.workspace import Workspace
 
 MIX = [
@@ -67,7 +68,7 @@ async def micro(calls: int) -> tuple[float, float]:
         Config(primary=URL("http://127.0.0.1:1"), standby=URL("http://127.0.0.1:2"))
     )
     try:
-        metrics = ProxyMetrics(workspace, SyncStatus())
+        metrics = ProxyMetrics(workspace, SyncReport())
         time_calls(metrics, calls // 10)  # warm the label cache
         return time_calls(metrics, calls), time_calls(NullTrafficObserver(), calls)
     finally:

@@ -1,9 +1,10 @@
-"""WebSocket relaying: frames (what the proxy does) against raw bytes after the 101 (issue 2).
+"""WebSocket round trips through the proxy against a bare byte tunnel after the 101 (issue 2).
 
 One aiohttp WebSocket echo on uvloop; in front of it, in the same run: nothing ("direct"), our
-proxy (frame relay: every frame parsed, checked and re-sent), and a raw tunnel (the upgrade request
-is forwarded, then bytes are copied both ways untouched, the way a tunnelling proxy would after the
-101). One client connection sends N messages one at a time and awaits each echo. Prints one table.
+proxy (it splices bytes after the backend's 101, proxy/dataplane/websocket.py), and a raw tunnel
+(the upgrade request is forwarded, then bytes are copied both ways untouched). The gap between the
+last two is what the proxy's own handshake and splice cost. One client connection sends N messages
+one at a time and awaits each echo. Prints one table.
 
     .venv/bin/python bench/ws_relay.py [--messages 5000] [--size 64] [--runs 3]
 """

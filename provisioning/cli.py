@@ -1,7 +1,7 @@
 """``dumont-provision``: GPU <-> CPU pairs, their sync, and workspace snapshots.
 
-A ProvisioningError is printed as one line on stderr with exit code 2; anything else is a bug and
-keeps its traceback.
+A ProvisioningError is printed as one line on stderr and exits with its ``exit_status`` (2, or 3 for
+a StateConflict: see provisioning.errors); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProvisioningError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the cause carried
         print(f"dumont-provision: error: {message}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130
     return code

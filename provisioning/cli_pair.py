@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provisioning.cli_sync import remote_snapshots_from_args
-from provisioning.errors import ConfigError
+from provisioning.errors import UsageError
 from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import set_backend
 from provisioning.remote_snapshot import fill_from_snapshot
@@ -67,11 +67,11 @@ def _vast_key(args: argparse.Namespace) -> str:
         try:
             key = Path(args.vast_api_key_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read Vast.ai API key file {args.vast_api_key_file}") from exc
+            raise UsageError(f"cannot read Vast.ai API key file {args.vast_api_key_file}") from exc
     else:
         key = os.environ.get("VAST_API_KEY", "").strip()
     if not key:
-        raise ConfigError("missing Vast.ai API key: set VAST_API_KEY or --vast-api-key-file")
+        raise UsageError("missing Vast.ai API key: set VAST_API_KEY or --vast-api-key-file")
     return key
 
 
@@ -84,9 +84,9 @@ async def service_from_args(args: argparse.Namespace) -> AsyncIterator[PairServi
     vast_key = _vast_key(args)
     validate_zone(args.gcp_zone)
     if not args.gcp_project:
-        raise ConfigError("missing Google Cloud project: pass --gcp-project")
+        raise UsageError("missing Google Cloud project: pass --gcp-project")
     if args.gcp_anonymous and not args.gcp_endpoint:
-        raise ConfigError("--gcp-anonymous needs --gcp-endpoint: it is for local fake APIs only")
+        raise UsageError("--gcp-anonymous needs --gcp-endpoint: it is for local fake APIs only")
     credentials = load_credentials(args.gcp_credentials, anonymous=args.gcp_anonymous)
     standbys = StandbyVms(
         args.gcp_project,
@@ -116,17 +116,17 @@ def _spec_from_args(args: argparse.Namespace) -> PairSpec:
     from provisioning.pairing import PairSpec
 
     if not args.ssh_public_key:
-        raise ConfigError("missing key: --ssh-public-key FILE (the pair's admin public key)")
+        raise UsageError("missing key: --ssh-public-key FILE (the pair's admin public key)")
     try:
         public_key = Path(args.ssh_public_key).read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"missing key: cannot read {args.ssh_public_key}") from exc
+        raise UsageError(f"missing key: cannot read {args.ssh_public_key}") from exc
     try:
         query: dict[str, Any] = json.loads(args.gpu_query) if args.gpu_query else {}
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"bad --gpu-query: not JSON ({exc.msg})") from exc
+        raise UsageError(f"bad --gpu-query: not JSON ({exc.msg})") from exc
     if not isinstance(query, dict):
-        raise ConfigError("bad --gpu-query: expected a JSON object")
+        raise UsageError("bad --gpu-query: expected a JSON object")
     if args.gpu_name:
         query["gpu_name"] = {"eq": args.gpu_name}
     query.setdefault("num_gpus", {"eq": args.num_gpus})
@@ -196,7 +196,7 @@ async def _wait_standby_provisioned(controller: SyncController, *, timeout: floa
             return
         except RemoteCommandError as exc:
             if time.monotonic() > deadline:
-                raise ConfigError(f"standby not provisioned after {timeout:g} s: {exc}") from exc
+                raise UsageError(f"standby not provisioned after {timeout:g} s: {exc}") from exc
         await asyncio.sleep(5)
 
 

@@ -21,7 +21,7 @@ from provisioning.cli_pair import (
     service_from_args,
 )
 from provisioning.cli_sync import add_snapshot_options, add_sync_options, remote_snapshots_from_args
-from provisioning.errors import ConfigError, ProxyAdminError
+from provisioning.errors import ProxyAdminError, UsageError
 from provisioning.gpu_idle import IdleClock, sample_gpu
 from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import get_park
@@ -38,7 +38,7 @@ __all__ = ["add_park_verbs"]
 def _pair_name(args: argparse.Namespace) -> str:
     name: str | None = args.name or args.pair
     if not name:
-        raise ConfigError("missing pair: dumont-provision pair VERB NAME")
+        raise UsageError("missing pair: dumont-provision pair VERB NAME")
     return name
 
 
@@ -69,7 +69,7 @@ async def _parking(args: argparse.Namespace) -> AsyncIterator[Parking]:
 
 def _switchover(args: argparse.Namespace) -> int:
     if not args.proxy_control:
-        raise ConfigError("missing --proxy-control: a switchover switches the proxy")
+        raise UsageError("missing --proxy-control: a switchover switches the proxy")
 
     async def run() -> str:
         async with _parking(args) as parking:

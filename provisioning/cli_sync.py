@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from provisioning.errors import ConfigError, ProvisioningError, ProxyAdminError
+from provisioning.errors import ProvisioningError, ProxyAdminError, UsageError
 from provisioning.lsyncd_config import LsyncdSettings, render_lsyncd_config
 from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import SyncState, report_sync
@@ -102,10 +102,10 @@ def add_snapshot_options(parser: argparse.ArgumentParser) -> None:
 
 def remote_snapshots_from_args(args: argparse.Namespace, gpu: SshHost) -> RemoteSnapshots:
     if not args.snapshot_destination:
-        raise ConfigError("missing --snapshot-destination: where the GPU keeps its snapshots")
+        raise UsageError("missing --snapshot-destination: where the GPU keeps its snapshots")
     bad = [item for item in args.gpu_env or () if "=" not in item or item.startswith("=")]
     if bad:
-        raise ConfigError(f"bad --gpu-env {bad[0]!r}: expected NAME=VALUE")
+        raise UsageError(f"bad --gpu-env {bad[0]!r}: expected NAME=VALUE")
     return RemoteSnapshots(
         gpu,
         args.snapshot_destination,
@@ -122,11 +122,11 @@ def topology_from_args(
     key = args.key
     if gpu is None:
         if not args.gpu:
-            raise ConfigError("missing --gpu: the GPU's SSH address")
+            raise UsageError("missing --gpu: the GPU's SSH address")
         gpu = SshHost.parse(args.gpu, key=key, what="--gpu")
     if standby is None:
         if not args.standby:
-            raise ConfigError("missing --standby: the standby's SSH address")
+            raise UsageError("missing --standby: the standby's SSH address")
         standby = SshHost.parse(args.standby, key=key, what="--standby")
     from_gpu_address = getattr(args, "standby_from_gpu", None)
     from_gpu = (

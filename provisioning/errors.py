@@ -1,7 +1,9 @@
-"""The provisioning package's exception tree.
+"""The provisioning package's exception tree, with each branch's exit status.
 
-ProvisioningError            root: every error this package raises on purpose
-├── ConfigError              bad input: a missing key, a bad zone, a malformed flag or file
+ProvisioningError            root: every error this package raises on purpose              exit 2
+├── UsageError               bad input: a missing key, a bad zone, a malformed flag or file
+├── StateConflict            the pair's state forbids this now (create twice, resume  exit 3
+│                            a pair that is not parked): right command, wrong moment
 ├── StoreError               the pair store cannot be read or written
 │   └── PairNotFound         no pair with that id
 ├── CloudError               a cloud API refused or failed; the API's own message is kept
@@ -13,11 +15,18 @@ ProvisioningError            root: every error this package raises on purpose
 ├── SyncError                the file sync between GPU and standby failed
 │   ├── RemoteCommandError   a command run over SSH exited non-zero (stderr kept)
 │   ├── FenceError           the standby could not be fenced against the old primary
-│   └── ReverseSyncError     the standby's files did not arrive on the primary intact
-└── ProxyAdminError          the proxy's admin API refused a request
+│   ├── ReverseSyncError     the standby's files did not arrive on the primary intact
+│   └── SnapshotAgentError   the snapshot engine could not be installed or run on a machine
+├── ProxyAdminError          the proxy's admin API refused a request
+├── ParkRefused              a park or switchover's precondition is unmet; nothing was
+│                            touched (defined in provisioning.parking)
+└── SnapshotError            the snapshot engine's own tree (provisioning.snapshot.errors)
 
-The CLI prints ``str(exc)`` of a ProvisioningError as one line and exits non-zero; anything
-else is a bug and gets a traceback.
+The CLIs (provisioning.cli, and ``python -m provisioning.snapshot`` on a GPU) are the one boundary:
+they print ``str(exc)`` of a ProvisioningError as one line and exit with its ``exit_status``;
+anything else is a bug and gets a traceback. A hook or script can therefore tell "try again later
+or reconcile" (3) from "fix the command" (2). This module imports nothing of the package: the
+snapshot agent's archive carries it alone.
 """
 
 from __future__ import annotations
@@ -28,7 +37,6 @@ __all__ = [
     "CloudNotFound",
     "CloudQuotaError",
     "CloudTransientError",
-    "ConfigError",
     "FenceError",
     "NoOfferError",
     "PairNotFound",
@@ -36,17 +44,29 @@ __all__ = [
     "ProxyAdminError",
     "RemoteCommandError",
     "ReverseSyncError",
+    "SnapshotAgentError",
+    "StateConflict",
     "StoreError",
     "SyncError",
+    "UsageError",
 ]
 
 
 class ProvisioningError(Exception):
     """Root of every error the provisioning package raises on purpose."""
 
+    exit_status: int = 2  # what the CLI exits with; argparse's own usage errors exit 2 too
 
-class ConfigError(ProvisioningError):
+
+class UsageError(ProvisioningError):
     """Bad input from the user: a flag, an environment variable or a config file."""
+
+
+class StateConflict(ProvisioningError):
+    """The command is well formed, but the pair's state forbids it now (creating a pair that
+    exists in another state, resuming one that is not parked). Nothing was changed."""
+
+    exit_status = 3
 
 
 class StoreError(ProvisioningError):
@@ -104,6 +124,10 @@ class FenceError(SyncError):
 
 class ReverseSyncError(SyncError):
     """Copying the standby's files back to the primary failed or did not verify."""
+
+
+class SnapshotAgentError(SyncError):
+    """The snapshot engine could not be installed or run on the remote host."""
 
 
 class ProxyAdminError(ProvisioningError):

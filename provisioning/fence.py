@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from provisioning.errors import ConfigError, FenceError, RemoteCommandError
+from provisioning.errors import FenceError, RemoteCommandError, UsageError
 from provisioning.ssh import SshHost, run_remote
 
 __all__ = [
@@ -54,7 +54,7 @@ _SAFE_DIR = re.compile(r"^/[A-Za-z0-9._/-]*$")
 def _paths(state_dir: str) -> tuple[str, str, str]:
     # The gate's path ends up inside command="..." in authorized_keys: keep it to plain characters.
     if not _SAFE_DIR.match(state_dir):
-        raise ConfigError(
+        raise UsageError(
             f"bad standby state dir {state_dir!r}: an absolute path of letters, digits, . _ / -"
         )
     return f"{state_dir}/sync-gate", f"{state_dir}/fenced", f"{state_dir}/fence.lock"

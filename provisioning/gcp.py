@@ -33,7 +33,7 @@ from provisioning.errors import (
     CloudNotFound,
     CloudQuotaError,
     CloudTransientError,
-    ConfigError,
+    UsageError,
 )
 from provisioning.vast import RetryPolicy
 
@@ -57,7 +57,7 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 def validate_zone(zone: str) -> str:
     if not _ZONE.match(zone):
-        raise ConfigError(f"bad zone {zone!r}: expected a Compute Engine zone like us-central1-a")
+        raise UsageError(f"bad zone {zone!r}: expected a Compute Engine zone like us-central1-a")
     return zone
 
 
@@ -78,7 +78,7 @@ def load_credentials(path: str | None, *, anonymous: bool = False) -> Credential
     except (OSError, ValueError, google.auth.exceptions.GoogleAuthError) as exc:
         # The message names the file or the lookup, never the key material.
         where = path or "GOOGLE_APPLICATION_CREDENTIALS / application default credentials"
-        raise ConfigError(f"no usable Google Cloud credentials from {where}") from exc
+        raise UsageError(f"no usable Google Cloud credentials from {where}") from exc
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,9 @@ class StandbySpec:
     def __post_init__(self) -> None:
         for key, value in self.labels.items():
             if not _LABEL.match(key) or not re.fullmatch(r"[a-z0-9_-]{0,63}", value):
-                raise ConfigError(f"bad label {key}={value!r}: lowercase letters, digits, - and _")
+                raise UsageError(f"bad label {key}={value!r}: lowercase letters, digits, - and _")
         if self.termination_action not in ("STOP", "DELETE"):
-            raise ConfigError(f"bad termination action {self.termination_action!r}: STOP or DELETE")
+            raise UsageError(f"bad termination action {self.termination_action!r}: STOP or DELETE")
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class StandbyVms:
         retry: RetryPolicy | None = None,
     ) -> None:
         if not project:
-            raise ConfigError("missing Google Cloud project: pass --gcp-project")
+            raise UsageError("missing Google Cloud project: pass --gcp-project")
         self.project = project
         self.zone = validate_zone(zone)
         options = ClientOptions(api_endpoint=api_endpoint) if api_endpoint else None

@@ -1,6 +1,6 @@
 """The lsyncd configuration the GPU runs: rsyncssh to the standby, one ``sync`` per root.
 
-Why these settings (see docs/PROVISIONING.md and DESIGN.md's lsyncd facts):
+Why these settings (see docs/PROVISIONING.md):
 - ``delay``: lsyncd's default is 15 s, the seed promises 1-2 s: 1 s by default, fractional allowed.
 - ``delete = "running"``: deletions made while lsyncd runs are mirrored, but the startup full sync
   never deletes on the standby. A primary that restarts lsyncd with a stale tree therefore cannot
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from provisioning.errors import ConfigError
+from provisioning.errors import UsageError
 from provisioning.ssh import SshHost
 
 __all__ = [
@@ -74,7 +74,7 @@ class SyncRoot:
     def __post_init__(self) -> None:
         for path in (self.gpu_path, self.standby_path):
             if not path.startswith("/"):
-                raise ConfigError(f"bad {self.name} path {path!r}: must be absolute")
+                raise UsageError(f"bad {self.name} path {path!r}: must be absolute")
 
     @classmethod
     def parse(cls, name: str, value: str, excludes: Sequence[str]) -> SyncRoot:
@@ -100,14 +100,14 @@ class LsyncdSettings:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.delay) or self.delay <= 0:
-            raise ConfigError(f"bad sync delay {self.delay!r}: a positive number of seconds")
+            raise UsageError(f"bad sync delay {self.delay!r}: a positive number of seconds")
         if (
             not re.fullmatch(r"/[A-Za-z0-9._/%-]+", self.control_path)
             or len(self.control_path) > 60
         ):
-            raise ConfigError(f"bad ssh control path {self.control_path!r}: short, absolute, plain")
+            raise UsageError(f"bad ssh control path {self.control_path!r}: short, absolute, plain")
         if self.delete not in ("true", "false", "running", "startup"):
-            raise ConfigError(f"bad delete mode {self.delete!r}: true, false, running or startup")
+            raise UsageError(f"bad delete mode {self.delete!r}: true, false, running or startup")
 
     @property
     def config_path(self) -> str:
@@ -144,7 +144,7 @@ def render_lsyncd_config(
 ) -> str:
     """The Lua config; ``standby`` is the standby as the GPU reaches it, keyed with the sync key."""
     if not roots:
-        raise ConfigError("nothing to sync: give at least one sync root")
+        raise UsageError("nothing to sync: give at least one sync root")
     s = settings
     lines = [
         "-- Rendered by dumont-provision: GPU -> standby sync. Edits are overwritten on deploy.",

@@ -2,7 +2,7 @@
 
 lsyncd never says "I am behind" by itself: it writes a status report (pending delays per sync,
 watched directories) and a log. Only the log lines since the last ``--- Startup ---`` count.
-The problems worth shouting about (DESIGN.md, lsyncd facts): inotify watches exhausted (lsyncd
+The problems worth shouting about (docs/PROVISIONING.md): inotify watches exhausted (lsyncd
 exits), event queue overflow (a full resync follows), rsync failing again and again (the standby is
 fenced or unreachable), and lsyncd not running at all.
 """

@@ -20,7 +20,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from provisioning.errors import CloudNotFound, ConfigError, NoOfferError, ProvisioningError
+from provisioning.errors import (
+    CloudNotFound,
+    NoOfferError,
+    ProvisioningError,
+    StateConflict,
+    StoreError,
+    UsageError,
+)
 from provisioning.gcp import StandbySpec, StandbyVm, StandbyVms
 from provisioning.progress import Progress, quiet
 from provisioning.store import Pair, PairEvent, PairState, PairStore
@@ -53,7 +60,7 @@ def _steps_since(events: list[PairEvent], starts: tuple[str, ...]) -> set[str]:
 
 def validate_pair_id(pair_id: str) -> str:
     if not _PAIR_ID.match(pair_id):
-        raise ConfigError(
+        raise UsageError(
             f"bad pair id {pair_id!r}: a lowercase letter, then letters, digits or -, at most 40"
         )
     return pair_id
@@ -84,7 +91,7 @@ class PairSpec:
         try:
             return cls(**data)
         except TypeError as exc:
-            raise ConfigError(f"stored pair spec is unreadable: {exc}") from exc
+            raise StoreError(f"stored pair spec is unreadable: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,7 @@ class PairService:
         if pair.state is PairState.READY:
             return pair
         if pair.state is not PairState.CREATING:
-            raise ConfigError(f"pair {pair_id} is {pair.state.value}; cannot create it again")
+            raise StateConflict(f"pair {pair_id} is {pair.state.value}; cannot create it again")
         return await self._finish_creation(pair)
 
     async def destroy(self, pair_id: str) -> Pair:
@@ -182,7 +189,7 @@ class PairService:
         pair = self._store.get(pair_id)
         gpu = await self._current_gpu(pair)
         if gpu is None:
-            raise ConfigError(f"pair {pair_id} has no GPU on Vast")
+            raise StateConflict(f"pair {pair_id} has no GPU on Vast")
         return gpu, await self._standbys.get(pair.standby_name)
 
     async def check_gpu(self, pair_id: str, *, proxy_says_down: bool = False) -> GpuVerdict:
@@ -213,7 +220,7 @@ class PairService:
         """
         pair = self._store.get(pair_id)
         if pair.state not in (PairState.READY, PairState.DEGRADED):
-            raise ConfigError(f"pair {pair_id} is {pair.state.value}, not ready or degraded")
+            raise StateConflict(f"pair {pair_id} is {pair.state.value}, not ready or degraded")
         if pair.state is PairState.READY:
             pair = self._store.update(pair, state=PairState.DEGRADED)
             self._store.record(pair.id, "gpu-lost", reason)

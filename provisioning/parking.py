@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from provisioning.errors import (
-    ConfigError,
     NoOfferError,
     ProvisioningError,
     ProxyAdminError,
+    StateConflict,
     SyncError,
+    UsageError,
 )
 from provisioning.fence import unfence_standby
 from provisioning.flush import FlushReport, flush_to_standby
@@ -201,7 +202,7 @@ class Parking:
 
     async def park(self, pair_id: str, mode: ParkMode, reason: str) -> ParkReport:
         if mode == "destroy" and self._snapshots_for is None:
-            raise ConfigError(
+            raise UsageError(
                 "park destroys the GPU: pass --snapshot-destination (or --park-mode stop)"
             )
         started = time.monotonic()
@@ -270,7 +271,7 @@ class Parking:
         pair = self._store.get(pair_id)
         if pair.state is not PairState.PARKED:
             hint = " (run pair reconcile)" if pair.state is PairState.RESUMING else ""
-            raise ConfigError(f"pair {pair_id} is {pair.state.value}, not parked{hint}")
+            raise StateConflict(f"pair {pair_id} is {pair.state.value}, not parked{hint}")
         started = time.monotonic()
         steps: dict[str, float] = {}
         mode: ParkMode = "stop" if pair.gpu_instance_id is not None else "destroy"

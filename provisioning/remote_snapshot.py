@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from provisioning.errors import ConfigError, RemoteCommandError, SyncError
+from provisioning.errors import RemoteCommandError, SnapshotAgentError, SyncError, UsageError
 from provisioning.lsyncd_config import SyncRoot
 from provisioning.progress import Progress
 from provisioning.snapshot.manifest import SnapshotRecord
@@ -31,7 +31,6 @@ from provisioning.sync import SyncTopology
 __all__ = [
     "GPU_SNAPSHOT_PACKAGES",
     "RemoteSnapshots",
-    "SnapshotAgentError",
     "agent_archive",
     "fill_from_snapshot",
     "workspace_root",
@@ -43,10 +42,6 @@ _AGENT_MODULES = ("__init__.py", "errors.py")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed stamps: the same sources give the same archive
 _MAIN = "import sys\nfrom provisioning.snapshot.__main__ import main\nsys.exit(main())\n"
 GPU_SNAPSHOT_PACKAGES = ("zstandard", "blake3", "pyfastcdc", "httpx", "google-auth")
-
-
-class SnapshotAgentError(SyncError):
-    """The snapshot engine could not be installed or run on the remote host."""
 
 
 @cache
@@ -150,7 +145,7 @@ def workspace_root(topology: SyncTopology) -> SyncRoot:
     for root in topology.roots:
         if root.name == "workspace":
             return root
-    raise ConfigError("no workspace root in the sync topology")
+    raise UsageError("no workspace root in the sync topology")
 
 
 async def fill_from_snapshot(

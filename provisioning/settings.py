@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from provisioning.errors import ConfigError
+from provisioning.errors import UsageError
 
 __all__ = ["ENV_PREFIX", "option", "resolve"]
 
@@ -75,12 +75,12 @@ def _convert(dest: str, value: Any, where: str) -> Any:
             return value
         text = str(value).strip().lower()
         if text not in _TRUE | _FALSE:
-            raise ConfigError(f"bad {where}: {value!r} is not a boolean")
+            raise UsageError(f"bad {where}: {value!r} is not a boolean")
         return text in _TRUE
     try:
         return kind(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad {where}: {value!r}: {exc}") from exc
+        raise UsageError(f"bad {where}: {value!r}: {exc}") from exc
 
 
 def _load_table(path: str | None) -> dict[str, Any]:
@@ -89,10 +89,10 @@ def _load_table(path: str | None) -> dict[str, Any]:
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"bad config file {path}: {exc}") from exc
+        raise UsageError(f"bad config file {path}: {exc}") from exc
     table = data.get("provisioning", {})
     if not isinstance(table, dict):
-        raise ConfigError(f"bad config file {path}: [provisioning] must be a table")
+        raise UsageError(f"bad config file {path}: [provisioning] must be a table")
     return {key.replace("-", "_"): value for key, value in table.items()}

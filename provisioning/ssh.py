@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from provisioning.errors import ConfigError, RemoteCommandError
+from provisioning.errors import RemoteCommandError, UsageError
 
 __all__ = ["SshHost", "run_remote"]
 
@@ -37,14 +37,12 @@ class SshHost:
         """``[ssh://][user@]host[:port]``; ``what`` names the flag in the error message."""
         match = _ADDRESS.match(address.strip())
         if not match:
-            raise ConfigError(
-                f"bad {what} address {address!r}: expected [ssh://][user@]host[:port]"
-            )
+            raise UsageError(f"bad {what} address {address!r}: expected [ssh://][user@]host[:port]")
         port = int(match.group("port") or 22)
         if not 0 < port < 65536:
-            raise ConfigError(f"bad {what} port {port}: expected 1-65535")
+            raise UsageError(f"bad {what} port {port}: expected 1-65535")
         if key is not None and not Path(key).is_file():
-            raise ConfigError(f"missing SSH key {key}: no such file")
+            raise UsageError(f"missing SSH key {key}: no such file")
         return cls(host=match.group("host"), user=match.group("user") or "root", port=port, key=key)
 
     def with_key(self, key: str | None) -> SshHost:

@@ -12,7 +12,7 @@ import secrets
 import shlex
 from pathlib import Path
 
-from provisioning.errors import ConfigError
+from provisioning.errors import UsageError
 from provisioning.remote_snapshot import GPU_SNAPSHOT_PACKAGES
 
 __all__ = [
@@ -59,9 +59,9 @@ def render_startup_script(
     try:
         installer_text = installer.read_text()
     except OSError as exc:
-        raise ConfigError(f"cannot read the code-server installer {installer}: {exc}") from exc
+        raise UsageError(f"cannot read the code-server installer {installer}: {exc}") from exc
     if not ssh_public_key.startswith(("ssh-", "ecdsa-")):
-        raise ConfigError("bad SSH public key: expected an OpenSSH public key line")
+        raise UsageError("bad SSH public key: expected an OpenSSH public key line")
     delimiter = f"DUMONT_INSTALLER_{secrets.token_hex(8)}"
     marker = f"{state_dir}/.provisioned"
     q = shlex.quote

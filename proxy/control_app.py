@@ -1,9 +1,10 @@
 """The control listener: admin commands behind a bearer token (loopback by default).
 
 ``POST /admin/failover`` and ``/admin/failback`` take an optional ``{"reason": ...}``:
-provisioning's planned switches say "park: ..." or "switchover: ..." there, and the
+provisioning's planned switches say "park: ...", "switchover: ..." or "resume: ..." there, and the
 ``on_failover`` hook's ``pair gpu-lost`` reads that prefix (DUMONT_REASON) to tell a planned switch
-from a lost GPU.
+from a lost GPU. That prefix is the wire's word for the switch's cause: it is read here, once, into
+the machine's ``Cause`` (``cause_of``), and nothing behind this module parses a reason again.
 The park routes (issue 18) are in ``proxy.park_status``'s docstring.
 """
 
@@ -22,7 +23,7 @@ from .boundary import error_boundary
 from .config import parse_backend_url
 from .dashboard import BOARD, Board, add_routes
 from .errors import BadRequest, ConfigError, Conflict, NotFound, Unauthorized
-from .failover import Role
+from .failover import Cause, Role
 from .hooks import run_hook
 from .park_actions import ParkActions
 from .park_status import ParkStatus
@@ -38,6 +39,14 @@ PARK = web.AppKey("park", ParkStatus)
 PARK_ACTIONS = web.AppKey("park_actions", ParkActions)
 SWITCHOVER = web.AppKey("switchover_lock", asyncio.Lock)
 REASON_LIMIT = 200
+# The reason prefixes of provisioning's planned switches (provisioning.parking), as causes.
+PLANNED_CAUSES = {"park:": Cause.PARK, "switchover:": Cause.SWITCHOVER, "resume:": Cause.RESUME}
+
+
+def cause_of(reason: str, default: Cause) -> Cause:
+    """The cause a command's reason names by its prefix; ``default`` when it names none."""
+    prefix, colon, _ = reason.partition(":")
+    return PLANNED_CAUSES.get(prefix + colon, default) if colon else default
 
 
 def _check_token(request: web.Request) -> None:
@@ -73,14 +82,16 @@ async def _reason(request: web.Request, default: str) -> str:
 async def failover(request: web.Request) -> web.Response:
     _check_token(request)
     workspace = request.app[WORKSPACE]
-    workspace.failover(await _reason(request, "admin: failover requested"))
+    reason = await _reason(request, "admin: failover requested")
+    workspace.failover(reason, cause_of(reason, Cause.ADMIN))
     return web.json_response(workspace.status())
 
 
 async def failback(request: web.Request) -> web.Response:
     _check_token(request)
     workspace = request.app[WORKSPACE]
-    workspace.failback(await _reason(request, "admin: failback requested"))
+    reason = await _reason(request, "admin: failback requested")
+    workspace.failback(reason, cause_of(reason, Cause.ADMIN))
     return web.json_response(workspace.status())
 
 
@@ -116,7 +127,7 @@ async def _switchover(workspace: Workspace, command: str, reason: str) -> web.Re
     if not outcome.ok:
         # The GPU keeps serving: nothing moved, and the hook's last line says why.
         raise Conflict(f"switchover hook failed, the primary keeps serving: {outcome.detail}")
-    workspace.failover(reason)
+    workspace.failover(reason, cause_of(reason, Cause.SWITCHOVER))
     return web.json_response(workspace.status())
 
 

@@ -2,7 +2,6 @@
 
 DumontError                     root: every error this package raises on purpose
 ├── ConfigError                 bad configuration; start-up stops with one line naming the key
-├── HookError                   a hook command failed, timed out or could not start
 └── HTTPProblem                 has an HTTP status; only proxy.boundary turns it into a response
     ├── BadRequest              400
     ├── Unauthorized            401  (missing or wrong admin token)
@@ -12,6 +11,11 @@ DumontError                     root: every error this package raises on purpose
     ├── UpstreamError           502  (the backend refused, reset or sent garbage)
     │   └── UpstreamTimeout     504  (the backend did not answer in time)
     └── NoBackendAvailable      503  (nothing healthy to serve; carries Retry-After)
+
+A hook that fails is not an exception: proxy.hooks.run_hook returns its outcome, and the failover
+machine decides what the failure means (HookFinished in, Cause.HOOK_FAILURE on the switch record).
+ConfigError is the repository's one error for a wrong setting (provisioning's bad input is its
+UsageError).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ __all__ = [
     "DumontError",
     "Forbidden",
     "HTTPProblem",
-    "HookError",
     "NoBackendAvailable",
     "NotFound",
     "Unauthorized",
@@ -43,10 +46,6 @@ class ConfigError(DumontError):
         super().__init__(f"config error: {key}: {problem}")
         self.key = key
         self.problem = problem
-
-
-class HookError(DumontError):
-    """A hook command failed, timed out, or could not be started."""
 
 
 class HTTPProblem(DumontError):

@@ -1,8 +1,9 @@
 """Header rewriting between the browser and a backend, as pure functions returning new headers.
 
 Hop-by-hop headers (RFC 9110 7.6.1) and any header named in ``Connection`` describe one connection
-and must not be forwarded. ``Host`` passes unchanged: code-server compares the Origin's host with it
-(see DESIGN.md), so the browser's Host must reach it as the browser sent it.
+and must not be forwarded. ``Host`` passes unchanged: code-server compares the Origin's host with
+the request's (``Forwarded: host=``, then ``X-Forwarded-Host``, then ``Host``) and answers 403 when
+they differ, so the browser's Host must reach it as the browser sent it.
 """
 
 from __future__ import annotations

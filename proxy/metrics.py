@@ -9,8 +9,9 @@ Two kinds of series live here:
   ``TrafficObserver`` calls (one per HTTP request, two per WebSocket).
 
 Labels only take values from small fixed sets: backend (gpu, cpu), role (primary, standby, none),
-HTTP method (the nine standard ones, else OTHER), status class (1xx..5xx), switch reason (see
-``SWITCH_REASONS``), hook name, result. Never a path, a client address or free text.
+HTTP method (the nine standard ones, else OTHER), status class (1xx..5xx), switch reason (the
+machine's ``Cause`` folded into ``SWITCH_REASONS``), hook name, result. Never a path, a client
+address or free text.
 
 Recording a request is one dict lookup, a bisect and five list or dict additions (under 1 us;
 docs/OBSERVABILITY.md has the measurement against the proxy's per-request time).
@@ -21,9 +22,8 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from itertools import accumulate
-from typing import Literal, cast, get_args
+from typing import Literal, assert_never, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
@@ -35,12 +35,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .failover import (
-    AdminFailback,
-    AdminFailover,
+    Cause,
     CheckResult,
     Decision,
     Event,
-    HealthChanged,
+    FirstRequestServed,
     HookFinished,
     HookName,
     PassiveFailure,
@@ -50,15 +49,14 @@ from .failover import (
     SwitchRecord,
     SwitchStarted,
 )
-from .observe import VariantCounts
+from .observe import TipSnapshot
+from .sync_report import SYNC_STATES, SyncReport
 from .workspace import Workspace
 
 __all__ = [
     "CONTENT_TYPE",
     "SWITCH_REASONS",
     "ProxyMetrics",
-    "SyncStatus",
-    "TipCounts",
     "switch_reason",
 ]
 
@@ -70,17 +68,16 @@ METHODS = frozenset(
 )
 STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
-# Why a switch started, as a bounded label. A failed hook never starts a switch in this machine:
-# it abandons a failback (dumont_switches_abandoned_total) and shows in dumont_hook_runs_total.
+# Why a switch started, as a bounded label: the machine's Cause, folded into the four values that
+# dashboards and alerts already use (switch_reason). A failed hook never starts a switch: it
+# abandons a failback (dumont_switches_abandoned_total) and shows in dumont_hook_runs_total.
 SwitchReason = Literal["health_check", "passive", "admin", "recovery"]
 SWITCH_REASONS: tuple[SwitchReason, ...] = ("health_check", "passive", "admin", "recovery")
 
-# A switch counts as served when the new backend answers its first request; an idle browser may not
-# ask for minutes, so after this long the activation time stands in (docs/OBSERVABILITY.md).
+# A switch counts as served when the new backend answers its first request (the machine's
+# FirstRequestServed); an idle browser may not ask for minutes, so after this long the activation
+# time stands in (docs/OBSERVABILITY.md).
 FIRST_REQUEST_WAIT = 30.0
-
-SYNC_STATES = ("unknown", "syncing", "fenced", "reverse_syncing", "degraded", "stopped")
-SyncState = Literal["unknown", "syncing", "fenced", "reverse_syncing", "degraded", "stopped"]
 
 # Latencies: health checks on loopback take ~1 ms, across a region tens; requests up to minutes
 # (a long download is one request).
@@ -88,36 +85,22 @@ CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
 SWITCH_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
-EVENT_TYPES: tuple[type, ...] = get_args(Event)
 
-TipCounts = Mapping[str, VariantCounts]
-"""variant -> its impressions and clicks: the transition page's ``TipBook.snapshot()``."""
-
-
-@dataclass
-class SyncStatus:
-    """The last sync report from provisioning (PUT /admin/sync); ``unknown`` until one arrives."""
-
-    state: SyncState = "unknown"
-    lag_seconds: float | None = None
-    reported_at: float | None = None  # time.time() of the report
-
-    def as_json(self) -> dict[str, object]:
-        age = None if self.reported_at is None else round(time.time() - self.reported_at, 3)
-        return {"state": self.state, "lag_seconds": self.lag_seconds, "report_age_s": age}
-
-
-def switch_reason(
-    record: SwitchRecord, trigger: Event | None, down_cause: Mapping[Role, SwitchReason]
-) -> SwitchReason:
-    """Map a switch to one of ``SWITCH_REASONS`` (the record's reason is free text)."""
-    if isinstance(trigger, AdminFailover | AdminFailback):
-        return "admin"
-    if record.kind == "failback":
-        return "recovery"  # automatic: the primary stayed healthy for the hold-down
-    if record.from_role is not None and record.from_role in down_cause:
-        return down_cause[record.from_role]
-    return "recovery"
+def switch_reason(cause: Cause) -> SwitchReason:
+    """The ``reason`` label of a switch the machine started for ``cause``."""
+    match cause:
+        case Cause.ACTIVE_CHECK:
+            return "health_check"
+        case Cause.PASSIVE_FAILURE:
+            return "passive"
+        case Cause.ADMIN | Cause.SWITCHOVER | Cause.PARK | Cause.RESUME:
+            return "admin"  # someone decided it; dumont_park_total tells parks apart
+        case Cause.FAILBACK | Cause.RECOVERY:
+            return "recovery"
+        case Cause.HOOK_FAILURE:
+            raise ValueError("a failed hook abandons a switch; it never starts one")
+        case _:
+            assert_never(cause)
 
 
 def _status_class(status: int) -> str:
@@ -130,8 +113,8 @@ class _StateCollector(Collector):
     def __init__(
         self,
         workspace: Workspace,
-        sync: SyncStatus,
-        tips: Callable[[], TipCounts | None],
+        sync: SyncReport,
+        tips: Callable[[], TipSnapshot | None],
         byte_counts: Callable[[], Mapping[tuple[str, str], int]],
     ) -> None:
         self._workspace = workspace
@@ -268,8 +251,8 @@ class ProxyMetrics:
     def __init__(
         self,
         workspace: Workspace,
-        sync: SyncStatus,
-        tips: Callable[[], TipCounts | None] = lambda: None,
+        sync: SyncReport,
+        tips: Callable[[], TipSnapshot | None] = lambda: None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
@@ -327,11 +310,8 @@ class ProxyMetrics:
         self._cells: dict[tuple[str | None, str, int], tuple[list[int], list[float]]] = {}
         self._durations: dict[str, list[float]] = {}
         self.registry.register(_RequestCollector(self._cells, self._durations))
-        self._trigger: Event | None = None
-        self._down_cause: dict[Role, SwitchReason] = {}
-        self._reasons: dict[int, SwitchReason] = {}
         # A completed switch waiting for its new backend's first answer.
-        self._serving: tuple[str, SwitchRecord] | None = None
+        self._serving: SwitchRecord | None = None
 
     def _start_at_zero(self) -> None:
         """Export the expected series at 0 from the start: increase() and rate() miss the first
@@ -375,8 +355,6 @@ class ProxyMetrics:
         counts = self._bytes
         counts["upstream", "http"] += bytes_up
         counts["downstream", "http"] += bytes_down
-        if self._serving is not None and backend == self._serving[0] and status < 500:
-            self._observe_switch(self._serving[1], self._now())
 
     def _new_cells(
         self, backend: str | None, method: str, status: int
@@ -398,8 +376,6 @@ class ProxyMetrics:
     # ------------------------------------------------------------------ workspace observer
 
     def observe(self, item: Event | Decision) -> None:
-        if isinstance(item, EVENT_TYPES):
-            self._trigger = cast(Event, item)  # the decisions that follow were made on this event
         match item:
             case CheckResult(role=role, ok=ok, latency=latency):
                 name = BACKEND_OF[role]
@@ -410,25 +386,21 @@ class ProxyMetrics:
                 self.passive.labels(BACKEND_OF[role]).inc()
             case HookFinished(hook=hook, ok=ok):
                 self.hooks.labels(hook, "ok" if ok else "failed").inc()
-            case HealthChanged(role=role, up=False, reason=reason):
-                passive = reason.startswith("passive:")
-                self._down_cause[role] = "passive" if passive else "health_check"
-            case SwitchStarted(switch=record):
+            case SwitchStarted():
                 self.flush_switch_timing(force=True)
-                # Classified now: the event that started it (an admin command, a failed check)
-                # is not the one that finishes it when a before_* hook runs in between.
-                self._reasons[record.id] = switch_reason(record, self._trigger, self._down_cause)
             case SwitchFinished(switch=record):
                 self._switch_finished(record)
+            case FirstRequestServed(switch=record) if (
+                self._serving is not None and self._serving.id == record.id
+            ):
+                assert record.served_at is not None  # the machine sets it on this decision
+                self._observe_switch(record, record.served_at)
 
     def _switch_finished(self, record: SwitchRecord) -> None:
-        reason = self._reasons.pop(record.id, None) or switch_reason(
-            record, self._trigger, self._down_cause
-        )
-        labels = (record.from_role or "none", record.to_role, reason)
+        labels = (record.from_role or "none", record.to_role, switch_reason(record.cause))
         if record.outcome == "completed":
             self.switches.labels(*labels).inc()
-            self._serving = (BACKEND_OF[record.to_role], record)
+            self._serving = record
         else:
             self.switches_abandoned.labels(*labels).inc()
 
@@ -440,7 +412,7 @@ class ProxyMetrics:
         """No request came for a while after a switch: count the switch until activation."""
         if self._serving is None:
             return
-        record = self._serving[1]
+        record = self._serving
         finished = record.finished_at if record.finished_at is not None else record.started_at
         if force or self._now() - finished > FIRST_REQUEST_WAIT:
             self._observe_switch(record, finished)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, Protocol
 
-__all__ = ["NullTrafficObserver", "TipSource", "TrafficObserver", "VariantCounts"]
+__all__ = ["NullTrafficObserver", "TipSnapshot", "TipSource", "TrafficObserver", "VariantCounts"]
 
 Direction = Literal["upstream", "downstream"]
 
@@ -63,7 +63,11 @@ class VariantCounts(Protocol):
     def clicks(self) -> int: ...
 
 
+TipSnapshot = Mapping[str, VariantCounts]
+"""variant -> its impressions and clicks, at one moment: what ``TipSource.snapshot()`` returns."""
+
+
 class TipSource(Protocol):
     """The transition page's tip A/B counts (proxy.pages.TipBook), read by metrics and dashboard."""
 
-    def snapshot(self) -> Mapping[str, VariantCounts]: ...
+    def snapshot(self) -> TipSnapshot: ...

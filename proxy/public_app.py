@@ -19,7 +19,7 @@ from .errors import NotFound
 from .pages import PAGES, PREFIX, SwitchView, TipBook, render_transition, setup_pages
 from .workspace import Workspace
 
-__all__ = ["PREFIX", "WORKSPACE", "make_public_app"]
+__all__ = ["WORKSPACE", "make_public_app"]
 
 WORKSPACE = web.AppKey("workspace", Workspace)
 

@@ -23,16 +23,19 @@ from .failover import (
     AdminFailback,
     AdminFailover,
     BackendReplaced,
+    Cause,
     CheckResult,
     CommandRefused,
     Decision,
     Event,
     FailoverMachine,
+    FirstRequestServed,
     HealthChanged,
     HookFinished,
     PassiveFailure,
     Policy,
     ProbeNow,
+    RequestServed,
     Role,
     RunHook,
     SwitchFinished,
@@ -63,9 +66,11 @@ def _switch_fields(sw: SwitchRecord) -> dict[str, Any]:
         "from": sw.from_role,
         "to": sw.to_role,
         "reason": sw.reason,
+        "cause": sw.cause,
         "outcome": sw.outcome,
         "duration_s": None if sw.duration is None else round(sw.duration, 4),
         "detail": sw.detail,
+        "abandoned_by": sw.abandoned_by,
     }
 
 
@@ -94,6 +99,8 @@ class Workspace:
         self._changed = asyncio.Event()
         self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
         self._closing = False
+        # The backend whose first request a completed switch waits for (note_served).
+        self._unserved: Backend | None = None
 
     # --------------------------------------------------------------------------- lifecycle
 
@@ -115,6 +122,8 @@ class Workspace:
 
     def feed(self, event: Event) -> list[Decision]:
         decisions = self.machine.handle(event)
+        awaiting = self.machine.awaiting_service
+        self._unserved = None if awaiting is None else self.backends[awaiting.to_role]
         if isinstance(event, CheckResult):
             self._check_counts[event.role] += 1
         for observe in self.observers:
@@ -131,6 +140,13 @@ class Workspace:
         streams); every event does, and so does a park report (proxy.ide_view)."""
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def note_served(self, backend: Backend, status: int) -> None:
+        """``backend`` answered a request with ``status``. Called by the data plane for every
+        request, so it costs one comparison until a switch waits for its first answer below 500:
+        that one becomes the machine's RequestServed (the end of the switch, as a user sees it)."""
+        if backend is self._unserved and status < 500:
+            self.feed(RequestServed(backend.role, self._now()))
 
     def report_passive_failure(self, backend: Backend, detail: str) -> None:
         if self.backends.get(backend.role) is backend:
@@ -161,7 +177,7 @@ class Workspace:
                 command = getattr(self.config.hooks, hook)
                 if command is not None:
                     self.tasks.spawn(self._run_hook(hook, command, switch), name=f"hook-{hook}")
-            case HealthChanged(role=role, up=up, reason=reason):
+            case HealthChanged(role=role, up=up, reason=reason, cause=cause):
                 if up and self.config.health.warmup_path is not None:
                     self.tasks.spawn(
                         warm_up(self.backends[role], self.config.health.warmup_path),
@@ -178,6 +194,7 @@ class Workspace:
                             "role": role,
                             "up": up,
                             "reason": reason,
+                            "cause": cause,
                         }
                     },
                 )
@@ -201,6 +218,20 @@ class Workspace:
                     f": {sw.detail}" if sw.detail else "",
                     extra={"fields": {"event": "switch_finished", **_switch_fields(sw)}},
                 )
+            case FirstRequestServed(switch=sw):
+                assert sw.served_at is not None  # the machine sets it on this decision
+                log.info(
+                    "%s served its first request %.3fs after the trouble began",
+                    sw.to_role,
+                    sw.served_at - sw.detected_at,
+                    extra={
+                        "fields": {
+                            "event": "first_request_served",
+                            **_switch_fields(sw),
+                            "served_after_s": round(sw.served_at - sw.detected_at, 4),
+                        }
+                    },
+                )
             case CommandRefused():
                 pass
 
@@ -212,6 +243,7 @@ class Workspace:
             "DUMONT_FROM_URL": str(self.backends[switch.from_role].url) if switch.from_role else "",
             "DUMONT_TO_URL": str(self.backends[switch.to_role].url),
             "DUMONT_REASON": switch.reason,
+            "DUMONT_CAUSE": switch.cause,
             "DUMONT_SWITCH_ID": str(switch.id),
             "DUMONT_PRIMARY_URL": str(self.backends["primary"].url),
             "DUMONT_STANDBY_URL": str(self.backends["standby"].url),
@@ -234,6 +266,7 @@ class Workspace:
                     "detail": outcome.detail,
                     "switch_id": switch.id,
                     "reason": switch.reason,
+                    "cause": switch.cause,
                 }
             },
         )
@@ -302,7 +335,7 @@ class Workspace:
         )
 
     async def request_failback(self) -> None:
-        self.failback("user: failback from the IDE")
+        self.failback("user: failback from the IDE", Cause.ADMIN)
 
     # -------------------------------------------------------------------------------- admin
 
@@ -312,11 +345,15 @@ class Workspace:
                 raise Conflict(decision.reason)
         return self.machine.history[-1] if self.machine.history else None
 
-    def failover(self, reason: str = "admin: failover requested") -> None:
-        self._command(AdminFailover(self._now(), reason))
+    def failover(
+        self, reason: str = "admin: failover requested", cause: Cause = Cause.ADMIN
+    ) -> None:
+        self._command(AdminFailover(self._now(), reason, cause))
 
-    def failback(self, reason: str = "admin: failback requested") -> None:
-        self._command(AdminFailback(self._now(), reason))
+    def failback(
+        self, reason: str = "admin: failback requested", cause: Cause = Cause.ADMIN
+    ) -> None:
+        self._command(AdminFailback(self._now(), reason, cause))
 
     async def replace_backend(self, role: Role, url: URL) -> None:
         other = self.backends["standby" if role == "primary" else "primary"]
@@ -345,6 +382,7 @@ class Workspace:
                 if h.last_check_at is None
                 else round(now - h.last_check_at, 3),
                 "last_detail": h.last_detail,
+                "down_cause": h.down_cause,
                 "fail_streak": h.fail_streak,
                 "ok_streak": h.ok_streak,
                 "open_websockets": len(backend.websockets),
@@ -365,6 +403,7 @@ class Workspace:
                     "from": sw.from_role,
                     "to": sw.to_role,
                     "reason": sw.reason,
+                    "cause": sw.cause,
                     "outcome": sw.outcome,
                     "detail": sw.detail,
                     "duration_s": None if sw.duration is None else round(sw.duration, 4),

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from provisioning.snapshot.create import CreateOptions, CreateResult, create_snapshot
     from provisioning.snapshot.destinations import DestinationOptions, open_destination
     from provisioning.snapshot.manifest import SnapshotRecord
-    from provisioning.snapshot.progress import Progress
+    from provisioning.snapshot.progress import TransferMeter
     from provisioning.snapshot.prune import PruneResult, prune_snapshots
     from provisioning.snapshot.repository import Repository
     from provisioning.snapshot.restore import RestoreResult, restore_snapshot
@@ -22,11 +22,11 @@ __all__ = [
     "CreateOptions",
     "CreateResult",
     "DestinationOptions",
-    "Progress",
     "PruneResult",
     "Repository",
     "RestoreResult",
     "SnapshotRecord",
+    "TransferMeter",
     "create_snapshot",
     "list_snapshots",
     "open_destination",
@@ -44,7 +44,7 @@ _LAZY = {
     "DestinationOptions": "destinations",
     "open_destination": "destinations",
     "SnapshotRecord": "manifest",
-    "Progress": "progress",
+    "TransferMeter": "progress",
     "PruneResult": "prune",
     "Repository": "repository",
     "prune_snapshots": "prune",
@@ -82,7 +82,7 @@ def restore_latest(
     source: str | None = None,
     overwrite: bool = False,
     options: DestinationOptions | None = None,
-    progress: Progress | None = None,
+    progress: TransferMeter | None = None,
 ) -> RestoreResult:
     """Fill ``target_dir`` from the newest snapshot (of ``source``, when given) at ``destination``.
 

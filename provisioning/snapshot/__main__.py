@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.handler(args)
     except ProvisioningError as exc:
         print(f"snapshot: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     return code
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from provisioning.snapshot.destinations import DestinationOptions, open_destination
 from provisioning.snapshot.errors import SnapshotError
-from provisioning.snapshot.progress import Progress, format_bytes
+from provisioning.snapshot.progress import TransferMeter, format_bytes
 
 if TYPE_CHECKING:
     from provisioning.snapshot.stores.base import ObjectStore
@@ -51,9 +51,9 @@ def _open(args: argparse.Namespace) -> ObjectStore:
     return open_destination(args.destination, DestinationOptions(ssh_config=args.ssh_config))
 
 
-def _progress(args: argparse.Namespace, label: str) -> Progress | None:
+def _progress(args: argparse.Namespace, label: str) -> TransferMeter | None:
     wanted = args.progress if args.progress is not None else sys.stderr.isatty()
-    return Progress(label, sys.stderr) if wanted else None
+    return TransferMeter(label, sys.stderr) if wanted else None
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from provisioning.snapshot.blobs import SMALL_FILE_LIMIT, blob_id
 from provisioning.snapshot.errors import SourceMissingError, UnknownSnapshotError
 from provisioning.snapshot.manifest import Entry, SnapshotRecord
 from provisioning.snapshot.packs import BlobLocation, PackWriter
-from provisioning.snapshot.progress import Progress
+from provisioning.snapshot.progress import TransferMeter
 from provisioning.snapshot.reading import (
     BATCH_BYTES,
     BATCH_FILES,
@@ -56,7 +56,7 @@ class CreateOptions:
     parent: str | None = None
     rehash: bool = False
     retries: int = 3
-    progress: Progress | None = None
+    progress: TransferMeter | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,8 @@
-"""Progress of a long run: bytes, files, rate and ETA, printed every second by a named thread."""
+"""The meter of a long transfer: bytes, files, rate and ETA, printed every second by a named thread.
+
+Named apart from provisioning.progress.Progress, which is one line per step of a workflow (renting a
+GPU, booting a standby); this one counts bytes inside one step.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import threading
 import time
 from typing import TextIO
 
-__all__ = ["Progress", "format_bytes"]
+__all__ = ["TransferMeter", "format_bytes"]
 
 
 def format_bytes(count: float) -> str:
@@ -17,7 +21,7 @@ def format_bytes(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
-class Progress:
+class TransferMeter:
     """Thread-safe counters; ``start`` prints a line to ``stream`` every ``interval`` seconds."""
 
     def __init__(self, label: str, stream: TextIO | None = None, interval: float = 1.0) -> None:

@@ -36,7 +36,7 @@ from provisioning.snapshot.blobs import (
 )
 from provisioning.snapshot.manifest import Entry
 from provisioning.snapshot.packs import PackWriter
-from provisioning.snapshot.progress import Progress
+from provisioning.snapshot.progress import TransferMeter
 
 __all__ = ["BATCH_BYTES", "BATCH_FILES", "BatchOutcome", "FileReader", "ReadTask"]
 
@@ -93,7 +93,7 @@ class FileReader:
         level: int,
         threads: int,
         retries: int,
-        progress: Progress | None,
+        progress: TransferMeter | None,
         direct: bool = False,
     ) -> None:
         # direct: the store writes a buffer without copying it first (a local disk), so whole

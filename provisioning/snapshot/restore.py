@@ -31,7 +31,7 @@ from provisioning.snapshot.errors import (
 )
 from provisioning.snapshot.manifest import Entry, SnapshotRecord
 from provisioning.snapshot.packs import BlobLocation
-from provisioning.snapshot.progress import Progress
+from provisioning.snapshot.progress import TransferMeter
 from provisioning.snapshot.repository import Repository
 from provisioning.snapshot.stores.base import ObjectStore, ReadStream, skip_bytes
 from provisioning.snapshot.writing import Ownership, is_zero, write_at, write_whole_file
@@ -100,7 +100,7 @@ _Batch = list[tuple[bytes, list[tuple[bytes, Entry]]]]
 
 
 class _Restorer:
-    def __init__(self, target: Path, threads: int, progress: Progress | None) -> None:
+    def __init__(self, target: Path, threads: int, progress: TransferMeter | None) -> None:
         self.target = os.fsencode(target)
         self.prefix = self.target.rstrip(b"/") + b"/"
         self.threads = threads
@@ -321,7 +321,7 @@ def restore_snapshot(
     source: str | None = None,
     threads: int | None = None,
     overwrite: bool = False,
-    progress: Progress | None = None,
+    progress: TransferMeter | None = None,
 ) -> RestoreResult:
     """Restore ``snapshot`` (an id, id prefix or "latest") into ``target``."""
     started = time.monotonic()

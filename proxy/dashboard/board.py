@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.failover import CheckResult, Decision, Event, Role
-from proxy.metrics import ProxyMetrics, SyncStatus, TipCounts
-from proxy.observe import TipSource
+from proxy.metrics import ProxyMetrics
+from proxy.observe import TipSnapshot, TipSource
 from proxy.park_status import ParkStatus
+from proxy.sync_report import SyncReport
 from proxy.workspace import Workspace
 
 from .savings import SavingsLedger, savings
@@ -28,7 +29,7 @@ log = logging.getLogger("dumont.sync")
 HISTORY = 90  # health checks kept per backend for the sparkline
 
 
-def tip_table(counts: TipCounts | None) -> dict[str, dict[str, float | int | None]] | None:
+def tip_table(counts: TipSnapshot | None) -> dict[str, dict[str, float | int | None]] | None:
     if counts is None:
         return None
     table: dict[str, dict[str, float | int | None]] = {}
@@ -43,7 +44,7 @@ def tip_table(counts: TipCounts | None) -> dict[str, dict[str, float | int | Non
 class Board:
     workspace: Workspace
     tips: TipSource | None = None  # the transition page's A/B counts (proxy.pages.TipBook)
-    sync: SyncStatus = field(default_factory=SyncStatus)
+    sync: SyncReport = field(default_factory=SyncReport)
     ledger: SavingsLedger = field(default_factory=SavingsLedger)
     park: ParkStatus = field(default_factory=ParkStatus)
     metrics: ProxyMetrics | None = None
@@ -58,7 +59,7 @@ class Board:
                 latency = health.last_latency
                 self.latencies[role].append(None if latency is None else round(latency * 1000, 3))
 
-    def tip_counts(self) -> TipCounts | None:
+    def tip_counts(self) -> TipSnapshot | None:
         return None if self.tips is None else self.tips.snapshot()
 
     def observers(self) -> list[Callable[[Event | Decision], None]]:

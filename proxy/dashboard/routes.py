@@ -8,13 +8,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import jinja2
 from aiohttp import hdrs, web
 
 from proxy.errors import BadRequest, ConfigError, NotFound
-from proxy.metrics import CONTENT_TYPE, SyncState
+from proxy.metrics import CONTENT_TYPE
+from proxy.sync_report import SYNC_STATES, SyncReportState
 
 from .board import Board
 
@@ -90,13 +91,12 @@ async def static_file(request: web.Request) -> web.Response:
     )
 
 
-def parse_sync_report(body: Any) -> tuple[SyncState, float | None]:
+def parse_sync_report(body: Any) -> tuple[SyncReportState, float | None]:
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
     state = body.get("state")
-    states = get_args(SyncState)
-    if state not in states or state == "unknown":
-        raise BadRequest(f"state must be one of {', '.join(states[1:])}; got {state!r}")
+    if state not in SYNC_STATES or state == "unknown":
+        raise BadRequest(f"state must be one of {', '.join(SYNC_STATES[1:])}; got {state!r}")
     lag = body.get("lag_seconds")
     if lag is not None:
         if isinstance(lag, bool) or not isinstance(lag, int | float):
@@ -104,7 +104,7 @@ def parse_sync_report(body: Any) -> tuple[SyncState, float | None]:
         if not math.isfinite(lag) or lag < 0:
             raise BadRequest(f"lag_seconds must be finite and >= 0; got {lag!r}")
         lag = float(lag)
-    return cast(SyncState, state), lag
+    return cast(SyncReportState, state), lag
 
 
 def make_sync_handler(require_token: TokenCheck) -> Callable[[web.Request], Any]:

@@ -4,7 +4,8 @@ The seed's claim was "$3.60/month per GPU": a standby VM at $0.005/hour for a 30
 (720 h). Here the same arithmetic runs on configured prices and on what this proxy really saw:
 
 - standby cost so far: hours since the proxy started x ``standby_per_hour``;
-- interruptions survived: completed failovers the proxy made on its own (admin ones are drills);
+- interruptions survived: completed failovers the proxy made on its own (commanded ones, by an
+  operator, a switchover or a park, are drills or plans: their cause says so);
 - downtime avoided: per interruption, ``outage_minutes`` (what an interruption costs without a
   standby: a new machine, a restore, reopening the IDE) minus the measured switch time;
 - value: downtime avoided x ``downtime_per_minute``; net: value - standby cost so far.
@@ -16,22 +17,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import get_args
 
 from proxy.config import PricesConfig
-from proxy.failover import (
-    AdminFailback,
-    AdminFailover,
-    Decision,
-    Event,
-    SwitchFinished,
-    SwitchStarted,
-)
+from proxy.failover import COMMANDED, Decision, Event, SwitchFinished
 
 __all__ = ["HOURS_PER_MONTH", "SavingsLedger", "savings"]
 
 HOURS_PER_MONTH = 720.0  # 30 days, as in the seed's arithmetic
-EVENT_TYPES: tuple[type, ...] = get_args(Event)
 
 
 @dataclass
@@ -41,19 +33,15 @@ class SavingsLedger:
     started_at: float = field(default_factory=time.time)
     interruptions: int = 0
     switch_seconds: float = 0.0  # measured, summed over those interruptions
-    _admin_event: bool = False
-    _drills: set[int] = field(default_factory=set)  # switch ids an admin command started
 
     def observe(self, item: Event | Decision) -> None:
-        if isinstance(item, EVENT_TYPES):
-            self._admin_event = isinstance(item, AdminFailover | AdminFailback)
-        elif isinstance(item, SwitchStarted) and self._admin_event:
-            self._drills.add(item.switch.id)
-        elif isinstance(item, SwitchFinished):
+        if isinstance(item, SwitchFinished):
             record = item.switch
-            drill = record.id in self._drills
-            self._drills.discard(record.id)
-            if record.kind == "failover" and record.outcome == "completed" and not drill:
+            if (
+                record.kind == "failover"
+                and record.outcome == "completed"
+                and record.cause not in COMMANDED
+            ):
                 self.interruptions += 1
                 self.switch_seconds += record.duration or 0.0
 

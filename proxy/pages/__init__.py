@@ -30,7 +30,7 @@ from .inject import MAX_DOCUMENT_BYTES, WATCHER_SRC, WATCHER_TAG, inject_watcher
 from .routes import PREFIX, is_navigation, is_navigation_of, render_transition, setup_pages
 from .state import PAGES, PagesState
 from .tips import TIP_COOKIE, TipBook, TipCounts
-from .view import Role, SwitchSnapshot, SwitchState, SwitchView
+from .view import SwitchSnapshot, SwitchState, SwitchView
 
 __all__ = [
     "DEFAULT_TIP",
@@ -42,7 +42,6 @@ __all__ = [
     "WATCHER_TAG",
     "PagesConfig",
     "PagesState",
-    "Role",
     "SwitchSnapshot",
     "SwitchState",
     "SwitchView",

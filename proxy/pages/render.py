@@ -10,9 +10,11 @@ from typing import Literal
 
 import jinja2
 
+from proxy.failover import Role
+
 from .config import Tip
 from .i18n import strings_for
-from .view import Role, SwitchSnapshot
+from .view import SwitchSnapshot
 
 __all__ = [
     "SECURITY_HEADERS",

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Literal, Protocol
 
-__all__ = ["ROLE_LABELS", "Role", "SwitchSnapshot", "SwitchState", "SwitchView"]
+from proxy.failover import Role
 
-Role = Literal["primary", "standby"]
+__all__ = ["ROLE_LABELS", "SwitchSnapshot", "SwitchState", "SwitchView"]
+
 SwitchState = Literal["serving_primary", "serving_standby", "switching", "unavailable"]
 # The catalogue keys under which each role's name is shown (proxy.pages.i18n): "GPU", "CPU Backup".
 ROLE_LABELS: dict[Role, str] = {"primary": "role.primary", "standby": "role.standby"}

@@ -69,7 +69,7 @@ def test_the_backends_share_nothing_but_the_proxy() -> None:
     assert not volumes[0] & volumes[1]
     assert "ports" not in gpu  # reachable through the proxy only
     assert "ports" not in cpu
-    # The same password on both, so that each accepts the other's session cookie (DESIGN.md).
+    # The same password on both, so that each accepts the other's session cookie (docs/DEPLOY.md).
     assert gpu["environment"]["PASSWORD"] == cpu["environment"]["PASSWORD"]
 
 

@@ -301,13 +301,14 @@ async def test_switch_reasons_map_to_the_fixed_set() -> None:
         Policy,
         Tick,
     )
-    from proxy.metrics import ProxyMetrics, SyncStatus
+    from proxy.metrics import ProxyMetrics
+    from proxy.sync_report import SyncReport
     from proxy.workspace import Workspace
 
     workspace = Workspace(
         Config(primary=URL("http://127.0.0.1:1"), standby=URL("http://127.0.0.1:2"))
     )
-    metrics = ProxyMetrics(workspace, SyncStatus(), now=lambda: 100.0)
+    metrics = ProxyMetrics(workspace, SyncReport(), now=lambda: 100.0)
     machine = FailoverMachine(Policy(fall=2, rise=2, failback_hold=100.0))
 
     def feed(event: Event) -> None:  # what Workspace.feed does for its observers

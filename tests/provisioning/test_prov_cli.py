@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from provisioning.cli import main
-from provisioning.errors import ConfigError
+from provisioning.errors import UsageError
 from provisioning.remote_snapshot import agent_archive
 from provisioning.startup_script import CODE_SERVER_INSTALLER, render_startup_script
 from provisioning.store import PairStore
@@ -114,7 +114,7 @@ def test_standby_startup_script_embeds_the_code_server_installer() -> None:
         assert package in script
     assert KEY in script
     assert "ExecStart=/opt/dumont/code-server/bin/code-server --auth password" in script
-    with pytest.raises(ConfigError, match="bad SSH public key"):
+    with pytest.raises(UsageError, match="bad SSH public key"):
         render_startup_script(pair_id="p1", ssh_user="dumont", ssh_public_key="nonsense")
 
 

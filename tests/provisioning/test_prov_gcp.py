@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioning.errors import CloudTransientError, ConfigError
+from provisioning.errors import CloudTransientError, UsageError
 from provisioning.gcp import StandbySpec, StandbyVms, load_credentials
 from provisioning.vast import RetryPolicy
 from tests.provisioning.conftest import FakeClouds
@@ -96,7 +96,7 @@ async def test_server_errors_are_retried_then_reported(clouds: FakeClouds) -> No
 
 def test_bad_zone_and_missing_project_are_one_line_errors() -> None:
     credentials = load_credentials(None, anonymous=True)
-    with pytest.raises(ConfigError, match="bad zone 'mars-1'"):
+    with pytest.raises(UsageError, match="bad zone 'mars-1'"):
         StandbyVms("p", "mars-1", credentials=credentials)
-    with pytest.raises(ConfigError, match="missing Google Cloud project"):
+    with pytest.raises(UsageError, match="missing Google Cloud project"):
         StandbyVms("", "us-central1-a", credentials=credentials)

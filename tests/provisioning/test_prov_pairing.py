@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.errors import ConfigError, NoOfferError, PairNotFound
+from provisioning.errors import NoOfferError, PairNotFound, UsageError
 from provisioning.gcp import StandbyVm
 from provisioning.pairing import PairService, PairSpec
 from provisioning.store import Pair, PairState, PairStore
@@ -62,7 +62,7 @@ async def test_no_matching_offer_and_bad_or_unknown_ids(service: PairService) ->
     spec = PairSpec(**{**SPEC.to_json(), "gpu_query": {"gpu_name": {"eq": "H200"}}})
     with pytest.raises(NoOfferError, match="no Vast offer matches"):
         await service.create("carol", spec)
-    with pytest.raises(ConfigError, match="bad pair id 'Bad_Id'"):
+    with pytest.raises(UsageError, match="bad pair id 'Bad_Id'"):
         await service.create("Bad_Id", SPEC)
     with pytest.raises(PairNotFound, match="unknown pair 'nobody'"):
         await service.destroy("nobody")

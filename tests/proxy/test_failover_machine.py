@@ -11,19 +11,23 @@ from proxy.failover import (
     AdminFailback,
     AdminFailover,
     BackendReplaced,
+    Cause,
     CheckResult,
     CommandRefused,
     Decision,
     FailoverMachine,
+    FirstRequestServed,
     HealthChanged,
     HookFinished,
     PassiveFailure,
     Policy,
     ProbeNow,
+    RequestServed,
     Role,
     RunHook,
     State,
     SwitchFinished,
+    SwitchRecord,
     SwitchStarted,
     Tick,
 )
@@ -378,3 +382,136 @@ def test_admin_failover_is_not_undone_by_auto_failback() -> None:
     h.advance(30)
     h.tick()
     assert h.machine.active == "primary"
+
+
+# ------------------------------------------------------------------------------ why: Cause
+
+
+def finished_switch(out: list[Decision]) -> SwitchRecord:
+    return next(d for d in out if isinstance(d, SwitchFinished)).switch
+
+
+def test_a_failover_by_active_checks_says_so_on_the_health_change_and_the_switch() -> None:
+    h = started()
+    h.check("primary", False, "timed out")
+    out = h.check("primary", False, "timed out")
+    change = next(d for d in out if isinstance(d, HealthChanged))
+    assert (change.up, change.cause) == (False, Cause.ACTIVE_CHECK)
+    assert finished_switch(out).cause is Cause.ACTIVE_CHECK
+    assert h.machine.health["primary"].down_cause is Cause.ACTIVE_CHECK
+
+
+def test_a_failover_by_failing_requests_is_caused_by_the_passive_failure() -> None:
+    h = started()
+    h.check("primary", False, "timed out")  # one short of fall
+    out = h.passive("primary")  # a real request fails too: that is the second failure
+    change = next(d for d in out if isinstance(d, HealthChanged))
+    assert change == HealthChanged(
+        "primary", False, "passive: connection refused", Cause.PASSIVE_FAILURE
+    )
+    record = finished_switch(out)
+    assert (record.kind, record.cause) == ("failover", Cause.PASSIVE_FAILURE)
+    # Back up by active checks: the down cause is gone with the fall.
+    for _ in range(3):
+        h.check("primary", True)
+    assert h.machine.health["primary"].down_cause is None
+
+
+@pytest.mark.parametrize("cause", [Cause.ADMIN, Cause.SWITCHOVER, Cause.PARK])
+def test_a_commanded_failover_carries_the_command_cause(cause: Cause) -> None:
+    h = started()
+    out = h.machine.handle(AdminFailover(h.now, f"{cause}: asked", cause))
+    assert finished_switch(out).cause is cause
+
+
+def test_automatic_failback_and_a_resumed_failback_have_their_own_causes() -> None:
+    h = started(Policy(fall=2, rise=3, failback="auto", failback_hold=30.0))
+    h.check("primary", False)
+    h.check("primary", False)
+    for _ in range(3):
+        h.check("primary", True)
+    h.advance(30.0)
+    assert finished_switch(h.tick()).cause is Cause.FAILBACK
+
+    h.machine.handle(AdminFailover(h.now, "park: idle", Cause.PARK))
+    out = h.machine.handle(AdminFailback(h.now, "resume: GPU filled", Cause.RESUME))
+    assert finished_switch(out).cause is Cause.RESUME
+
+
+def test_serving_the_standby_at_start_up_is_a_recovery() -> None:
+    h = Harness(FailoverMachine(Policy()))
+    h.check("standby", True)
+    out = h.check("primary", False)
+    assert finished_switch(out).cause is Cause.RECOVERY
+
+
+def test_a_failed_before_failback_hook_abandons_the_failback_by_hook_failure() -> None:
+    h = started(Policy(fall=2, rise=3, failback="manual", before_failback=True))
+    h.check("primary", False)
+    h.check("primary", False)
+    for _ in range(3):
+        h.check("primary", True)
+    out = h.machine.handle(AdminFailback(h.now))
+    switch_id = next(d for d in out if isinstance(d, SwitchStarted)).switch.id
+    record = finished_switch(h.hook("before_failback", False, switch_id))
+    assert (record.outcome, record.cause, record.abandoned_by) == (
+        "abandoned",
+        Cause.ADMIN,
+        Cause.HOOK_FAILURE,
+    )
+
+
+def test_a_target_lost_during_the_switch_names_how_it_was_lost() -> None:
+    h = started(Policy(fall=2, rise=3, failback="manual", before_failback=True))
+    h.check("primary", False)
+    h.check("primary", False)
+    for _ in range(3):
+        h.check("primary", True)
+    h.machine.handle(AdminFailback(h.now))
+    h.check("primary", False)
+    record = finished_switch(h.passive("primary"))
+    assert (record.outcome, record.abandoned_by) == ("abandoned", Cause.PASSIVE_FAILURE)
+
+
+# ---------------------------------------------------------- the first request after a switch
+
+
+def test_the_first_request_the_new_backend_serves_ends_the_switch_once() -> None:
+    h = started()
+    h.advance(1.0)
+    h.check("primary", False)
+    h.advance(0.5)
+    h.check("primary", False)
+    record = h.machine.history[-1]
+    assert h.machine.awaiting_service == record
+    # The old backend answering a late request is not the switch's end.
+    assert h.machine.handle(RequestServed("primary", h.now + 0.1)) == []
+    out = h.machine.handle(RequestServed("standby", h.now + 2.0))
+    served = next(d for d in out if isinstance(d, FirstRequestServed)).switch
+    assert (served.id, served.served_at) == (record.id, h.now + 2.0)
+    assert served.served_at is not None
+    assert served.served_at - served.detected_at == pytest.approx(2.5)
+    assert h.machine.history[-1] == served  # the history shows it too
+    # Reported once: later requests are ordinary ones.
+    assert h.machine.handle(RequestServed("standby", h.now + 3.0)) == []
+
+
+def test_no_first_request_is_awaited_before_a_switch_or_after_traffic_moved_on() -> None:
+    h = Harness(FailoverMachine(Policy()))
+    h.check("primary", True)  # start-up serves the primary: no switch to confirm
+    assert h.machine.handle(RequestServed("primary", h.now)) == []
+    h = started()
+    h.check("primary", False)
+    h.check("primary", False)
+    h.check("standby", False)
+    h.check("standby", False)  # nothing serves: the switch's first request cannot come now
+    assert h.machine.awaiting_service is None
+    assert h.machine.handle(RequestServed("standby", h.now)) == []
+
+
+def test_the_pages_spell_the_machine_states_as_the_machine_does() -> None:
+    from typing import get_args
+
+    from proxy.pages import SwitchState
+
+    assert set(get_args(SwitchState)) == {str(state) for state in State}

@@ -1,7 +1,7 @@
 """The failover state machine: events in, decisions out, no I/O and no clock of its own.
 
 Everything that touches sockets or processes (health probes, hooks, the router) lives around this
-module in proxy.workspace; here we only decide. Time arrives inside events (``at``, seconds on a
+package in proxy.workspace; here we only decide. Time arrives inside events (``at``, seconds on a
 monotonic clock), so tests drive the machine byte-exact and time-exact with a fake clock.
 
 States (``State``):
@@ -15,6 +15,12 @@ Hysteresis: a backend goes down after ``fall`` consecutive failures and comes ba
 consecutive successes; automatic failback also waits ``failback_hold`` seconds of uninterrupted
 health, and a failed before_failback hook blocks the next attempt for another hold-down. A flapping
 primary therefore cannot bounce traffic.
+
+Why: every health change and switch carries a ``Cause``. A switch away from a backend that went
+down names how it went down (active checks or failing requests); a commanded one names the command;
+an automatic failback is ``FAILBACK``; leaving UNAVAILABLE for a backend whose predecessor's fall is
+unknown (start-up) is ``RECOVERY``. After a completed switch the machine waits for the new backend's
+first served request (``RequestServed``) and reports it once (``FirstRequestServed``).
 """
 
 from __future__ import annotations
@@ -22,41 +28,39 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeAlias
+from typing import Literal
 
-__all__ = [
-    "Activate",
-    "AdminFailback",
-    "AdminFailover",
-    "BackendHealth",
-    "BackendReplaced",
-    "CheckResult",
-    "CommandRefused",
-    "Decision",
-    "Event",
-    "FailoverMachine",
-    "HealthChanged",
-    "HookFinished",
-    "HookName",
-    "PassiveFailure",
-    "Policy",
-    "ProbeNow",
-    "Role",
-    "RunHook",
-    "State",
-    "SwitchFinished",
-    "SwitchRecord",
-    "SwitchStarted",
-    "Tick",
-]
+from .decisions import (
+    Activate,
+    CommandRefused,
+    Decision,
+    FirstRequestServed,
+    HealthChanged,
+    ProbeNow,
+    RunHook,
+    SwitchFinished,
+    SwitchKind,
+    SwitchRecord,
+    SwitchStarted,
+)
+from .events import (
+    ROLES,
+    AdminFailback,
+    AdminFailover,
+    BackendReplaced,
+    Cause,
+    CheckResult,
+    Event,
+    HookFinished,
+    HookName,
+    PassiveFailure,
+    RequestServed,
+    Role,
+    Tick,
+    other,
+)
 
-Role = Literal["primary", "standby"]
-HookName = Literal["before_failover", "on_failover", "before_failback", "on_failback"]
-ROLES: tuple[Role, Role] = ("primary", "standby")
-
-
-def other(role: Role) -> Role:
-    return "standby" if role == "primary" else "primary"
+__all__ = ["SERVING", "BackendHealth", "FailoverMachine", "Policy", "State"]
 
 
 class State(enum.StrEnum):
@@ -80,150 +84,6 @@ class Policy:
     before_failback: bool = False
 
 
-# ---------------------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """An active health check finished."""
-
-    role: Role
-    ok: bool
-    at: float
-    latency: float | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class PassiveFailure:
-    """A real request could not reach the backend (refused, reset, connect timeout)."""
-
-    role: Role
-    at: float
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Tick:
-    """Time passed; lets hold-downs expire without a health event."""
-
-    at: float
-
-
-@dataclass(frozen=True)
-class AdminFailover:
-    at: float
-    reason: str = "admin: failover requested"
-
-
-@dataclass(frozen=True)
-class AdminFailback:
-    at: float
-    reason: str = "admin: failback requested"
-
-
-@dataclass(frozen=True)
-class BackendReplaced:
-    """The role now points at another machine (a replacement GPU): its health starts unknown."""
-
-    role: Role
-    at: float
-    url: str
-
-
-@dataclass(frozen=True)
-class HookFinished:
-    hook: HookName
-    switch_id: int
-    ok: bool
-    at: float
-    detail: str = ""
-
-
-Event: TypeAlias = (
-    CheckResult
-    | PassiveFailure
-    | Tick
-    | AdminFailover
-    | AdminFailback
-    | BackendReplaced
-    | HookFinished
-)
-
-# ------------------------------------------------------------------------------------- decisions
-
-
-@dataclass(frozen=True)
-class SwitchRecord:
-    """One switch, from the first sign of trouble to the new backend serving (or abandonment)."""
-
-    id: int
-    kind: Literal["failover", "failback", "recovery"]
-    from_role: Role | None
-    to_role: Role
-    reason: str
-    detected_at: float  # first failed check of the old backend, or the admin command
-    started_at: float
-    finished_at: float | None = None
-    outcome: Literal["pending", "completed", "abandoned"] = "pending"
-    detail: str = ""
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from the first failure (or the command) to the new backend taking traffic."""
-        return None if self.finished_at is None else self.finished_at - self.detected_at
-
-
-@dataclass(frozen=True)
-class Activate:
-    """Route traffic to ``role`` (None: nothing can serve). ``previous`` lost its traffic."""
-
-    role: Role | None
-    previous: Role | None
-    epoch: int
-
-
-@dataclass(frozen=True)
-class ProbeNow:
-    """Check this backend now instead of waiting for the next interval."""
-
-    role: Role
-
-
-@dataclass(frozen=True)
-class RunHook:
-    hook: HookName
-    switch: SwitchRecord
-
-
-@dataclass(frozen=True)
-class HealthChanged:
-    role: Role
-    up: bool
-    reason: str
-
-
-@dataclass(frozen=True)
-class SwitchStarted:
-    switch: SwitchRecord
-
-
-@dataclass(frozen=True)
-class SwitchFinished:
-    switch: SwitchRecord
-
-
-@dataclass(frozen=True)
-class CommandRefused:
-    """An admin command cannot be carried out in the current state (answered with 409)."""
-
-    reason: str
-
-
-Decision: TypeAlias = (
-    Activate | ProbeNow | RunHook | HealthChanged | SwitchStarted | SwitchFinished | CommandRefused
-)
-
 # --------------------------------------------------------------------------------------- health
 
 
@@ -239,12 +99,14 @@ class BackendHealth:
     last_check_at: float | None = None
     last_latency: float | None = None
     last_detail: str = ""
+    down_cause: Cause | None = None  # how it went down, while it is down
     # A passive failure counts once per active check, however many requests fail at the same time.
     passive_counted: bool = False
     probe_requested: bool = False
 
-    def record(self, ok: bool, at: float, fall: int, rise: int) -> bool:
-        """Count one result; return True when ``up`` changed."""
+    def record(self, ok: bool, at: float, fall: int, rise: int, cause: Cause) -> bool:
+        """Count one result (``cause``: an active check or a failed request); return True when
+        ``up`` changed."""
         before = self.up
         if ok:
             self.ok_streak += 1
@@ -253,6 +115,7 @@ class BackendHealth:
             if self.up is None or (not self.up and self.ok_streak >= rise):
                 self.up = True
                 self.up_since = at
+                self.down_cause = None
         else:
             self.fail_streak += 1
             self.ok_streak = 0
@@ -261,6 +124,7 @@ class BackendHealth:
             if self.up is None or (self.up and self.fail_streak >= fall):
                 self.up = False
                 self.up_since = None
+                self.down_cause = cause
         return self.up != before
 
 
@@ -287,6 +151,8 @@ class FailoverMachine:
     failback_blocked_until: float = 0.0
     # An operator's failover holds until their failback: auto failback must not undo it.
     pinned_to_standby: bool = False
+    # The last completed switch, until its new backend answers a request (RequestServed).
+    awaiting_service: SwitchRecord | None = None
     _switch: _Switch | None = None
     _next_switch_id: int = 1
 
@@ -320,6 +186,9 @@ class FailoverMachine:
             case BackendReplaced():
                 self.health[event.role] = BackendHealth()
                 out.append(ProbeNow(event.role))
+            case RequestServed():
+                self._on_served(event, out)
+                return out
             case HookFinished():
                 self._on_hook(event, out)
         self._reconsider(event.at, out)
@@ -332,10 +201,9 @@ class FailoverMachine:
         h.last_check_at, h.last_latency, h.last_detail = ev.at, ev.latency, ev.detail
         h.passive_counted = False
         h.probe_requested = False
-        if h.record(ev.ok, ev.at, self.policy.fall, self.policy.rise):
-            out.append(
-                HealthChanged(ev.role, bool(h.up), ev.detail or ("ok" if ev.ok else "failed"))
-            )
+        if h.record(ev.ok, ev.at, self.policy.fall, self.policy.rise, Cause.ACTIVE_CHECK):
+            reason = ev.detail or ("ok" if ev.ok else "failed")
+            out.append(HealthChanged(ev.role, bool(h.up), reason, Cause.ACTIVE_CHECK))
         elif not ev.ok and h.up:
             # One failure short of ``fall``: confirm at once rather than after an interval
             # (HAProxy's fastinter), so a frozen machine is out after fall x timeout.
@@ -349,12 +217,29 @@ class FailoverMachine:
         if not h.passive_counted:
             h.passive_counted = True
             h.last_detail = ev.detail
-            if h.record(False, ev.at, self.policy.fall, self.policy.rise):
-                out.append(HealthChanged(ev.role, False, f"passive: {ev.detail}"))
+            cause = Cause.PASSIVE_FAILURE
+            if h.record(False, ev.at, self.policy.fall, self.policy.rise, cause):
+                out.append(HealthChanged(ev.role, False, f"passive: {ev.detail}", cause))
                 return
         if not h.probe_requested:
             h.probe_requested = True
             out.append(ProbeNow(ev.role))
+
+    def _on_served(self, ev: RequestServed, out: list[Decision]) -> None:
+        awaiting = self.awaiting_service
+        if awaiting is None or awaiting.to_role != ev.role or self.active != ev.role:
+            return  # no switch waits for this backend: an ordinary request
+        self.awaiting_service = None
+        record = replace(awaiting, served_at=ev.at)
+        for i in range(len(self.history) - 1, -1, -1):
+            if self.history[i].id == record.id:
+                self.history[i] = record
+                break
+        out.append(FirstRequestServed(record))
+
+    def _went_down(self, role: Role) -> Cause:
+        """How ``role`` went down; an active check when nothing else is known."""
+        return self.health[role].down_cause or Cause.ACTIVE_CHECK
 
     def _up(self, role: Role) -> bool:
         return self.health[role].up is True
@@ -374,7 +259,8 @@ class FailoverMachine:
                     self._leave("standby", at, out)
                 elif self._auto_failback_due(at):
                     hold = self.policy.failback_hold
-                    self._start_failback(at, f"primary healthy for {hold:g}s", at, out)
+                    reason = f"primary healthy for {hold:g}s"
+                    self._start_failback(at, reason, Cause.FAILBACK, at, out)
             case State.SWITCHING:
                 self._check_switch_target(at, out)
             case State.UNAVAILABLE:
@@ -396,13 +282,14 @@ class FailoverMachine:
         h = self.health[role]
         detected = h.first_failure_at if h.first_failure_at is not None else at
         reason = f"{role} down: {h.last_detail or 'health check failed'}"
+        cause = self._went_down(role)
         if self._up(other(role)):
             if role == "primary":
-                self._start_failover(at, reason, detected, out)
+                self._start_failover(at, reason, cause, detected, out)
             else:
                 # The standby died while the primary is healthy: no time for before_failback
                 # (its data source is gone), so switch home at once.
-                self._switch_now("recovery", "primary", reason, detected, at, out)
+                self._switch_now("recovery", "primary", reason, cause, detected, at, out)
         else:
             self._activate(None, at, out)
             self.state = State.UNAVAILABLE
@@ -413,19 +300,24 @@ class FailoverMachine:
             return  # start-up: the primary's first check decides before the standby may serve
         order: list[Role] = [self.last_served] if self.last_served else []
         order += [r for r in ROLES if r not in order]
+        # The backend that served last went down earlier; at start-up nothing had served.
+        last = self.last_served
+        cause = self.health[last].down_cause if last is not None else None
+        cause = cause or Cause.RECOVERY
         for role in order:
             if not self._up(role):
                 continue
             if role == "standby" and self.last_served != "standby":
                 h = self.health["primary"]
                 detected = h.first_failure_at if h.first_failure_at is not None else at
-                self._start_failover(at, "primary unavailable, standby up", detected, out)
+                reason = "primary unavailable, standby up"
+                self._start_failover(at, reason, cause, detected, out)
             elif self.last_served in (None, role):
                 self._activate(role, at, out)
                 self.state = SERVING[role]
             else:
                 reason = "standby unavailable, primary up"
-                self._switch_now("recovery", role, reason, at, at, out)
+                self._switch_now("recovery", role, reason, cause, at, at, out)
             return
 
     def _check_switch_target(self, at: float, out: list[Decision]) -> None:
@@ -434,7 +326,8 @@ class FailoverMachine:
         target = sw.record.to_role
         if not self._down(target):
             return
-        self._finish(sw, at, "abandoned", f"{target} went down during the switch", out)
+        detail = f"{target} went down during the switch"
+        self._finish(sw, at, "abandoned", detail, out, self._went_down(target))
         source = sw.record.from_role
         if source is not None and self.active == source and self._up(source):
             self.state = SERVING[source]
@@ -446,9 +339,10 @@ class FailoverMachine:
 
     def _new_switch(
         self,
-        kind: Literal["failover", "failback", "recovery"],
+        kind: SwitchKind,
         to_role: Role,
         reason: str,
+        cause: Cause,
         detected_at: float,
         at: float,
     ) -> SwitchRecord:
@@ -458,28 +352,33 @@ class FailoverMachine:
             from_role=self.active if self.active is not None else self.last_served,
             to_role=to_role,
             reason=reason,
+            cause=cause,
             detected_at=detected_at,
             started_at=at,
         )
         self._next_switch_id += 1
         return record
 
-    def _start_failover(self, at: float, reason: str, detected: float, out: list[Decision]) -> None:
+    def _start_failover(
+        self, at: float, reason: str, cause: Cause, detected: float, out: list[Decision]
+    ) -> None:
         if not self.policy.before_failover:
-            self._switch_now("failover", "standby", reason, detected, at, out)
+            self._switch_now("failover", "standby", reason, cause, detected, at, out)
             return
-        record = self._new_switch("failover", "standby", reason, detected, at)
+        record = self._new_switch("failover", "standby", reason, cause, detected, at)
         # The primary is gone: stop routing to it while the standby is fenced.
         self._activate(None, at, out)
         self.state = State.SWITCHING
         self._switch = _Switch(record, waiting_for="before_failover")
         out += [SwitchStarted(record), RunHook("before_failover", record)]
 
-    def _start_failback(self, at: float, reason: str, detected: float, out: list[Decision]) -> None:
+    def _start_failback(
+        self, at: float, reason: str, cause: Cause, detected: float, out: list[Decision]
+    ) -> None:
         if not self.policy.before_failback:
-            self._switch_now("failback", "primary", reason, detected, at, out)
+            self._switch_now("failback", "primary", reason, cause, detected, at, out)
             return
-        record = self._new_switch("failback", "primary", reason, detected, at)
+        record = self._new_switch("failback", "primary", reason, cause, detected, at)
         # The standby keeps serving while its files are copied home.
         self.state = State.SWITCHING
         self._switch = _Switch(record, waiting_for="before_failback")
@@ -487,14 +386,15 @@ class FailoverMachine:
 
     def _switch_now(
         self,
-        kind: Literal["failover", "failback", "recovery"],
+        kind: SwitchKind,
         to_role: Role,
         reason: str,
+        cause: Cause,
         detected: float,
         at: float,
         out: list[Decision],
     ) -> None:
-        sw = _Switch(self._new_switch(kind, to_role, reason, detected, at))
+        sw = _Switch(self._new_switch(kind, to_role, reason, cause, detected, at))
         out.append(SwitchStarted(sw.record))
         self._complete(sw, at, out)
 
@@ -503,6 +403,7 @@ class FailoverMachine:
         self._activate(role, at, out)
         self.state = SERVING[role]
         record = self._finish(sw, at, "completed", "", out)
+        self.awaiting_service = record
         if record.kind == "failover":
             out.append(RunHook("on_failover", record))
         elif record.kind == "failback":
@@ -515,9 +416,14 @@ class FailoverMachine:
         outcome: Literal["completed", "abandoned"],
         detail: str,
         out: list[Decision],
+        abandoned_by: Cause | None = None,
     ) -> SwitchRecord:
         record = replace(
-            sw.record, finished_at=at, outcome=outcome, detail=detail or sw.record.detail
+            sw.record,
+            finished_at=at,
+            outcome=outcome,
+            detail=detail or sw.record.detail,
+            abandoned_by=abandoned_by,
         )
         self.history.append(record)
         self._switch = None
@@ -531,6 +437,8 @@ class FailoverMachine:
             self.pinned_to_standby = False
         previous = self.active
         self.active = role
+        # Traffic moved: an earlier switch's first request can no longer come.
+        self.awaiting_service = None
         if role is not None:
             self.last_served = role
         self.epoch += 1
@@ -554,10 +462,12 @@ class FailoverMachine:
             if self._up("primary"):
                 self._complete(sw, ev.at, out)
             else:
-                self._finish(sw, ev.at, "abandoned", "primary went down during failback", out)
+                detail = "primary went down during failback"
+                self._finish(sw, ev.at, "abandoned", detail, out, self._went_down("primary"))
                 self.state = SERVING[self.active] if self.active else State.UNAVAILABLE
         else:
-            self._finish(sw, ev.at, "abandoned", f"before_failback failed: {ev.detail}", out)
+            detail = f"before_failback failed: {ev.detail}"
+            self._finish(sw, ev.at, "abandoned", detail, out, Cause.HOOK_FAILURE)
             self.failback_blocked_until = ev.at + self.policy.failback_hold
             self.state = SERVING[self.active] if self.active else State.UNAVAILABLE
 
@@ -570,7 +480,7 @@ class FailoverMachine:
             out.append(CommandRefused("the standby is not healthy"))
         else:
             self.pinned_to_standby = True
-            self._start_failover(ev.at, ev.reason, ev.at, out)
+            self._start_failover(ev.at, ev.reason, ev.cause, ev.at, out)
 
     def _on_admin_failback(self, ev: AdminFailback, out: list[Decision]) -> None:
         if self.state != State.SERVING_STANDBY:
@@ -580,4 +490,4 @@ class FailoverMachine:
         else:
             self.failback_blocked_until = 0.0
             self.pinned_to_standby = False
-            self._start_failback(ev.at, ev.reason, ev.at, out)
+            self._start_failback(ev.at, ev.reason, ev.cause, ev.at, out)
