@@ -47,13 +47,16 @@ Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 class ClientFacts:
     """What the proxy knows about the connection a request came in on."""
 
-    __slots__ = ("host", "peer", "scheme", "trusted")
+    __slots__ = ("host", "peer", "scheme", "trusted", "untrusted_fields")
 
     def __init__(self, peer: str | None, scheme: str, host: str | None, trusted: bool) -> None:
         self.peer = peer
         self.scheme = scheme
         self.host = host
         self.trusted = trusted
+        # The X-Forwarded-* lines of an untrusted client's requests, which depend on nothing
+        # else: the data plane makes them once per connection (proxy.dataplane.messages).
+        self.untrusted_fields: list[bytes] | None = None
 
     @staticmethod
     def is_trusted(peer: str | None, networks: Iterable[IPNetwork]) -> bool:

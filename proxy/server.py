@@ -75,40 +75,6 @@ class LocalApp:
         self.pool.close()
 
 
-class FirstServedBridge:
-    """The TrafficObserver the data plane reports to: passes every report on to ``inner`` (the
-    metrics, or nothing) and tells the workspace which backend answered
-    (``Workspace.note_served``), so a switch ends on its new backend's first answer whether or not
-    metrics are enabled.
-
-    The data plane hears one report per request, at its end; a direct ``router.note_served`` call
-    from the exchange would make this class unnecessary."""
-
-    def __init__(self, workspace: Workspace, inner: TrafficObserver) -> None:
-        self._workspace = workspace
-        self._inner = inner
-        self._by_name = {backend.name: backend for backend in workspace.backends.values()}
-
-    def request_done(
-        self,
-        backend: str | None,
-        method: str,
-        status: int,
-        seconds: float,
-        bytes_up: int,
-        bytes_down: int,
-    ) -> None:
-        if backend is not None:
-            self._workspace.note_served(self._by_name[backend], status)
-        self._inner.request_done(backend, method, status, seconds, bytes_up, bytes_down)
-
-    def websocket_opened(self, backend: str) -> None:
-        self._inner.websocket_opened(backend)
-
-    def websocket_closed(self, backend: str, bytes_up: int, bytes_down: int) -> None:
-        self._inner.websocket_closed(backend, bytes_up, bytes_down)
-
-
 class ProxyServer:
     """The composition root: every part is built here, in order, before anything listens:
     config -> workspace -> tips, board and metrics (subscribed to the workspace) -> the apps ->
@@ -155,7 +121,7 @@ class ProxyServer:
                 config.limits,
                 PublicHandler(
                     workspace,
-                    FirstServedBridge(workspace, self.traffic),
+                    self.traffic,
                     config,
                     pages.pool,
                     hsts,

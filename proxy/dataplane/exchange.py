@@ -274,6 +274,8 @@ class HttpExchange:
         self.status = head.status
         if self.backend is not None:
             self.served_by = self.backend.name
+            assert self.destination.router is not None  # a backend comes only from a router
+            self.destination.router.note_served(self.backend, head.status)
         if self.watcher and self.backend is not None and _html(head.fields):
             headers = response_headers(
                 CIMultiDict((n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers)

@@ -141,9 +141,12 @@ def backend_request_head(
         for lowered, (name, value) in zip(head.names, head.raw_headers, strict=True)
         if lowered not in drop and not lowered.startswith(INTERNAL_PREFIX)
     ]
-    lines += [
-        name + b": " + value.encode("latin-1") for name, value in forwarded_fields(head, client)
-    ]
+    if client.trusted:
+        lines += _field_lines(forwarded_fields(head, client))
+    else:
+        if client.untrusted_fields is None:
+            client.untrusted_fields = _field_lines(forwarded_fields(head, client))
+        lines += client.untrusted_fields
     if b"host" not in head.fields:  # HTTP/1.0 may omit it; HTTP/1.1 to the backend needs one
         lines.append(b"Host: localhost")
     if head.chunked:
@@ -152,6 +155,10 @@ def backend_request_head(
         lines += extra
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
+
+
+def _field_lines(fields: list[tuple[bytes, str]]) -> list[bytes]:
+    return [name + b": " + value.encode("latin-1") for name, value in fields]
 
 
 def forwarded_fields(head: RequestHead, client: ClientFacts) -> list[tuple[bytes, str]]:

@@ -1,9 +1,10 @@
 """The narrow seam between the data plane and whatever decides where traffic goes.
 
 The data plane asks only this: the backend to use now, or to wait for one during a switch; it
-reports passive failures and waits for the verdict they trigger; it reads the decision's epoch (the
-watcher compares it). Today the in-process Workspace implements it; a controller feeding worker
-processes, or etcd shared by replicas, would implement the same methods.
+reports passive failures and waits for the verdict they trigger, and each answer's status (the
+first good one after a switch ends it); it reads the decision's epoch (the watcher compares it).
+Today the in-process Workspace implements it; a controller feeding worker processes, or etcd
+shared by replicas, would implement the same methods.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class Router(Protocol):
         """The backend to use, waiting up to ``wait`` seconds; raises NoBackendAvailable."""
 
     def report_passive_failure(self, backend: Backend, detail: str) -> None: ...
+
+    def note_served(self, backend: Backend, status: int) -> None:
+        """``backend`` answered with ``status``: called for every answer, so it must be cheap."""
 
     async def wait_for_verdict(self, backend: Backend, timeout: float) -> None:
         """After a passive failure: until that backend was probed again or traffic moved."""
