@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from aiohttp import hdrs
 from multidict import CIMultiDict
 
 from proxy.errors import HTTPProblem, NoBackendAvailable, UpstreamError, UpstreamTimeout
@@ -151,9 +150,9 @@ class WebSocketExchange:
         assert upstream is not None
         assert self.backend is not None
         passed = CIMultiDict(
-            (k, v) for k, v in headers.items() if k not in HOP_BY_HOP or k == hdrs.UPGRADE
+            (k, v) for k, v in headers.items() if k not in HOP_BY_HOP or k == "Upgrade"
         )
-        passed[hdrs.CONNECTION] = "Upgrade"
+        passed["Connection"] = "Upgrade"
         assert self.answer is not None
         self.conn.write(serialize_head(f"HTTP/1.1 101 {self.answer.reason}", passed))
         self.spliced = True
