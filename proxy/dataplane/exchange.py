@@ -34,7 +34,6 @@ from .messages import (
     RequestHead,
     backend_request_head,
     browser_response_head,
-    connection_tokens,
     serialize_head,
 )
 from .upstream import (
@@ -284,14 +283,11 @@ class HttpExchange:
                 self.document = bytearray()
                 self.document_headers = headers
                 return
-        status_line = b"HTTP/1.1 %d %s" % (head.status, head.reason.encode("latin-1"))
         extra = self._framing(head.content_length)
         if self.hsts is not None and b"strict-transport-security" not in head.fields:
             extra.append(b"Strict-Transport-Security: " + self.hsts.encode())
-        connection = head.fields.get(b"connection")
-        named = connection_tokens(connection) if connection else frozenset()
         self.pending_head = browser_response_head(
-            status_line, head.headers, extra, named, head.names
+            head.status_line, head.headers, extra, head.named, head.names
         )
 
     def _framing(self, length: int | None) -> list[bytes]:

@@ -98,6 +98,8 @@ class ResponseHead:
     keep_alive: bool
     names: list[bytes]  # every field's name, lowercase, in ``headers``' order
     fields: dict[bytes, list[bytes]]  # the few the proxy reads (READ_FIELDS), lowercase names
+    named: frozenset[bytes]  # the fields Connection names (hop-by-hop, like it)
+    status_line: bytes  # for the browser: the backend's own words, always as HTTP/1.1
 
     @property
     def content_length(self) -> int | None:
@@ -223,10 +225,11 @@ class UpstreamConnection(asyncio.Protocol):
         if lengths is not None and (len(lengths) != 1 or not lengths[0].isdigit()):
             return False  # let llhttp refuse it (or the screening, with its reason)
         connection = fields.get(b"connection")
-        closing = connection is not None and b"close" in connection_tokens(connection)
+        named = connection_tokens(connection) if connection is not None else frozenset()
+        closing = b"close" in named
         self._head_done = True
         head = ResponseHead(status, match[2].decode("latin-1"), "1.1", headers, not closing,
-                            names, fields)  # fmt: skip
+                            names, fields, named, data[: match.end(2)])  # fmt: skip
         self._keep_alive = not closing
         length = int(lengths[0]) if lengths else 0
         if self._skip_body or status in NO_BODY_STATUSES:
@@ -306,6 +309,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_done = True
         self._keep_alive = self._parser.should_keep_alive()
         names, fields = read_fields(self._headers)
+        connection = fields.get(b"connection")
         head = ResponseHead(
             status=status,
             reason=self._reason.decode("latin-1"),
@@ -314,6 +318,8 @@ class UpstreamConnection(asyncio.Protocol):
             keep_alive=self._keep_alive,
             names=names,
             fields=fields,
+            named=connection_tokens(connection) if connection is not None else frozenset(),
+            status_line=b"HTTP/1.1 %d %s" % (status, self._reason),
         )
         length = head.content_length
         if length and not self._skip_body and status not in (204, 304):
