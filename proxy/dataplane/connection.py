@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,7 +36,8 @@ import httptools
 from proxy.headers import ClientFacts
 from proxy.validation import Rejected, is_websocket_upgrade, screen_request
 
-from .messages import FIELD, RequestHead, closing_response, connection_tokens
+from .messages import RequestHead, closing_response
+from .plain import plain_request
 from .upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER
 
 if TYPE_CHECKING:
@@ -50,13 +50,6 @@ access_log = logging.getLogger("aiohttp.access")  # the name operators already f
 
 # A refused connection is half-closed and given this long to read its answer before it is cut.
 REFUSED_LINGER = 2.0
-# The common request, read in one pass instead of one llhttp callback per field: a GET or HEAD
-# whose head came whole in one read, an origin-form target of plain URL characters, every name a
-# token and every value free of control characters. Anything else goes to llhttp, which decides.
-FAST_REQUEST = re.compile(
-    rb"(GET|HEAD) (/[-A-Za-z0-9._~!$&'()*+,;=:@/?%]*) HTTP/1\.([01])\r\n"
-    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
-)
 
 
 class Exchange(Protocol):
@@ -239,39 +232,21 @@ class ClientConnection(asyncio.Protocol):
                 self._arm(self._head_began + self.limits.header_timeout)
 
     def _fast_request(self, data: bytes) -> bool:
-        """Take a plain GET or HEAD (FAST_REQUEST) without llhttp; False leaves it to llhttp,
-        which then refuses or reads it exactly as it would have."""
-        if not data.startswith((b"GET ", b"HEAD ")):
-            return False
-        end = data.find(b"\r\n\r\n")
+        """A plain request (proxy.dataplane.plain) read in one pass; False leaves it to llhttp."""
         limits = self.limits
-        if end < 0 or end >= limits.max_header_size or end >= self.context.max_head_bytes:
-            return False  # (a head within one field's limit has no field over it)
-        match = FAST_REQUEST.match(data, 0, end + 4)
-        if match is None or match.end() != end + 4 or len(match[2]) > limits.max_url_length:
+        # A head within one field's size limit has no field over it.
+        max_head = min(limits.max_header_size, self.context.max_head_bytes)
+        plain = plain_request(data, max_head, limits.max_url_length, limits.max_header_count)
+        if plain is None:
             return False
-        headers: list[tuple[bytes, bytes]] = FIELD.findall(match[4])
-        if len(headers) > limits.max_header_count:
-            return False
-        http10 = match[3] == b"0"
-        head = RequestHead(match[1].decode("ascii"), match[2].decode("latin-1"),
-                           "1.0" if http10 else "1.1", headers, True)  # fmt: skip
-        fields = head.fields
-        if b"content-length" in fields or b"transfer-encoding" in fields or b"upgrade" in fields:
-            return False  # a body or a protocol switch: llhttp's part
-        connection = fields.get(b"connection")
-        if connection is not None:
-            tokens = connection_tokens(connection)
-            head.keep_alive = b"keep-alive" in tokens if http10 else b"close" not in tokens
-        elif http10:
-            head.keep_alive = False
+        head, end = plain
         self._served = True
         try:
             self._head_parsed(head)
         except _Refusal as refusal:
             self._parse_failed(refusal)
             return True
-        rest = data[end + 4 :]
+        rest = data[end:]
         if rest and not self._closing:
             self.data_received(rest)  # a pipelined request behind this one
         return True

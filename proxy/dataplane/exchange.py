@@ -36,6 +36,7 @@ from .messages import (
     browser_response_head,
     serialize_head,
 )
+from .plain import NO_BODY_STATUSES
 from .upstream import (
     BadResponse,
     ConnectFailed,
@@ -57,7 +58,6 @@ __all__ = ["IDEMPOTENT", "TRANSITION_HEADER", "HttpExchange", "problem_bytes"]
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_ATTEMPTS = 3
-NO_BODY_STATUSES = frozenset({204, 304})
 # Request body bytes held while no backend connection is ready; past it the client is not read.
 BODY_BUFFER_LIMIT = 256 * 1024
 # Asks the pages app for the transition page; a browser can never send it (see strip_internal).

@@ -10,7 +10,6 @@ tests/security/test_properties.py checks against those reference functions.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -20,13 +19,16 @@ from multidict import CIMultiDict
 from proxy.headers import FORWARDED, HOP_BY_HOP, ClientFacts
 
 __all__ = [
-    "FIELD",
     "REFUSAL_HEADERS",
+    "REQUEST_FIELDS",
+    "RESPONSE_FIELDS",
     "RequestHead",
+    "ResponseHead",
     "backend_request_head",
     "browser_response_head",
     "closing_response",
     "connection_tokens",
+    "read_fields",
     "serialize_head",
 ]
 
@@ -41,12 +43,18 @@ _HOP_BY_HOP = frozenset(str(h).lower().encode() for h in HOP_BY_HOP)
 REQUEST_DROP = _HOP_BY_HOP | frozenset(str(h).lower().encode() for h in FORWARDED) | {b"expect"}
 RESPONSE_DROP = _HOP_BY_HOP | {b"content-length"}
 INTERNAL_PREFIX = b"x-dumont-"
-# Name and value of each line of a head already checked whole (the data plane's fast paths):
-# one C call instead of a split and a partition per field. Like llhttp, only the whitespace
-# before a value is dropped (tests/proxy/test_fast_paths.py compares the two).
-FIELD = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*)\r\n")
+# The response fields the proxy reads.
+RESPONSE_FIELDS = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"content-type",
+        b"connection",
+        b"strict-transport-security",
+    }
+)
 # The request fields the proxy reads; the rest pass through untouched and unread.
-READ_FIELDS = frozenset(
+REQUEST_FIELDS = frozenset(
     {
         b"host",
         b"content-length",
@@ -75,6 +83,21 @@ def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     )
 
 
+def read_fields(
+    headers: list[tuple[bytes, bytes]], wanted: frozenset[bytes]
+) -> tuple[list[bytes], dict[bytes, list[bytes]]]:
+    """Every name lowercased once, and the values of the ``wanted`` fields."""
+    names = [name.lower() for name, _ in headers]
+    fields: dict[bytes, list[bytes]] = {}
+    for lowered, (_, value) in zip(names, headers, strict=True):
+        if lowered in wanted:
+            if lowered in fields:
+                fields[lowered].append(value)
+            else:
+                fields[lowered] = [value]
+    return names, fields
+
+
 @dataclass(slots=True)
 class RequestHead:
     method: str
@@ -83,19 +106,11 @@ class RequestHead:
     raw_headers: list[tuple[bytes, bytes]]
     keep_alive: bool
     names: list[bytes] = field(init=False)  # every field's name, lowercase, in order
-    fields: dict[bytes, list[bytes]] = field(init=False)
+    fields: dict[bytes, list[bytes]] = field(init=False)  # REQUEST_FIELDS, lowercase names
     _headers: CIMultiDict[str] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.names = names = [name.lower() for name, _ in self.raw_headers]
-        fields: dict[bytes, list[bytes]] = {}
-        for lowered, (_, value) in zip(names, self.raw_headers, strict=True):
-            if lowered in READ_FIELDS:
-                if lowered in fields:
-                    fields[lowered].append(value)
-                else:
-                    fields[lowered] = [value]
-        self.fields = fields
+        self.names, self.fields = read_fields(self.raw_headers, REQUEST_FIELDS)
 
     def first(self, name: bytes) -> str | None:
         """The first value of a read field (``name`` lowercase), as text."""
@@ -126,6 +141,24 @@ class RequestHead:
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: str
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    keep_alive: bool
+    names: list[bytes]  # every field's name, lowercase, in ``headers``' order
+    fields: dict[bytes, list[bytes]]  # RESPONSE_FIELDS, lowercase names
+    named: frozenset[bytes]  # the fields Connection names (hop-by-hop, like it)
+    status_line: bytes  # for the browser: the backend's own words, always as HTTP/1.1
+
+    @property
+    def content_length(self) -> int | None:
+        values = self.fields.get(b"content-length")
+        return int(values[0]) if values else None
 
 
 def backend_request_head(

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import httptools
 
-from .messages import FIELD, connection_tokens
+from .messages import RESPONSE_FIELDS, ResponseHead, connection_tokens, read_fields
+from .plain import plain_response
 
 __all__ = [
     "KEEPALIVE_SECONDS",
@@ -41,23 +40,6 @@ KEEPALIVE_SECONDS = 4.0
 # A response head larger than this is refused (llhttp has no limit of its own).
 MAX_RESPONSE_HEAD = 64 * 1024
 MAX_RESPONSE_HEADERS = 200
-READ_FIELDS = frozenset(
-    {
-        b"content-length",
-        b"transfer-encoding",
-        b"content-type",
-        b"connection",
-        b"strict-transport-security",
-    }
-)
-# The common response, read in one pass instead of a dozen llhttp callbacks: an HTTP/1.1 head
-# whole in one read, every name a token and every value free of control characters. Anything
-# else (1xx, chunked, close-delimited, an odd byte anywhere) is left to llhttp, which decides.
-FAST_HEAD = re.compile(
-    rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n"
-    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
-)
-NO_BODY_STATUSES = frozenset({204, 304})
 # The kernel's socket buffer plus this much in the transport before the writer is told to wait
 # (both sides of the data plane use these marks).
 WRITE_HIGH_WATER = 256 * 1024
@@ -87,39 +69,6 @@ class UpstreamClosed(UpstreamFailure):
 
 class BadResponse(UpstreamFailure):
     """The backend sent bytes that are not a valid HTTP/1.1 response."""
-
-
-@dataclass(slots=True)
-class ResponseHead:
-    status: int
-    reason: str
-    version: str
-    headers: list[tuple[bytes, bytes]]
-    keep_alive: bool
-    names: list[bytes]  # every field's name, lowercase, in ``headers``' order
-    fields: dict[bytes, list[bytes]]  # the few the proxy reads (READ_FIELDS), lowercase names
-    named: frozenset[bytes]  # the fields Connection names (hop-by-hop, like it)
-    status_line: bytes  # for the browser: the backend's own words, always as HTTP/1.1
-
-    @property
-    def content_length(self) -> int | None:
-        values = self.fields.get(b"content-length")
-        return int(values[0]) if values else None
-
-
-def read_fields(
-    headers: list[tuple[bytes, bytes]],
-) -> tuple[list[bytes], dict[bytes, list[bytes]]]:
-    """Every name lowercased once, and the values of the fields the proxy reads."""
-    names = [name.lower() for name, _ in headers]
-    fields: dict[bytes, list[bytes]] = {}
-    for lowered, (_, value) in zip(names, headers, strict=True):
-        if lowered in READ_FIELDS:
-            if lowered in fields:
-                fields[lowered].append(value)
-            else:
-                fields[lowered] = [value]
-    return names, fields
 
 
 class ResponseSink(Protocol):
@@ -206,33 +155,15 @@ class UpstreamConnection(asyncio.Protocol):
             self._bypass = self._body_left > 0 and not self._complete
 
     def _fast_response(self, data: bytes) -> bool:
-        """Read a plain response head (FAST_HEAD) with its length, and pass its body on; False
+        """A plain response (proxy.dataplane.plain) read in one pass, its body passed on; False
         leaves everything to llhttp."""
-        end = data.find(b"\r\n\r\n")
-        if end < 0 or end > MAX_RESPONSE_HEAD:
+        plain = plain_response(data, MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS)
+        if plain is None:
             return False
-        match = FAST_HEAD.match(data, 0, end + 4)
-        if match is None or match.end() != end + 4:
-            return False
-        headers: list[tuple[bytes, bytes]] = FIELD.findall(match[3])
-        if len(headers) > MAX_RESPONSE_HEADERS:
-            return False
-        names, fields = read_fields(headers)
-        status = int(match[1])
-        lengths = fields.get(b"content-length")
-        if b"transfer-encoding" in fields or (lengths is None and status not in NO_BODY_STATUSES):
-            return False  # chunked, or framed by the connection's end: llhttp's part
-        if lengths is not None and (len(lengths) != 1 or not lengths[0].isdigit()):
-            return False  # let llhttp refuse it (or the screening, with its reason)
-        connection = fields.get(b"connection")
-        named = connection_tokens(connection) if connection is not None else frozenset()
-        closing = b"close" in named
+        head, end, length = plain
         self._head_done = True
-        head = ResponseHead(status, match[2].decode("latin-1"), "1.1", headers, not closing,
-                            names, fields, named, data[: match.end(2)])  # fmt: skip
-        self._keep_alive = not closing
-        length = int(lengths[0]) if lengths else 0
-        if self._skip_body or status in NO_BODY_STATUSES:
+        self._keep_alive = head.keep_alive
+        if self._skip_body:
             length = 0
         self._body_left = length
         sink = self.sink
@@ -240,7 +171,7 @@ class UpstreamConnection(asyncio.Protocol):
         sink.head_received(head)
         if self.sink is None:
             return True  # the exchange let go of this connection on seeing the head
-        rest = data[end + 4 :]
+        rest = data[end:]
         if length:
             self._bypass = True
             if rest:
@@ -308,7 +239,7 @@ class UpstreamConnection(asyncio.Protocol):
                 raise BadResponse("response head too large", True)
         self._head_done = True
         self._keep_alive = self._parser.should_keep_alive()
-        names, fields = read_fields(self._headers)
+        names, fields = read_fields(self._headers, RESPONSE_FIELDS)
         connection = fields.get(b"connection")
         head = ResponseHead(
             status=status,

@@ -1,5 +1,5 @@
 """The data plane's fast paths read the common request and response heads in one pass instead of
-through llhttp's callbacks (proxy/dataplane/connection.py FAST_REQUEST, upstream.py FAST_HEAD).
+through llhttp's callbacks (proxy/dataplane/plain.py).
 They must never change a byte of what either side sees: each case here goes through the proxy
 twice, once whole in one write (the fast path) and once a byte at a time (llhttp reads a head it
 never gets whole), and both trips must give the backend and the browser the same bytes.
