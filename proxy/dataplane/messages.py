@@ -10,6 +10,7 @@ tests/security/test_properties.py checks against those reference functions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -75,12 +76,15 @@ REQUEST_FIELDS = frozenset(
 
 def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     """The lowercased field names a Connection header lists (they are hop-by-hop too)."""
-    if len(values) == 1 and b"," not in values[0]:
-        token = values[0].strip().lower()  # "keep-alive", "close", "upgrade": one token
-        return frozenset((token,)) if token else frozenset()
-    return frozenset(
-        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
-    )
+    if len(values) == 1:
+        return _tokens_of(values[0])
+    return frozenset(token for value in values for token in _tokens_of(value))
+
+
+@functools.lru_cache(maxsize=256)
+def _tokens_of(value: bytes) -> frozenset[bytes]:
+    # Nearly every message says "keep-alive", "close" or "upgrade": remembered, not re-split.
+    return frozenset(token.strip().lower() for token in value.split(b",") if token.strip())
 
 
 def read_fields(
