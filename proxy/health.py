@@ -182,6 +182,8 @@ class _Checks:
         self.soon: asyncio.Handle | None = None  # a check asked for at once
         self.connecting: asyncio.Task[None] | None = None
         self.conn: UpstreamConnection | None = None
+        self.request = b""  # the probe's bytes, made once per backend
+        self.request_for: Backend | None = None
 
     def slot_due(self, slot: int) -> None:
         if self.stopped:
@@ -223,7 +225,10 @@ class _Checks:
 
     def _send(self, conn: UpstreamConnection, backend: Backend) -> None:
         self.conn = conn
-        conn.send(self, probe_request(backend, self.checker.settings.path))
+        if self.request_for is not backend:  # the first probe, or the role was re-pointed
+            self.request = probe_request(backend, self.checker.settings.path)
+            self.request_for = backend
+        conn.send(self, self.request)
 
     # ResponseSink
     def head_received(self, head: ResponseHead) -> None:
