@@ -280,11 +280,11 @@ class Parking:
         if mode == "stop":
             self._store.record(pair.id, "resume-mode-stop")
         try:
-            await self._report("resuming", detail="renting a GPU")
+            await self._report("resuming", detail="renting a GPU", step="renting")
             gpu = await self._bring_gpu(pair, mode)
             steps["rent"] = time.monotonic() - started
             self._store.record(pair.id, "resume-rented", str(gpu.id))
-            await self._report("resuming", detail="filling the GPU with your files")
+            await self._report("resuming", detail="filling the GPU with your files", step="filling")
             standby = await self._service.standbys.get(pair.standby_name)
             await fill(self._store.get(pair.id), gpu, standby)
             steps["fill"] = time.monotonic() - started - sum(steps.values())
@@ -292,7 +292,7 @@ class Parking:
             # finishes this resume rather than destroy it.
             self._store.record(pair.id, "resume-filled", str(gpu.id))
             if self._proxy is not None:
-                await self._report("resuming", detail="switching to the GPU")
+                await self._report("resuming", detail="switching to the GPU", step="switching")
                 await wait_for(
                     self._proxy.url,
                     self._proxy.token,

@@ -176,11 +176,15 @@
     notice = null;
   }
 
-  function fill(text, park) {
+  // A resume's step comes as a key, so the user reads it in their language; provisioning's own
+  // detail (English, one line) is the fallback for anything else.
+  function fill(text, park, t) {
+    var step = park.step ? t["park.step." + park.step] : null;
     return text
       .replace("{idle}", String(park.idle_min === null ? "?" : park.idle_min))
       .replace("{left}", String(park.park_in_min === null ? "?" : park.park_in_min))
-      .replace("{detail}", park.detail || "…");
+      .replace("{seconds}", String(park.resume_s === null ? "?" : park.resume_s))
+      .replace("{detail}", step || park.detail || "…");
   }
 
   // The park notice: its text follows the phase; idle offers "Keep it", parked (or a failed
@@ -193,13 +197,14 @@
         parkNotice.setAttribute("role", "status");
         document.documentElement.appendChild(parkNotice);
       }
-      var key = park.phase + "|" + park.detail + "|" + park.idle_min + "|" + park.park_in_min;
+      var key = [park.phase, park.detail, park.idle_min, park.park_in_min, park.step,
+        park.resume_s].join("|");
       if (parkNotice.dataset.shown === key) return;
       parkNotice.dataset.shown = key;
       parkNotice.dataset.phase = park.phase;
       parkNotice.textContent = "";
       var text = document.createElement("p");
-      text.textContent = fill(t["park." + park.phase] || park.phase, park);
+      text.textContent = fill(t["park." + park.phase] || park.phase, park, t);
       parkNotice.appendChild(text);
       var action = park.phase === "idle" ? ["park.keep", "/__dumont/park/keep"]
         : (park.phase === "parked" || park.phase === "resume_failed")

@@ -224,3 +224,40 @@ async def test_the_park_notice_and_its_button(
         # The phase the proxy reports next replaces the text; no park, no notice.
         view.set(SERVING_STANDBY)
         await notice.wait_for(state="detached", timeout=3000)
+
+
+@pytest.mark.parametrize(
+    ("language", "resuming", "resumed"),
+    [
+        ("en", "Bringing the GPU back: filling the GPU with your files", "GPU back in 19 s."),
+        (
+            "pt-BR",
+            "Trazendo a GPU de volta: copiando seus arquivos para a GPU",
+            "GPU de volta em 19 s.",
+        ),
+    ],
+    ids=["en", "pt-BR"],
+)
+async def test_the_resume_shows_its_step_and_then_the_time_it_took(
+    base_url: str, view: FakeSwitchView, language: str, resuming: str, resumed: str
+) -> None:
+    notice_of = {"detail": "filling the GPU with your files", "idle_min": None}
+    notice_of |= {"park_in_min": None, "standby": "present"}
+    view.set(SERVING_STANDBY)
+    async with chromium() as browser:
+        page = await browser.new_page(extra_http_headers={"Accept-Language": language})
+        await page.goto(f"{base_url}/")
+        await _wait_for_subscriber(view)
+        park = notice_of | {"phase": "resuming", "step": "filling", "resume_s": None}
+        view.set(dataclasses.replace(SERVING_STANDBY, park=park))
+        text = page.locator(".dumont-watcher-notice.dumont-park p")
+        await text.wait_for(timeout=3000)
+        assert await text.inner_text() == resuming
+        assert await page.locator(".dumont-watcher-notice.dumont-park button").count() == 0
+        done = notice_of | {"phase": "resumed", "detail": "GPU back in 19 s", "step": None}
+        view.set(dataclasses.replace(SERVING_STANDBY, park=done | {"resume_s": 19}))
+        await page.wait_for_function(
+            "t => document.querySelector('.dumont-watcher-notice.dumont-park p').textContent === t",
+            arg=resumed,
+            timeout=3000,
+        )
