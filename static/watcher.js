@@ -29,6 +29,7 @@
   var notice = null;
   var parkNotice = null; // the parked GPU's notice (issue 18): idle countdown, parked, resuming
   var strings = null;
+  var lastState = null; // the last event: its notices are due once an arrival's cover lifts
   var backoffMs = 500;
 
   function storageGet(key) {
@@ -120,8 +121,14 @@
       if (done || Date.now() - started > ARRIVAL_MAX_MS) {
         try { window.sessionStorage.removeItem(ARRIVING_KEY); } catch (e) { /* fine */ }
         arriving = false;
-        // A beat for the transition page's "connected" state, then fade out.
-        window.setTimeout(hideOverlay, done ? 600 : 0);
+        // A beat for the transition page's "connected" state, then fade out. The notices the
+        // last event carried were held back while the page was covered, and the event stream
+        // sends nothing new until something changes: show them now (the parked GPU's notice
+        // after a park's reload, issue 18).
+        window.setTimeout(function () {
+          hideOverlay();
+          if (lastState) showNotices(lastState);
+        }, done ? 600 : 0);
         return;
       }
       window.setTimeout(check, 150);
@@ -247,6 +254,12 @@
     } else if (s.ready && !arriving) {
       hideOverlay(); // a blip without a switch: VS Code reconnects by itself
     }
+    lastState = s;
+    showNotices(s);
+  }
+
+  // The notices sit above the IDE, never above the transition screen.
+  function showNotices(s) {
     var offerFailback = s.failback_available && s.state === "serving_standby" && !overlay &&
       storageGet(DISMISSED_KEY) !== String(s.epoch);
     if (offerFailback) showNotice(s); else hideNotice();
