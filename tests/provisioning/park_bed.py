@@ -1,6 +1,7 @@
 """A pair ready to park: both fake clouds, one sshd standing in for every machine, real lsyncd
 syncing the GPU's directories to the standby's, and the real proxy (``python -m proxy``) with the
-documented hooks, in front of small health-only servers standing in for the code-servers.
+documented hooks, in front of small health-only servers standing in for the code-servers (or
+real code-servers the caller started: ``backends``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class ParkBed:
     client: httpx.AsyncClient
     new_gpu_port: int  # a second "code-server" for the GPU a resume rents
     proxy_log: Path
+    public: str = ""  # the proxy's address for browsers
 
     @property
     def headers(self) -> dict[str, str]:
@@ -134,10 +136,18 @@ def proxy_hooks(bed: SyncBed, tmp_path: Path) -> str:
 
 @contextlib.asynccontextmanager
 async def park_bed(
-    clouds: FakeClouds, bed: SyncBed, tmp_path: Path, *, resume_hook: bool = False
+    clouds: FakeClouds,
+    bed: SyncBed,
+    tmp_path: Path,
+    *,
+    resume_hook: bool = False,
+    backends: tuple[str, str] | None = None,
+    proxy_flags: Sequence[str] = (),
 ) -> AsyncIterator[ParkBed]:
     """``resume_hook``: the proxy's hooks.resume runs ``pair resume`` (its stderr, with the
-    progress lines, goes to ``tmp_path / "resume.err"``)."""
+    progress lines, goes to ``tmp_path / "resume.err"``). ``backends``: the GPU's and the
+    standby's code-server URLs, instead of health-only servers; ``proxy_flags``: more options
+    for the proxy (health timeouts for real code-servers on a loaded machine)."""
     clouds.vast.ssh_port = bed.sshd.port  # every rented GPU is the test's sshd
     store = tmp_path / "pairs.sqlite3"
     async with pair_service(clouds, store) as service:
@@ -152,7 +162,7 @@ async def park_bed(
         await server.start_server()
         servers.append(server)
     clouds.vast.code_server_port = servers[2].port
-    control = free_port()
+    control, listen = free_port(), free_port()
     log_path = tmp_path / "proxy.log"
     async with httpx.AsyncClient(timeout=200) as client:
         result = ParkBed(
@@ -164,6 +174,7 @@ async def park_bed(
             client,
             servers[2].port,
             log_path,
+            f"http://127.0.0.1:{listen}",
         )
         hooks = proxy_hooks(bed, tmp_path)
         if resume_hook:
@@ -173,14 +184,13 @@ async def park_bed(
             hooks += f"resume = {json.dumps(line)}\n"
         config = tmp_path / "dumont.toml"
         config.write_text(hooks)
+        primary, standby = backends or tuple(f"http://127.0.0.1:{s.port}" for s in servers[:2])
         with log_path.open("w") as proxy_log:
             proxy = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy",
-                f"--primary=http://127.0.0.1:{servers[0].port}",
-                f"--standby=http://127.0.0.1:{servers[1].port}",
-                f"--listen=127.0.0.1:{free_port()}", f"--control-listen=127.0.0.1:{control}",
+                sys.executable, "-m", "proxy", f"--primary={primary}", f"--standby={standby}",
+                f"--listen=127.0.0.1:{listen}", f"--control-listen=127.0.0.1:{control}",
                 f"--admin-token={TOKEN}", "--failback=manual", f"--config={config}",
-                "--health-interval=0.3",
+                "--health-interval=0.3", *proxy_flags,
                 env=os.environ | {"VAST_API_KEY": API_KEY},  # for the resume hook
                 start_new_session=True, stdout=asyncio.subprocess.DEVNULL, stderr=proxy_log,
             )  # fmt: skip
