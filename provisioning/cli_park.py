@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from provisioning.cli_pair import (
@@ -28,9 +29,11 @@ from provisioning.proxy_admin import get_park
 from provisioning.remote_snapshot import RemoteSnapshots
 from provisioning.settings import option
 from provisioning.ssh import SshHost
+from provisioning.store import PairState
 
 if TYPE_CHECKING:
     from provisioning.parking import Parking
+    from provisioning.resume_schedule import ResumeSchedule
 
 __all__ = ["add_park_verbs"]
 
@@ -134,38 +137,98 @@ def _idle(args: argparse.Namespace) -> int:
 
 
 def _autopark(args: argparse.Namespace) -> int:
-    """Watch the GPU; announce, honour "Keep it", park when idle for --park-after; then exit."""
+    """Watch the GPU; announce, honour "Keep it", park when idle for --park-after. Without a resume
+    schedule that is the end; with one (--resume-at) it runs on: resume at the next scheduled
+    time, watch the new GPU, park it again, for as long as it runs."""
+    from provisioning.resume_schedule import ResumeSchedule
+
     name = _pair_name(args)
-    progress = StderrProgress()
-    clock = IdleClock(args.idle_threshold, args.park_after, min(args.announce, args.park_after))
+    schedule = ResumeSchedule.parse(args.resume_at or [], args.timezone)
 
     async def run() -> str:
         async with _parking(args) as parking:
-            gpu, _standby = await parking.service.machines(name)
-            host = SshHost(gpu.ssh_host, "root", gpu.ssh_port, args.key, args.known_hosts)
-            kept: object = None
+            store = parking.service.store
             while True:
-                now = time.monotonic()
-                verdict = clock.observe(await sample_gpu(host, args.nvidia_smi), now)
-                if args.proxy_control:
-                    keep = await _keep_until(args)
-                    if keep is not None and keep != kept:
-                        kept = keep
-                        clock.keep(now)
-                        progress("the user kept the GPU: park postponed")
-                        verdict = "idle"
-                    if verdict == "announce":
-                        idle_for, park_in = clock.idle_for(now), clock.park_in(now)
-                        await parking.announce(idle_for, park_in, args.park_after)
-                if verdict == "park":
-                    minutes = clock.idle_for(now) / 60
-                    reason = f"GPU idle for {minutes:.0f} min"
-                    report = await parking.park(name, args.park_mode, reason)
-                    return f"parked ({report.mode}) in {report.seconds:.1f} s after {reason}"
-                await asyncio.sleep(args.check_interval)
+                state = store.get(name).state
+                if state is PairState.READY:
+                    parked = await _watch_and_park(args, parking, name)
+                    if schedule is None and parked is not None:
+                        return parked
+                elif state is PairState.PARKED and schedule is not None:
+                    await _resume_on_schedule(args, parking, name, schedule)
+                elif state in (PairState.PARKING, PairState.RESUMING):
+                    await asyncio.sleep(args.check_interval)  # another process is at work
+                else:
+                    hint = {
+                        PairState.DEGRADED: " (run pair reconcile)",
+                        PairState.PARKED: " (resume_at brings it back on a schedule)",
+                    }.get(state, "")
+                    raise ConfigError(f"pair {name} is {state.value}: nothing to watch{hint}")
 
     print(asyncio.run(run()))
     return 0
+
+
+async def _watch_and_park(args: argparse.Namespace, parking: Parking, name: str) -> str | None:
+    """Sample the GPU until it has been idle for --park-after, then park it. None when the pair
+    left the ready state meanwhile (parked or resumed by someone else)."""
+    progress = StderrProgress()
+    clock = IdleClock(args.idle_threshold, args.park_after, min(args.announce, args.park_after))
+    store = parking.service.store
+    gpu, _standby = await parking.service.machines(name)
+    host = SshHost(gpu.ssh_host, "root", gpu.ssh_port, args.key, args.known_hosts)
+    kept: object = None
+    while store.get(name).state is PairState.READY:
+        now = time.monotonic()
+        verdict = clock.observe(await sample_gpu(host, args.nvidia_smi), now)
+        if args.proxy_control:
+            keep = await _keep_until(args)
+            if keep is not None and keep != kept:
+                kept = keep
+                clock.keep(now)
+                progress("the user kept the GPU: park postponed")
+                verdict = "idle"
+            if verdict == "announce":
+                idle_for, park_in = clock.idle_for(now), clock.park_in(now)
+                await parking.announce(idle_for, park_in, args.park_after)
+        if verdict == "park":
+            minutes = clock.idle_for(now) / 60
+            reason = f"GPU idle for {minutes:.0f} min"
+            report = await parking.park(name, args.park_mode, reason)
+            return f"parked ({report.mode}) in {report.seconds:.1f} s after {reason}"
+        await asyncio.sleep(args.check_interval)
+    return None
+
+
+async def _resume_on_schedule(
+    args: argparse.Namespace, parking: Parking, name: str, schedule: ResumeSchedule
+) -> None:
+    """Wait for the next scheduled time, then resume; with no matching offer the pair stays
+    parked, the IDE and dashboard say so, and the next try comes --offer-retry-interval later.
+    Returns early when someone else resumes the pair (the IDE's button)."""
+    from provisioning.errors import NoOfferError
+
+    progress = StderrProgress()
+    store = parking.service.store
+    due = schedule.next_after(datetime.now(UTC))
+    progress(f"parked: the GPU comes back at {schedule.describe(due)}")
+    while store.get(name).state is PairState.PARKED:
+        now = datetime.now(UTC)
+        if now >= due:
+            retry_at = now + timedelta(seconds=args.offer_retry_interval)
+            try:
+                report = await parking.resume(
+                    name, replacement_filler(args), next_try=f"at {schedule.describe(retry_at)}"
+                )
+            except NoOfferError as exc:
+                progress(f"no GPU offer: still parked, next try at {schedule.describe(retry_at)}")
+                progress(f"({exc})")
+                due = retry_at
+            else:
+                progress(f"resumed on schedule: GPU {report.gpu.id} in {report.seconds:.1f} s")
+                return
+        wait = (due - datetime.now(UTC)).total_seconds()
+        await asyncio.sleep(max(0.0, min(args.check_interval, wait)))
 
 
 async def _keep_until(args: argparse.Namespace) -> object:
@@ -217,6 +280,18 @@ def add_park_verbs(actions: argparse._SubParsersAction[argparse.ArgumentParser])
             type=float,
             default=300.0,
             help="resume: seconds between searches while no offer matches",
+        )
+        option(
+            parser,
+            "--resume-at",
+            action="append",
+            help="autopark: resume a parked GPU at DAYS HH:MM (like 'mon-fri 08:30'; repeatable)",
+        )
+        option(
+            parser,
+            "--timezone",
+            default="UTC",
+            help="the pair's time zone for --resume-at (an IANA name like Europe/Lisbon)",
         )
         add_sync_options(parser, with_hosts=False)
         add_snapshot_options(parser)

@@ -265,9 +265,10 @@ class Parking:
 
     # -- resume ------------------------------------------------------------------------------
 
-    async def resume(self, pair_id: str, fill: Filler) -> ResumeReport:
+    async def resume(self, pair_id: str, fill: Filler, *, next_try: str = "") -> ResumeReport:
         """Rent (or start) a GPU, fill it (``fill``: snapshot + reverse sync + register it as the
-        proxy's primary), then fail back through the proxy's before_failback reverse sync."""
+        proxy's primary), then fail back through the proxy's before_failback reverse sync.
+        ``next_try``: when the caller looks for an offer again, told to the user if none matches."""
         pair = self._store.get(pair_id)
         if pair.state is not PairState.PARKED:
             hint = " (run pair reconcile)" if pair.state is PairState.RESUMING else ""
@@ -306,7 +307,8 @@ class Parking:
                 steps["switch"] = time.monotonic() - started - sum(steps.values())
         except NoOfferError as exc:
             await self._service.roll_back_resume(self._store.get(pair.id), mode)
-            await self._report("parked", detail=f"no GPU offer matches, still parked: {exc}")
+            retry = f"; next try {next_try}" if next_try else ""
+            await self._report("parked", detail=f"no GPU offer matches, still parked: {exc}{retry}")
             raise
         except ProvisioningError as exc:
             await self._service.roll_back_resume(self._store.get(pair.id), mode)

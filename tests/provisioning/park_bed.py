@@ -237,3 +237,22 @@ async def kill_pair_cli(pb: ParkBed, verb: str, kill_when: Callable[[], Any]) ->
         if process.returncode is None:
             os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def autopark(pb: ParkBed, log: Path, *flags: str) -> AsyncIterator[None]:
+    """``pair autopark`` as its own process (group), stderr to ``log``, killed by pgid when the
+    block ends (it runs until then when it has a resume schedule)."""
+    argv = [f"--store={pb.store}", "pair", "autopark", PAIR, *pb.cli_flags(), *flags]
+    with log.open("wb") as err:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "provisioning.cli", *argv,
+            env=os.environ | {"VAST_API_KEY": API_KEY}, start_new_session=True,
+            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()

@@ -18,11 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,8 +29,7 @@ from playwright.async_api import Page, expect
 
 from provisioning.store import PairState, PairStore
 from tests.provisioning.conftest import FakeClouds, SyncBed
-from tests.provisioning.fake_vast import API_KEY
-from tests.provisioning.park_bed import PAIR, ParkBed, free_port, park_bed, until
+from tests.provisioning.park_bed import PAIR, ParkBed, autopark, free_port, park_bed, until
 from tests.provisioning.test_gpu_idle import fake_nvidia_smi
 from tests.support.browser import chromium, open_workbench
 from tests.support.codeserver import (
@@ -110,24 +106,6 @@ async def explorer_shows(page: Page, name: str) -> None:
 async def serving(pb: ParkBed, role: str, url: str) -> bool:
     status = await pb.status()
     return bool(await pb.serving(role) and status["backends"][role]["url"] == url)
-
-
-@contextlib.asynccontextmanager
-async def autopark(pb: ParkBed, log: Path, *flags: str) -> AsyncIterator[None]:
-    """``pair autopark`` as its own process (group), killed by pgid when the block ends."""
-    argv = [f"--store={pb.store}", "pair", "autopark", PAIR, *pb.cli_flags(), *flags]
-    with log.open("wb") as err:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "provisioning.cli", *argv,
-            env=os.environ | {"VAST_API_KEY": API_KEY}, start_new_session=True,
-            stdout=asyncio.subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
 
 
 @pytest.mark.timeout(420)
