@@ -25,7 +25,7 @@ from provisioning.cli_sync import add_snapshot_options, add_sync_options, remote
 from provisioning.errors import ProxyAdminError, UsageError
 from provisioning.gpu_idle import IdleClock, sample_gpu
 from provisioning.progress import StderrProgress
-from provisioning.proxy_admin import get_park
+from provisioning.proxy_admin import get_park, report_park
 from provisioning.remote_snapshot import RemoteSnapshots
 from provisioning.settings import option
 from provisioning.ssh import SshHost
@@ -231,6 +231,58 @@ async def _resume_on_schedule(
         await asyncio.sleep(max(0.0, min(args.check_interval, wait)))
 
 
+def _watch_standby(args: argparse.Namespace) -> int:
+    """Keep the pair's spot standby. GCE's preemption notice, reported from inside the VM (its
+    start-up script's watcher), raises the alert ~30 s before the Compute API shows anything;
+    once the VM has stopped (or is gone) reconcile restarts (or recreates) it, and the alert
+    clears. Runs until killed: a systemd service beside ``autopark``."""
+    from provisioning.errors import ProvisioningError
+
+    name = _pair_name(args)
+    progress = StderrProgress()
+
+    async def run() -> None:
+        async with service_from_args(args) as service:
+            vm_name = service.store.get(name).standby_name
+            missing = False  # the proxy was told the standby is gone
+            stale = False  # restarted: the last boot's TRUE may linger until the VM writes FALSE
+            while True:
+                try:
+                    vm = await service.standbys.find(vm_name)
+                    notice = vm is not None and not vm.stopped
+                    notice = notice and await service.standbys.preempted(vm_name)
+                    stale = stale and notice
+                    if vm is None or vm.stopped:
+                        what = "deleted" if vm is None else f"{vm.status} (preempted)"
+                        progress(f"standby {vm_name} is {what}: restarting it")
+                        await _report_standby(args, "restarting", progress)
+                        for repair in await service.reconcile(name):
+                            progress(str(repair))
+                        await _report_standby(args, "present", progress)
+                        missing, stale = False, True
+                    elif notice and not stale and not missing:
+                        progress(
+                            f"standby {vm_name} reports GCE's preemption notice: it stops soon"
+                        )
+                        await _report_standby(args, "missing", progress)
+                        missing = True
+                except ProvisioningError as exc:  # a cloud hiccup must not end the watch
+                    progress(f"warning: {exc}")
+                await asyncio.sleep(args.check_interval)
+
+    asyncio.run(run())
+    return 0
+
+
+async def _report_standby(args: argparse.Namespace, state: str, progress: StderrProgress) -> None:
+    if not args.proxy_control:
+        return
+    try:
+        await report_park(args.proxy_control, args.admin_token or "", None, standby=state)
+    except ProxyAdminError as exc:
+        progress(f"warning: standby {state} not reported to the proxy: {exc}")
+
+
 async def _keep_until(args: argparse.Namespace) -> object:
     try:
         return (await get_park(args.proxy_control, args.admin_token or "")).get("keep_until")
@@ -246,6 +298,10 @@ def add_park_verbs(actions: argparse._SubParsersAction[argparse.ArgumentParser])
         "resume": ("rent a GPU, fill it from the snapshot and the standby, fail back", _resume),
         "idle": ("read the GPU's utilization and compute processes over SSH", _idle),
         "autopark": ("watch the GPU; announce, then park it once idle long enough", _autopark),
+        "watch-standby": (
+            "restart the spot standby after a preemption (noticed from inside the VM)",
+            _watch_standby,
+        ),
     }
     for verb, (text, handler) in verbs.items():
         parser = actions.add_parser(verb, help=text, description=text)

@@ -240,10 +240,10 @@ async def kill_pair_cli(pb: ParkBed, verb: str, kill_when: Callable[[], Any]) ->
 
 
 @contextlib.asynccontextmanager
-async def autopark(pb: ParkBed, log: Path, *flags: str) -> AsyncIterator[None]:
-    """``pair autopark`` as its own process (group), stderr to ``log``, killed by pgid when the
-    block ends (it runs until then when it has a resume schedule)."""
-    argv = [f"--store={pb.store}", "pair", "autopark", PAIR, *pb.cli_flags(), *flags]
+async def pair_process(pb: ParkBed, verb: str, log: Path, *flags: str) -> AsyncIterator[None]:
+    """``pair VERB`` as its own process (group), stderr to ``log``, killed by pgid when the block
+    ends: for the verbs that run until then (autopark with a schedule, watch-standby)."""
+    argv = [f"--store={pb.store}", "pair", verb, PAIR, *pb.cli_flags(), *flags]
     with log.open("wb") as err:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "provisioning.cli", *argv,

@@ -29,7 +29,7 @@ from playwright.async_api import Page, expect
 
 from provisioning.store import PairState, PairStore
 from tests.provisioning.conftest import FakeClouds, SyncBed
-from tests.provisioning.park_bed import PAIR, ParkBed, autopark, free_port, park_bed, until
+from tests.provisioning.park_bed import PAIR, ParkBed, free_port, pair_process, park_bed, until
 from tests.provisioning.test_gpu_idle import fake_nvidia_smi
 from tests.support.browser import chromium, open_workbench
 from tests.support.codeserver import (
@@ -163,7 +163,7 @@ async def test_park_keep_it_and_resume_as_the_user_sees_them(
             smi = fake_nvidia_smi(tmp_path / "smi", "0\n")
             autopark_log = tmp_path / "autopark.err"
             flags = (f"--nvidia-smi={smi}", "--park-after=121", "--announce=120")
-            async with autopark(pb, autopark_log, *flags, "--check-interval=0.5"):
+            async with pair_process(pb, "autopark", autopark_log, *flags, "--check-interval=0.5"):
                 await expect(notice.locator("p")).to_have_text(
                     "GPU idle for 0 min: parking it in 2 min."
                 )

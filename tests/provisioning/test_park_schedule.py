@@ -13,7 +13,7 @@ from provisioning.errors import ConfigError
 from provisioning.resume_schedule import ResumeSchedule
 from provisioning.store import PairState, PairStore
 from tests.provisioning.conftest import FakeClouds, SyncBed
-from tests.provisioning.park_bed import PAIR, autopark, park_bed, until
+from tests.provisioning.park_bed import PAIR, pair_process, park_bed, until
 from tests.provisioning.test_gpu_idle import fake_nvidia_smi
 
 
@@ -101,7 +101,7 @@ async def test_autopark_resumes_on_schedule_and_retries_while_no_offer_matches(
         flags += ["--check-interval=0.2", "--offer-retry-interval=1.5"]
         log = tmp_path / "autopark.err"
         offers, clouds.vast.offers = clouds.vast.offers, []  # nothing to rent for now
-        async with autopark(pb, log, *flags):
+        async with pair_process(pb, "autopark", log, *flags):
 
             def parked() -> bool:
                 return PairStore(pb.store).get(PAIR).state is PairState.PARKED
