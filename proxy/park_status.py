@@ -138,7 +138,10 @@ class ParkStatus:
             self.resumed_at = now
         elif phase != "active":
             self.resumed_at = None  # a new park cycle: "GPU back in" is old news
-        self.resume_step = step if phase == "resuming" else None
+        if phase != "resuming":
+            self.resume_step = None
+        elif step is not None or before != "resuming":
+            self.resume_step = step  # a standby-only report keeps the step under way
         if phase == "active" and before != "idle":
             self.keep_until = None  # a new GPU or a finished resume: nothing is postponed
         self.reported_at = now

@@ -31,6 +31,11 @@ def test_the_notice_follows_a_resume_step_by_step_then_says_how_long_it_took() -
         notice = park.notice()
         assert notice is not None
         assert (notice["phase"], notice["step"]) == ("resuming", step)
+    park.report({"standby": "missing"})  # the standby's watch reports meanwhile
+    notice = park.notice()
+    assert notice is not None
+    assert (notice["step"], notice["standby"]) == ("switching", "missing")
+    park.report({"standby": "present"})
     clock.now += 19
     park.report({"phase": "active", "detail": "GPU back in 19 s", "resume_s": 19.4})
     notice = park.notice()
