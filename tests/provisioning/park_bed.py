@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestServer
 
 from provisioning.cli import main
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import FakeClouds, SyncBed, pair_service
+from tests.provisioning.conftest import FakeClouds, SyncBed, _children, pair_service
 from tests.provisioning.fake_vast import API_KEY
 from tests.provisioning.test_prov_pairing import SPEC
 
@@ -206,9 +206,15 @@ async def park_bed(
             await until(proxy_ready, "the proxy serving the GPU with a healthy standby", 60)
             yield result
         finally:
+            # The proxy runs each hook (a resume that a failed test left running, say) as the
+            # leader of a session of its own: find them before the proxy goes, kill their groups.
+            hooks_running = _children(proxy.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proxy.pid, signal.SIGKILL)
             await proxy.wait()
+            for hook in hooks_running:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(hook, signal.SIGKILL)
             for server in servers:
                 await server.close()
 

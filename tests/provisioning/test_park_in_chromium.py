@@ -39,7 +39,7 @@ from tests.support.codeserver import (
     start_code_server_async,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.codeserver]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.codeserver, pytest.mark.e2e]
 
 PASSWORD = "park-in-chromium"  # the same on every machine: session cookies stay valid
 EDIT = "EPOCHS = 5  # edited in the IDE while parked"
