@@ -143,16 +143,18 @@ async def park_bed(
     resume_hook: bool = False,
     backends: tuple[str, str] | None = None,
     proxy_flags: Sequence[str] = (),
+    sync_delay: float = 0.2,
 ) -> AsyncIterator[ParkBed]:
     """``resume_hook``: the proxy's hooks.resume runs ``pair resume`` (its stderr, with the
     progress lines, goes to ``tmp_path / "resume.err"``). ``backends``: the GPU's and the
     standby's code-server URLs, instead of health-only servers; ``proxy_flags``: more options
-    for the proxy (health timeouts for real code-servers on a loaded machine)."""
+    for the proxy (health timeouts for real code-servers on a loaded machine); ``sync_delay``:
+    lsyncd's delay until the first park (long: a save is certainly still pending)."""
     clouds.vast.ssh_port = bed.sshd.port  # every rented GPU is the test's sshd
     store = tmp_path / "pairs.sqlite3"
     async with pair_service(clouds, store) as service:
         await service.create(PAIR, replace(SPEC, standby_user="root"))
-    await SyncController(bed.topology(delay=0.2)).deploy(first_sync_timeout=120)
+    await SyncController(bed.topology(delay=sync_delay)).deploy(first_sync_timeout=120)
 
     servers = []
     for _ in range(3):  # the GPU's code-server, the standby's, and the resumed GPU's

@@ -147,7 +147,7 @@ async def test_park_keep_it_and_resume_as_the_user_sees_them(
         async with (
             park_bed(
                 clouds, bed, tmp_path, resume_hook=True,
-                backends=(gpu.url, standby.url), proxy_flags=health,
+                backends=(gpu.url, standby.url), proxy_flags=health, sync_delay=5,
             ) as pb,
             chromium() as browser,
         ):  # fmt: skip
@@ -177,12 +177,17 @@ async def test_park_keep_it_and_resume_as_the_user_sees_them(
             assert PairStore(pb.store).get(PAIR).state is PairState.READY
             assert gpu_id in clouds.vast.instances
 
-            # Park, with a file saved 100 ms before: lsyncd (delay 0.2 s) has not sent it yet.
+            # Park, with a file saved 100 ms before: lsyncd (delay 5 s) has not sent it, and
+            # will not before the flush stops it; the flush's final pass must carry it.
             (bed.gpu_workspace / "train.py").write_text("EPOCHS = 3  # saved just now\n")
             await asyncio.sleep(0.1)
-            assert await pb.pair_cli("park") == 0, capsys.readouterr().err
             standby_train = bed.standby_workspace / "train.py"
+            assert standby_train.read_text() == "EPOCHS = 1\n"
+            assert await pb.pair_cli("park") == 0, capsys.readouterr().err
             assert standby_train.read_text() == "EPOCHS = 3  # saved just now\n"
+            passes = re.search(r"standby verified: (\d+) files", capsys.readouterr().err)
+            assert passes is not None
+            assert int(passes[1]) >= 1
             assert gpu_id not in clouds.vast.instances
             assert await serving(pb, "standby", standby.url + "/")
             # The GPU instance is gone, and its code-server and disks with it.
