@@ -22,7 +22,7 @@ from provisioning.cli_pair import (
     service_from_args,
 )
 from provisioning.cli_sync import add_snapshot_options, add_sync_options, remote_snapshots_from_args
-from provisioning.errors import ProxyAdminError, UsageError
+from provisioning.errors import ProxyAdminError, StateConflict, UsageError
 from provisioning.gpu_idle import IdleClock, sample_gpu
 from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import get_park, report_park
@@ -163,7 +163,7 @@ def _autopark(args: argparse.Namespace) -> int:
                         PairState.DEGRADED: " (run pair reconcile)",
                         PairState.PARKED: " (resume_at brings it back on a schedule)",
                     }.get(state, "")
-                    raise ConfigError(f"pair {name} is {state.value}: nothing to watch{hint}")
+                    raise StateConflict(f"pair {name} is {state.value}: nothing to watch{hint}")
 
     print(asyncio.run(run()))
     return 0

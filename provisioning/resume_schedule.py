@@ -7,7 +7,7 @@
 An entry is ``DAYS HH:MM`` (or ``HH:MM:SS``): DAYS is one day (``mon``), a range (``mon-fri``;
 ``fri-mon`` wraps over the weekend) or ``daily``. The times are wall-clock times in the time zone,
 so "08:30" stays 08:30 across daylight saving changes. A parked pair is resumed at the first
-scheduled time after it was parked; anything else is a one-line ConfigError naming the entry.
+scheduled time after it was parked; anything else is a one-line UsageError naming the entry.
 
 Pure: times in, times out; the loop that sleeps lives in cli_park.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from provisioning.errors import ConfigError
+from provisioning.errors import UsageError
 
 __all__ = ["ResumeSchedule", "ResumeWindow"]
 
@@ -39,12 +39,12 @@ class ResumeWindow:
     def parse(cls, entry: str) -> ResumeWindow:
         match = _ENTRY.match(entry.strip().lower())
         if not match:
-            raise ConfigError(
+            raise UsageError(
                 f"bad resume_at entry {entry!r}: expected DAYS HH:MM, like 'mon-fri 08:30'"
             )
         hour, minute, second = int(match["h"]), int(match["m"]), int(match["s"] or 0)
         if hour > 23 or minute > 59 or second > 59:
-            raise ConfigError(f"bad resume_at entry {entry!r}: no such time of day")
+            raise UsageError(f"bad resume_at entry {entry!r}: no such time of day")
         return cls(_weekdays(match["days"], entry), time(hour, minute, second))
 
 
@@ -54,7 +54,7 @@ def _weekdays(days: str, entry: str) -> frozenset[int]:
     first, _, last = days.partition("-")
     for day in (first, last or first):
         if day not in DAYS:
-            raise ConfigError(
+            raise UsageError(
                 f"bad resume_at entry {entry!r}: {day!r} is not a day (mon..sun or daily)"
             )
     start, end = DAYS.index(first), DAYS.index(last or first)
@@ -75,7 +75,7 @@ class ResumeSchedule:
         try:
             zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(
+            raise UsageError(
                 f"bad timezone {timezone!r}: expected an IANA name like Europe/Lisbon or UTC"
             ) from exc
         return cls(windows, zone)

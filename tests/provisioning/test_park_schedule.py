@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.errors import ConfigError
+from provisioning.errors import UsageError
 from provisioning.resume_schedule import ResumeSchedule
 from provisioning.store import PairState, PairStore
 from tests.provisioning.conftest import FakeClouds, SyncBed
@@ -81,7 +81,7 @@ def test_no_entries_is_no_schedule() -> None:
 def test_a_bad_setting_is_one_line_naming_it(
     entries: list[str], timezone: str, message: str
 ) -> None:
-    with pytest.raises(ConfigError, match=message) as caught:
+    with pytest.raises(UsageError, match=message) as caught:
         ResumeSchedule.parse(entries, timezone)
     assert "\n" not in str(caught.value)
 
