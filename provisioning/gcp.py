@@ -9,6 +9,11 @@ the library's ExtendedOperation polls through a client it builds internally *wit
 ``api_endpoint``, which would send test traffic to the real API. The ``*_unary`` calls give us the
 raw Operation instead.
 
+A spot VM is told of its preemption about 30 s before it stops: its metadata value ``preempted``
+turns TRUE. The start-up script's watcher (provisioning.startup_script) writes each value it sees
+to the guest attribute ``dumont/preempted``, which ``preempted()`` reads through the Compute API:
+the standby's loss is known while the instance still says RUNNING.
+
 Credentials come from ``GOOGLE_APPLICATION_CREDENTIALS`` (application default credentials) or an
 explicit service-account file; they are never printed or logged.
 """
@@ -53,6 +58,7 @@ _TRANSIENT = (
 )
 _DONE = compute_v1.Operation.Status.DONE
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+GUEST_NAMESPACE = "dumont"  # the guest attributes the standby's start-up script writes
 
 
 def validate_zone(zone: str) -> str:
@@ -191,6 +197,21 @@ class StandbyVms:
 
         return [StandbyVm.from_proto(vm) for vm in await self._retrying(list_all)]
 
+    async def preempted(self, name: str) -> bool:
+        """Whether the VM's own watcher reported GCE's preemption notice (guest attribute
+        ``dumont/preempted`` = TRUE); False before it has written anything."""
+        request = compute_v1.GetGuestAttributesInstanceRequest(
+            project=self.project, zone=self.zone, instance=name, query_path=f"{GUEST_NAMESPACE}/"
+        )
+        try:
+            found = await self._call(self._instances.get_guest_attributes, request=request)
+        except CloudNotFound:
+            return False
+        return any(
+            item.key == "preempted" and item.value.strip().upper() == "TRUE"
+            for item in found.query_value.items
+        )
+
     async def start(self, name: str) -> None:
         operation = await self._call(
             self._instances.start_unary, project=self.project, zone=self.zone, instance=name
@@ -301,6 +322,8 @@ def _instance_resource(spec: StandbySpec, zone: str) -> compute_v1.Instance:
             items=[
                 compute_v1.Items(key="startup-script", value=spec.startup_script),
                 compute_v1.Items(key="ssh-keys", value=f"{spec.ssh_user}:{spec.ssh_public_key}"),
+                # The preemption watcher reports through guest attributes, off by default.
+                compute_v1.Items(key="enable-guest-attributes", value="TRUE"),
             ]
         ),
     )

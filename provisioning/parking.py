@@ -265,9 +265,10 @@ class Parking:
 
     # -- resume ------------------------------------------------------------------------------
 
-    async def resume(self, pair_id: str, fill: Filler) -> ResumeReport:
+    async def resume(self, pair_id: str, fill: Filler, *, next_try: str = "") -> ResumeReport:
         """Rent (or start) a GPU, fill it (``fill``: snapshot + reverse sync + register it as the
-        proxy's primary), then fail back through the proxy's before_failback reverse sync."""
+        proxy's primary), then fail back through the proxy's before_failback reverse sync.
+        ``next_try``: when the caller looks for an offer again, told to the user if none matches."""
         pair = self._store.get(pair_id)
         if pair.state is not PairState.PARKED:
             hint = " (run pair reconcile)" if pair.state is PairState.RESUMING else ""
@@ -280,11 +281,11 @@ class Parking:
         if mode == "stop":
             self._store.record(pair.id, "resume-mode-stop")
         try:
-            await self._report("resuming", detail="renting a GPU")
+            await self._report("resuming", detail="renting a GPU", step="renting")
             gpu = await self._bring_gpu(pair, mode)
             steps["rent"] = time.monotonic() - started
             self._store.record(pair.id, "resume-rented", str(gpu.id))
-            await self._report("resuming", detail="filling the GPU with your files")
+            await self._report("resuming", detail="filling the GPU with your files", step="filling")
             standby = await self._service.standbys.get(pair.standby_name)
             await fill(self._store.get(pair.id), gpu, standby)
             steps["fill"] = time.monotonic() - started - sum(steps.values())
@@ -292,7 +293,7 @@ class Parking:
             # finishes this resume rather than destroy it.
             self._store.record(pair.id, "resume-filled", str(gpu.id))
             if self._proxy is not None:
-                await self._report("resuming", detail="switching to the GPU")
+                await self._report("resuming", detail="switching to the GPU", step="switching")
                 await wait_for(
                     self._proxy.url,
                     self._proxy.token,
@@ -306,7 +307,8 @@ class Parking:
                 steps["switch"] = time.monotonic() - started - sum(steps.values())
         except NoOfferError as exc:
             await self._service.roll_back_resume(self._store.get(pair.id), mode)
-            await self._report("parked", detail=f"no GPU offer matches, still parked: {exc}")
+            retry = f"; next try {next_try}" if next_try else ""
+            await self._report("parked", detail=f"no GPU offer matches, still parked: {exc}{retry}")
             raise
         except ProvisioningError as exc:
             await self._service.roll_back_resume(self._store.get(pair.id), mode)

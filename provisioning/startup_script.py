@@ -18,9 +18,13 @@ from provisioning.remote_snapshot import GPU_SNAPSHOT_PACKAGES
 __all__ = [
     "CODE_SERVER_ENV",
     "CODE_SERVER_INSTALLER",
+    "PREEMPTION_UNIT",
+    "PREEMPTION_WATCHER",
     "STANDBY_PACKAGES",
     "code_server_unit",
+    "preemption_unit",
     "render_gpu_onstart",
+    "render_preemption_watcher",
     "render_startup_script",
 ]
 
@@ -108,7 +112,77 @@ def render_startup_script(
             "systemctl daemon-reload",
             "systemctl enable dumont-code-server.service",
             f"[ -e {q(CODE_SERVER_ENV)} ] && systemctl start dumont-code-server.service || true",
+            # Spot preemption, seen from inside: a watcher reports GCE's notice as a guest
+            # attribute the provisioning side reads (StandbyVms.preempted).
+            f"cat > {q(PREEMPTION_WATCHER)} <<'{delimiter}'",
+            render_preemption_watcher().rstrip("\n"),
+            delimiter,
+            f"chmod 0755 {q(PREEMPTION_WATCHER)}",
+            f"cat > /etc/systemd/system/{PREEMPTION_UNIT} <<'{delimiter}'",
+            preemption_unit(),
+            delimiter,
+            "systemctl daemon-reload",
+            f"systemctl enable {PREEMPTION_UNIT} && systemctl restart {PREEMPTION_UNIT}",
             "",
+        ]
+    )
+
+
+PREEMPTION_WATCHER = "/usr/local/sbin/dumont-report-preempted"
+PREEMPTION_UNIT = "dumont-report-preempted.service"
+
+
+def render_preemption_watcher() -> str:
+    """Report GCE's ``preempted`` metadata value (FALSE, then TRUE about 30 s before a spot VM
+    stops) as the guest attribute ``dumont/preempted``, each time it changes.
+
+    The metadata server answers only requests carrying ``Metadata-Flavor: Google``; with
+    ``wait_for_change=true`` and the last ETag it holds the request until the value differs, so
+    the notice arrives within a round trip and the loop costs nothing meanwhile. The first request
+    (ETag 0) answers at once: a VM restarted after a preemption writes FALSE as soon as it boots.
+    ``GCE_METADATA_HOST`` (google-auth's name for it) points a test at a fake server.
+    """
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            "# Dumont standby: report GCE's preemption notice as guest attribute dumont/preempted.",
+            "set -u",
+            'md="http://${GCE_METADATA_HOST:-metadata.google.internal}/computeMetadata/v1/instance"',
+            "etag=0",
+            "headers=$(mktemp)",
+            "trap 'rm -f \"$headers\"' EXIT",
+            "while true; do",
+            "  if value=$(curl -sSf -H 'Metadata-Flavor: Google' -D \"$headers\" \\",
+            '      --max-time 3700 "$md/preempted?wait_for_change=true&last_etag=$etag"); then',
+            "    etag=$(awk 'tolower($1) == \"etag:\" {print $2}' \"$headers\" | tr -d '\\r')",
+            "    if curl -sSf -X PUT -H 'Metadata-Flavor: Google' --data \"$value\" \\",
+            '        "$md/guest-attributes/dumont/preempted"; then',
+            '      echo "dumont: preempted=$value reported"',
+            "    else",
+            '      echo "dumont: preempted=$value NOT reported (guest attributes off?)" >&2',
+            "    fi",
+            "  else",
+            "    sleep 1  # the metadata server restarts with the guest environment: try again",
+            "  fi",
+            "done",
+            "",
+        ]
+    )
+
+
+def preemption_unit() -> str:
+    return "\n".join(
+        [
+            "[Unit]",
+            "Description=Dumont: report GCE's spot preemption notice as a guest attribute",
+            "After=network-online.target",
+            "",
+            "[Service]",
+            f"ExecStart={PREEMPTION_WATCHER}",
+            "Restart=always",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
         ]
     )
 

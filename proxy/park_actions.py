@@ -40,7 +40,8 @@ class ParkActions:
             raise Conflict(f"nothing to resume: the GPU is {park.phase}")
         if len(self.tasks):
             raise Conflict("a resume is already running")
-        park.report({"phase": "resuming", "detail": "renting a GPU", "standby": park.standby})
+        renting = {"phase": "resuming", "detail": "renting a GPU", "step": "renting"}
+        park.report(renting | {"standby": park.standby})
         env = {"DUMONT_EVENT": "resume", "DUMONT_REASON": "resume: requested"}
         self.tasks.spawn(self._run(command, env), name="resume")
 

@@ -41,6 +41,12 @@ StandbyState = Literal["present", "missing", "restarting"]
 PARK_PHASES: tuple[str, ...] = get_args(ParkPhase)
 STANDBY_STATES: tuple[str, ...] = get_args(StandbyState)
 PARK_OUTCOMES = ("parked", "failed", "refused")
+# A resume reports which step it is in; the IDE names the step in the user's language.
+RESUME_STEPS = ("renting", "filling", "switching")
+# How long the IDE keeps saying "GPU back in 19 s" after a resume: long enough to be read after
+# the failback's reload (the reload itself takes seconds on a loaded machine), short enough to
+# be gone when the user starts working.
+RESUMED_NOTICE_SECONDS = 90.0
 # Resume = rent (boot) + fill + switch: tens of seconds to many minutes.
 RESUME_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0)
 
@@ -74,6 +80,8 @@ class ParkStatus:
     parked_seconds: float = 0.0  # closed parked intervals; the open one is added when read
     parks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PARK_OUTCOMES, 0))
     resume_seconds: list[float] = field(default_factory=list)
+    resume_step: str | None = None  # renting, filling, switching: while resuming
+    resumed_at: float | None = None  # wall clock of the last finished resume
     money_saved: float = 0.0  # closed parked intervals x the GPU's price at the time
     # Called after every change (the IDE's event stream wakes up on it).
     listeners: list[Callable[[], None]] = field(default_factory=list)
@@ -98,6 +106,9 @@ class ParkStatus:
         outcome = body.get("outcome")
         if outcome is not None and outcome not in PARK_OUTCOMES:
             raise BadRequest(f"outcome must be one of {', '.join(PARK_OUTCOMES)}")
+        step = body.get("step")
+        if step is not None and step not in RESUME_STEPS:
+            raise BadRequest(f"step must be one of {', '.join(RESUME_STEPS)}; got {step!r}")
         now = self.clock()
         before = self.phase
         if standby != self.standby:
@@ -124,6 +135,13 @@ class ParkStatus:
             self.parks[outcome] += 1
         if numbers["resume_s"] is not None:
             self.resume_seconds.append(numbers["resume_s"])
+            self.resumed_at = now
+        elif phase != "active":
+            self.resumed_at = None  # a new park cycle: "GPU back in" is old news
+        if phase != "resuming":
+            self.resume_step = None
+        elif step is not None or before != "resuming":
+            self.resume_step = step  # a standby-only report keeps the step under way
         if phase == "active" and before != "idle":
             self.keep_until = None  # a new GPU or a finished resume: nothing is postponed
         self.reported_at = now
@@ -164,17 +182,25 @@ class ParkStatus:
 
     def notice(self) -> dict[str, object] | None:
         """What the IDE's watcher shows (proxy.pages), or None when there is nothing to say: the
-        idle warning with its countdown, parked, a resume under way, or why one failed."""
+        idle warning with its countdown, parked, a resume under way (its step), why one failed, or
+        for RESUMED_NOTICE_SECONDS after a resume, the time it took (phase "resumed")."""
+        resume_s = None
         if self.phase == "active":
-            return None
+            if self.resumed_at is None or not self.resume_seconds:
+                return None
+            if self.clock() - self.resumed_at >= RESUMED_NOTICE_SECONDS:
+                return None
+            resume_s = round(self.resume_seconds[-1])
         idle = None if self.idle_seconds is None else round(self.idle_seconds / 60)
         park_in = None if self.park_in_seconds is None else round(self.park_in_seconds / 60)
         return {
-            "phase": self.phase,
+            "phase": "resumed" if resume_s is not None else self.phase,
             "detail": self.detail,
             "idle_min": idle,
             "park_in_min": park_in,
             "standby": self.standby,
+            "step": self.resume_step,
+            "resume_s": resume_s,
         }
 
     def total_parked_seconds(self) -> float:
@@ -199,6 +225,7 @@ class ParkStatus:
             "gpu_cost_saved": None if self.gpu_per_hour is None else round(saved, 4),
             "parks": dict(self.parks),
             "last_resume_s": self.resume_seconds[-1] if self.resume_seconds else None,
+            "resume_step": self.resume_step,
             "report_age_s": None if self.reported_at is None else round(now - self.reported_at, 3),
         }
 

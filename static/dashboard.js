@@ -128,6 +128,10 @@ function renderSavings(state) {
     ["Standby per month", money(s.standby_cost_per_month)],
     ["Net so far", money(s.net)],
   ];
+  // Issue 18: the hours the GPU spent parked, times its price, are money the user kept.
+  facts.push(["GPU parked", seconds(s.gpu_parked_hours * 3600)]);
+  facts.push(["GPU cost saved by parking",
+    s.gpu_cost_saved_parked === null ? "set by the first park" : money(s.gpu_cost_saved_parked)]);
   if (s.standby_share_of_gpu !== null) {
     facts.push(["Standby vs GPU price", `${(s.standby_share_of_gpu * 100).toFixed(1)} %`]);
   }

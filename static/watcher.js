@@ -29,6 +29,7 @@
   var notice = null;
   var parkNotice = null; // the parked GPU's notice (issue 18): idle countdown, parked, resuming
   var strings = null;
+  var lastState = null; // the last event: its notices are due once an arrival's cover lifts
   var backoffMs = 500;
 
   function storageGet(key) {
@@ -120,8 +121,14 @@
       if (done || Date.now() - started > ARRIVAL_MAX_MS) {
         try { window.sessionStorage.removeItem(ARRIVING_KEY); } catch (e) { /* fine */ }
         arriving = false;
-        // A beat for the transition page's "connected" state, then fade out.
-        window.setTimeout(hideOverlay, done ? 600 : 0);
+        // A beat for the transition page's "connected" state, then fade out. The notices the
+        // last event carried were held back while the page was covered, and the event stream
+        // sends nothing new until something changes: show them now (the parked GPU's notice
+        // after a park's reload, issue 18).
+        window.setTimeout(function () {
+          hideOverlay();
+          if (lastState) showNotices(lastState);
+        }, done ? 600 : 0);
         return;
       }
       window.setTimeout(check, 150);
@@ -176,11 +183,15 @@
     notice = null;
   }
 
-  function fill(text, park) {
+  // A resume's step comes as a key, so the user reads it in their language; provisioning's own
+  // detail (English, one line) is the fallback for anything else.
+  function fill(text, park, t) {
+    var step = park.step ? t["park.step." + park.step] : null;
     return text
       .replace("{idle}", String(park.idle_min === null ? "?" : park.idle_min))
       .replace("{left}", String(park.park_in_min === null ? "?" : park.park_in_min))
-      .replace("{detail}", park.detail || "…");
+      .replace("{seconds}", String(park.resume_s === null ? "?" : park.resume_s))
+      .replace("{detail}", step || park.detail || "…");
   }
 
   // The park notice: its text follows the phase; idle offers "Keep it", parked (or a failed
@@ -193,13 +204,14 @@
         parkNotice.setAttribute("role", "status");
         document.documentElement.appendChild(parkNotice);
       }
-      var key = park.phase + "|" + park.detail + "|" + park.idle_min + "|" + park.park_in_min;
+      var key = [park.phase, park.detail, park.idle_min, park.park_in_min, park.step,
+        park.resume_s].join("|");
       if (parkNotice.dataset.shown === key) return;
       parkNotice.dataset.shown = key;
       parkNotice.dataset.phase = park.phase;
       parkNotice.textContent = "";
       var text = document.createElement("p");
-      text.textContent = fill(t["park." + park.phase] || park.phase, park);
+      text.textContent = fill(t["park." + park.phase] || park.phase, park, t);
       parkNotice.appendChild(text);
       var action = park.phase === "idle" ? ["park.keep", "/__dumont/park/keep"]
         : (park.phase === "parked" || park.phase === "resume_failed")
@@ -242,6 +254,12 @@
     } else if (s.ready && !arriving) {
       hideOverlay(); // a blip without a switch: VS Code reconnects by itself
     }
+    lastState = s;
+    showNotices(s);
+  }
+
+  // The notices sit above the IDE, never above the transition screen.
+  function showNotices(s) {
     var offerFailback = s.failback_available && s.state === "serving_standby" && !overlay &&
       storageGet(DISMISSED_KEY) !== String(s.epoch);
     if (offerFailback) showNotice(s); else hideNotice();

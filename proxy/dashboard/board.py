@@ -96,8 +96,14 @@ class Board:
         status["savings"] = savings(self.workspace.config.prices, self.ledger)
         # Issue 18: parked hours x the GPU's price is money the user kept.
         status["park"] = self.park.as_json()
-        status["savings"]["gpu_parked_hours"] = status["park"]["parked_hours"]
-        status["savings"]["gpu_cost_saved_parked"] = status["park"]["gpu_cost_saved"]
+        park, prices = status["park"], self.workspace.config.prices
+        saved = park["gpu_cost_saved"]
+        if saved is None and prices.gpu_per_hour is not None:
+            # No park reported the rented GPU's price (a provider without one): the configured
+            # price is the next best truth, and the same one the standby's share is measured by.
+            saved = round(park["parked_hours"] * prices.gpu_per_hour, 4)
+        status["savings"]["gpu_parked_hours"] = park["parked_hours"]
+        status["savings"]["gpu_cost_saved_parked"] = saved
         status["metrics"] = self.metrics is not None
         # Whether the dashboard must ask for a token (a loopback listener may run without one).
         status["admin_token_required"] = bool(self.workspace.config.admin_token)

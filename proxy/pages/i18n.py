@@ -51,6 +51,10 @@ _EN: dict[str, str] = {
     "park.park_failed": "The GPU was not parked and keeps running: {detail}",
     "park.resume_failed": "The GPU could not be brought back: {detail}",
     "park.refused": "That was refused. Try again in a moment.",
+    "park.resumed": "GPU back in {seconds} s.",
+    "park.step.renting": "renting a GPU",
+    "park.step.filling": "filling the GPU with your files",
+    "park.step.switching": "switching to the GPU",
 }
 
 _PT_BR: dict[str, str] = {
@@ -89,6 +93,10 @@ _PT_BR: dict[str, str] = {
     "park.park_failed": "A GPU não foi estacionada e continua ligada: {detail}",
     "park.resume_failed": "Não foi possível trazer a GPU de volta: {detail}",
     "park.refused": "Isso foi recusado. Tente de novo em instantes.",
+    "park.resumed": "GPU de volta em {seconds} s.",
+    "park.step.renting": "alugando uma GPU",
+    "park.step.filling": "copiando seus arquivos para a GPU",
+    "park.step.switching": "trocando para a GPU",
 }
 
 CATALOGUE: Mapping[str, Mapping[str, str]] = MappingProxyType(

@@ -33,7 +33,9 @@ class SwitchSnapshot:
     standby_healthy     the CPU Backup passes its health checks
     failback_available  failback is manual, the primary is healthy again, and the standby serves
     park                the parked GPU as the IDE tells it (proxy.park_status.ParkStatus.notice):
-                        phase, detail, idle_min, park_in_min; None when there is nothing to say
+                        phase ("resumed" for a while after a resume), detail, idle_min,
+                        park_in_min, standby, step (a resume's), resume_s; None when there is
+                        nothing to say
     """
 
     epoch: int

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Page
+from playwright.async_api import Page, Route
 
 from proxy.pages import PagesConfig, SwitchSnapshot
 from tests.pages.conftest import IDE_MARKER, make_app
@@ -224,3 +224,78 @@ async def test_the_park_notice_and_its_button(
         # The phase the proxy reports next replaces the text; no park, no notice.
         view.set(SERVING_STANDBY)
         await notice.wait_for(state="detached", timeout=3000)
+
+
+@pytest.mark.parametrize(
+    ("language", "resuming", "resumed"),
+    [
+        ("en", "Bringing the GPU back: filling the GPU with your files", "GPU back in 19 s."),
+        (
+            "pt-BR",
+            "Trazendo a GPU de volta: copiando seus arquivos para a GPU",
+            "GPU de volta em 19 s.",
+        ),
+    ],
+    ids=["en", "pt-BR"],
+)
+async def test_the_resume_shows_its_step_and_then_the_time_it_took(
+    base_url: str, view: FakeSwitchView, language: str, resuming: str, resumed: str
+) -> None:
+    notice_of = {"detail": "filling the GPU with your files", "idle_min": None}
+    notice_of |= {"park_in_min": None, "standby": "present"}
+    view.set(SERVING_STANDBY)
+    async with chromium() as browser:
+        page = await browser.new_page(extra_http_headers={"Accept-Language": language})
+        await page.goto(f"{base_url}/")
+        await _wait_for_subscriber(view)
+        park = notice_of | {"phase": "resuming", "step": "filling", "resume_s": None}
+        view.set(dataclasses.replace(SERVING_STANDBY, park=park))
+        text = page.locator(".dumont-watcher-notice.dumont-park p")
+        await text.wait_for(timeout=3000)
+        assert await text.inner_text() == resuming
+        assert await page.locator(".dumont-watcher-notice.dumont-park button").count() == 0
+        done = notice_of | {"phase": "resumed", "detail": "GPU back in 19 s", "step": None}
+        view.set(dataclasses.replace(SERVING_STANDBY, park=done | {"resume_s": 19}))
+        await page.wait_for_function(
+            "t => document.querySelector('.dumont-watcher-notice.dumont-park p').textContent === t",
+            arg=resumed,
+            timeout=3000,
+        )
+
+
+async def test_the_park_notice_shows_once_the_reload_after_a_switch_uncovers_the_ide(
+    base_url: str, view: FakeSwitchView
+) -> None:
+    """A park switches to the standby: the reloaded page is covered until it has rendered, and the
+    stream sends nothing new after its first event, so the notice must come from that one."""
+    parked = {"phase": "parked", "detail": "", "idle_min": None, "park_in_min": None}
+    async with chromium() as browser:
+        page = await browser.new_page()
+
+        async def like_a_workbench(route: Route) -> None:
+            # code-server's document: its configuration tag, and a UI its scripts build later.
+            response = await route.fetch()
+            body = (await response.text()).replace(
+                "</head>",
+                '<meta id="vscode-workbench-web-configuration"></head>'
+                "<script>setTimeout(() => document.body.insertAdjacentHTML('beforeend',"
+                ' \'<div class="monaco-workbench"><div class="part editor"></div></div>\')'
+                ", 1500)</script>",
+            )
+            await route.fulfill(response=response, body=body)
+
+        await page.route(f"{base_url}/?folder=/w", like_a_workbench)
+        await page.goto(f"{base_url}/?folder=/w")
+        await _wait_for_subscriber(view)
+        view.set(SWITCHING)
+        await page.wait_for_selector(".dumont-watcher-overlay.is-visible", timeout=2000)
+        view.set(dataclasses.replace(SERVING_STANDBY, park=parked))
+        await page.wait_for_function(
+            "document.querySelector('#ide')?.textContent.endsWith('on standby')", timeout=3000
+        )
+        notice = page.locator(".dumont-watcher-notice.dumont-park p")
+        await notice.wait_for(timeout=5000)
+        assert await notice.inner_text() == (
+            "GPU parked: you're on the CPU machine, your files are here."
+        )
+        assert await page.locator(".dumont-watcher-overlay").count() == 0

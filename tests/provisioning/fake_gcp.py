@@ -1,6 +1,7 @@
 """A Compute Engine API on loopback: the REST wire format google-cloud-compute speaks.
 
-Instances (insert, get, list with a ``labels.KEY = "VALUE"`` filter, start, delete) and zonal
+Instances (insert, get, list with a ``labels.KEY = "VALUE"`` filter, start, delete, and
+getGuestAttributes: what a VM wrote through its metadata server, ``guest_attributes``) and zonal
 operations (get, wait). Operations are DONE at once by default; ``pending_polls`` makes them
 half-finished (RUNNING) for that many ``wait`` calls, and the effect (VM running, VM gone) happens
 when they finish. Errors use the documented ``{"error": {"code", "message", "errors": [...]}}``.
@@ -39,6 +40,8 @@ class GcpHang:
 class FakeGcp:
     def __init__(self, *, nat_ip: str = "127.0.0.1", pending_polls: int = 0) -> None:
         self.instances: dict[str, dict[str, Any]] = {}
+        # instance name -> "namespace/key" -> value, as the VM's metadata server stored them
+        self.guest_attributes: dict[str, dict[str, str]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.faults: list[GcpFault] = []
         self.hangs: list[GcpHang] = []
@@ -56,6 +59,7 @@ class FakeGcp:
         r.add_get(f"{_PREFIX}/instances/{{name}}", self._get)
         r.add_delete(f"{_PREFIX}/instances/{{name}}", self._delete)
         r.add_post(f"{_PREFIX}/instances/{{name}}/start", self._start)
+        r.add_get(f"{_PREFIX}/instances/{{name}}/getGuestAttributes", self._guest_attributes)
         r.add_get(f"{_PREFIX}/operations/{{op}}", self._operation)
         r.add_post(f"{_PREFIX}/operations/{{op}}/wait", self._wait)
         return app
@@ -157,6 +161,27 @@ class FakeGcp:
             instance["status"] = "RUNNING"
 
         return web.json_response(self._operation_for(request, "start", instance["name"], start))
+
+    async def _guest_attributes(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.instances:
+            return _error(404, f"The resource 'instances/{name}' was not found", "notFound")
+        query_path = request.query.get("queryPath", "")
+        found = [
+            {"namespace": path.split("/", 1)[0], "key": path.split("/", 1)[1], "value": value}
+            for path, value in sorted(self.guest_attributes.get(name, {}).items())
+            if path.startswith(query_path)
+        ]
+        if not found:
+            return _error(404, f"The resource '{query_path}' was not found", "notFound")
+        return web.json_response(
+            {
+                "kind": "compute#guestAttributes",
+                "queryPath": query_path,
+                "queryValue": {"items": found},
+                "selfLink": f"https://compute/instances/{name}/getGuestAttributes",
+            }
+        )
 
     async def _delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

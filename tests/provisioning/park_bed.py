@@ -1,6 +1,7 @@
 """A pair ready to park: both fake clouds, one sshd standing in for every machine, real lsyncd
 syncing the GPU's directories to the standby's, and the real proxy (``python -m proxy``) with the
-documented hooks, in front of small health-only servers standing in for the code-servers.
+documented hooks, in front of small health-only servers standing in for the code-servers (or
+real code-servers the caller started: ``backends``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from aiohttp.test_utils import TestServer
 
 from provisioning.cli import main
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import FakeClouds, SyncBed, pair_service
+from tests.provisioning.conftest import FakeClouds, SyncBed, _children, pair_service
 from tests.provisioning.fake_vast import API_KEY
 from tests.provisioning.test_prov_pairing import SPEC
 
@@ -66,6 +67,7 @@ class ParkBed:
     client: httpx.AsyncClient
     new_gpu_port: int  # a second "code-server" for the GPU a resume rents
     proxy_log: Path
+    public: str = ""  # the proxy's address for browsers
 
     @property
     def headers(self) -> dict[str, str]:
@@ -134,15 +136,25 @@ def proxy_hooks(bed: SyncBed, tmp_path: Path) -> str:
 
 @contextlib.asynccontextmanager
 async def park_bed(
-    clouds: FakeClouds, bed: SyncBed, tmp_path: Path, *, resume_hook: bool = False
+    clouds: FakeClouds,
+    bed: SyncBed,
+    tmp_path: Path,
+    *,
+    resume_hook: bool = False,
+    backends: tuple[str, str] | None = None,
+    proxy_flags: Sequence[str] = (),
+    sync_delay: float = 0.2,
 ) -> AsyncIterator[ParkBed]:
     """``resume_hook``: the proxy's hooks.resume runs ``pair resume`` (its stderr, with the
-    progress lines, goes to ``tmp_path / "resume.err"``)."""
+    progress lines, goes to ``tmp_path / "resume.err"``). ``backends``: the GPU's and the
+    standby's code-server URLs, instead of health-only servers; ``proxy_flags``: more options
+    for the proxy (health timeouts for real code-servers on a loaded machine); ``sync_delay``:
+    lsyncd's delay until the first park (long: a save is certainly still pending)."""
     clouds.vast.ssh_port = bed.sshd.port  # every rented GPU is the test's sshd
     store = tmp_path / "pairs.sqlite3"
     async with pair_service(clouds, store) as service:
         await service.create(PAIR, replace(SPEC, standby_user="root"))
-    await SyncController(bed.topology(delay=0.2)).deploy(first_sync_timeout=120)
+    await SyncController(bed.topology(delay=sync_delay)).deploy(first_sync_timeout=120)
 
     servers = []
     for _ in range(3):  # the GPU's code-server, the standby's, and the resumed GPU's
@@ -152,7 +164,7 @@ async def park_bed(
         await server.start_server()
         servers.append(server)
     clouds.vast.code_server_port = servers[2].port
-    control = free_port()
+    control, listen = free_port(), free_port()
     log_path = tmp_path / "proxy.log"
     async with httpx.AsyncClient(timeout=200) as client:
         result = ParkBed(
@@ -164,6 +176,7 @@ async def park_bed(
             client,
             servers[2].port,
             log_path,
+            f"http://127.0.0.1:{listen}",
         )
         hooks = proxy_hooks(bed, tmp_path)
         if resume_hook:
@@ -173,14 +186,13 @@ async def park_bed(
             hooks += f"resume = {json.dumps(line)}\n"
         config = tmp_path / "dumont.toml"
         config.write_text(hooks)
+        primary, standby = backends or tuple(f"http://127.0.0.1:{s.port}" for s in servers[:2])
         with log_path.open("w") as proxy_log:
             proxy = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy",
-                f"--primary=http://127.0.0.1:{servers[0].port}",
-                f"--standby=http://127.0.0.1:{servers[1].port}",
-                f"--listen=127.0.0.1:{free_port()}", f"--control-listen=127.0.0.1:{control}",
+                sys.executable, "-m", "proxy", f"--primary={primary}", f"--standby={standby}",
+                f"--listen=127.0.0.1:{listen}", f"--control-listen=127.0.0.1:{control}",
                 f"--admin-token={TOKEN}", "--failback=manual", f"--config={config}",
-                "--health-interval=0.3",
+                "--health-interval=0.3", *proxy_flags,
                 env=os.environ | {"VAST_API_KEY": API_KEY},  # for the resume hook
                 start_new_session=True, stdout=asyncio.subprocess.DEVNULL, stderr=proxy_log,
             )  # fmt: skip
@@ -196,9 +208,15 @@ async def park_bed(
             await until(proxy_ready, "the proxy serving the GPU with a healthy standby", 60)
             yield result
         finally:
+            # The proxy runs each hook (a resume that a failed test left running, say) as the
+            # leader of a session of its own: find them before the proxy goes, kill their groups.
+            hooks_running = _children(proxy.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proxy.pid, signal.SIGKILL)
             await proxy.wait()
+            for hook in hooks_running:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(hook, signal.SIGKILL)
             for server in servers:
                 await server.close()
 
@@ -227,3 +245,22 @@ async def kill_pair_cli(pb: ParkBed, verb: str, kill_when: Callable[[], Any]) ->
         if process.returncode is None:
             os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def pair_process(pb: ParkBed, verb: str, log: Path, *flags: str) -> AsyncIterator[None]:
+    """``pair VERB`` as its own process (group), stderr to ``log``, killed by pgid when the block
+    ends: for the verbs that run until then (autopark with a schedule, watch-standby)."""
+    argv = [f"--store={pb.store}", "pair", verb, PAIR, *pb.cli_flags(), *flags]
+    with log.open("wb") as err:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "provisioning.cli", *argv,
+            env=os.environ | {"VAST_API_KEY": API_KEY}, start_new_session=True,
+            stdout=asyncio.subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()

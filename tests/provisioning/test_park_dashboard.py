@@ -83,6 +83,9 @@ async def test_dashboard_shows_the_parked_gpu_and_a_failed_resume(
         await expect(page.locator("#park-phase")).to_have_text("parked")
         await expect(page.locator("#park-detail")).to_contain_text("your files are here")
         await expect(page.locator("#park-count")).to_have_text("1 parked, 0 failed, 0 refused")
+        # The savings panel counts the parked hours at the GPU's price too.
+        await expect(page.locator("#savings-facts")).to_contain_text("GPU cost saved by parking")
+        await expect(page.locator("#savings-facts")).not_to_contain_text("set by the first park")
         async with session.put(control / "admin/park", json={"standby": "missing"}) as r:
             assert r.status == 200
         await expect(page.locator("#park-standby")).to_contain_text("MISSING")

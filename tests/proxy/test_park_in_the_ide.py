@@ -46,6 +46,8 @@ async def test_park_reports_reach_the_ide_and_its_buttons_the_proxy(
             "idle_min": 28,
             "park_in_min": 2,
             "standby": "present",
+            "step": None,
+            "resume_s": None,
         }
         async with session.post(public / "__dumont/park/keep", headers=origin) as response:
             assert response.status == 200
