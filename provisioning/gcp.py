@@ -35,7 +35,7 @@ from provisioning.errors import (
     CloudTransientError,
     ConfigError,
 )
-from provisioning.vast import RetryPolicy
+from provisioning.retry import RetryPolicy
 
 __all__ = ["StandbySpec", "StandbyVm", "StandbyVms", "load_credentials", "validate_zone"]
 
