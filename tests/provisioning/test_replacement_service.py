@@ -33,7 +33,7 @@ async def test_waiting_for_the_standby_ends_when_its_start_up_script_has_run(
     sync_bed: SyncBed,
 ) -> None:
     controller = SyncController(sync_bed.topology())
-    with pytest.raises(ConfigError, match="standby not provisioned after 0.2 s"):
+    with pytest.raises(ConfigError, match=r"standby not provisioned after 0\.2 s"):
         await wait_standby_provisioned(controller, timeout=0.2, progress=quiet, poll=0.05)
     sync_bed.standby_state.mkdir(parents=True, exist_ok=True)
     (sync_bed.standby_state / ".provisioned").touch()

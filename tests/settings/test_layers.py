@@ -129,7 +129,7 @@ def test_the_command_chooses_its_error_class() -> None:
         return CommandError(f"{key} is wrong: {problem}")
 
     schema = Schema(Model, env_prefix="T_", error=error)
-    with pytest.raises(CommandError, match="inner.fall is wrong: must be at least 1"):
+    with pytest.raises(CommandError, match=r"inner\.fall is wrong: must be at least 1"):
         schema.load(env={"T_TARGET": "x", "T_FALL": "0"})
 
 
@@ -150,5 +150,5 @@ def test_a_subcommand_reads_only_the_settings_it_declared(tmp_path: Path) -> Non
     env = {"T_TARGET": "x", "T_MODE": "manual", "T_INNER_INTERVAL": "bad"}
     values = SCHEMA.values(root.parse_args(["go"]), env, only_taken=True)
     assert values == {"target": "x", "mode": "manual"}  # T_INNER_INTERVAL is wait's, not go's
-    with pytest.raises(SettingError, match="inner.interval"):
+    with pytest.raises(SettingError, match=r"inner\.interval"):
         SCHEMA.values(root.parse_args(["wait"]), env, only_taken=True)
