@@ -83,6 +83,14 @@ class HostPort:
 
 
 def parse_backend_url(key: str, raw: Any) -> URL:
+    """A backend's URL, as a setting and as the control API's PUT /admin/backends/ takes it."""
+    try:
+        return _backend_url(key, raw)
+    except _SettingError as exc:
+        raise ConfigError(exc.key, exc.problem) from None
+
+
+def _backend_url(key: str, raw: Any) -> URL:
     value = text(key, raw).strip()
     try:
         url = URL(value)
@@ -274,12 +282,12 @@ class PricesConfig:
 class Config:
     primary: URL = setting(
         help="the primary (GPU) code-server, e.g. http://GPU:8080",
-        parse=parse_backend_url,
+        parse=_backend_url,
         metavar="URL",
     )
     standby: URL = setting(
         help="the standby (CPU) code-server, e.g. http://CPU:8080",
-        parse=parse_backend_url,
+        parse=_backend_url,
         metavar="URL",
     )
     listen: HostPort = setting(
