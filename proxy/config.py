@@ -360,12 +360,8 @@ class Config:
     )
 
 
-def _config_error(key: str, problem: str) -> ConfigError:
-    return ConfigError(key, problem)
-
-
 PROXY: Schema[Config] = Schema(
-    Config, env_prefix="DUMONT_", error=_config_error, config_env="DUMONT_CONFIG"
+    Config, env_prefix="DUMONT_", error=ConfigError, config_env="DUMONT_CONFIG"
 )
 # Every setting a flag or the environment can give (the TOML-only [[pages.tips]] aside).
 SETTINGS: tuple[Entry, ...] = PROXY.command_line

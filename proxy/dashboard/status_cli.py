@@ -52,11 +52,7 @@ class StatusSettings:
     )
 
 
-def _config_error(key: str, problem: str) -> ConfigError:
-    return ConfigError(key, problem)
-
-
-STATUS: Schema[StatusSettings] = Schema(StatusSettings, env_prefix="DUMONT_", error=_config_error)
+STATUS: Schema[StatusSettings] = Schema(StatusSettings, env_prefix="DUMONT_", error=ConfigError)
 
 
 def status_main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:

@@ -104,11 +104,7 @@ class _PagesTable:
     pages: PagesConfig = table(PagesConfig)
 
 
-def _config_error(key: str, problem: str) -> ConfigError:
-    return ConfigError(key, problem)
-
-
-_PAGES_TABLE: Schema[_PagesTable] = Schema(_PagesTable, env_prefix="DUMONT_", error=_config_error)
+_PAGES_TABLE: Schema[_PagesTable] = Schema(_PagesTable, env_prefix="DUMONT_", error=ConfigError)
 
 
 def _tip(entry: object, where: str) -> Tip:
