@@ -11,21 +11,22 @@ import sys
 from collections.abc import Sequence
 
 import provisioning.snapshot.cli
+from dumont_settings import command_parser
 from provisioning.cli_pair import add_pair_subcommand
 from provisioning.cli_sync import add_sync_subcommand
 from provisioning.errors import ProvisioningError
-from provisioning.settings import option, resolve
+from provisioning.settings import PROVISION, add_options, resolve
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dumont-provision",
-        description="GPU <-> CPU standby pairs on Vast.ai and Google Cloud, and their file sync.",
+    parser = command_parser(
+        "dumont-provision",
+        "GPU <-> CPU standby pairs on Vast.ai and Google Cloud, and their file sync.",
     )
-    parser.add_argument("--config", help="TOML file with a [provisioning] table of option defaults")
-    option(parser, "--store", default="/var/lib/dumont/pairs.sqlite3", help="pair store")
+    PROVISION.add_config_flag(parser, "TOML file whose [provisioning] table holds any setting")
+    add_options(parser, "store")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_pair_subcommand(sub)
     add_sync_subcommand(sub)

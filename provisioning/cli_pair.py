@@ -10,9 +10,8 @@ import argparse
 import asyncio
 import json
 import os
-import shlex
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,21 +19,22 @@ from typing import TYPE_CHECKING, Any
 from provisioning.cli_sync import remote_snapshots_from_args
 from provisioning.errors import UsageError
 from provisioning.progress import StderrProgress
-from provisioning.proxy_admin import set_backend
-from provisioning.remote_snapshot import fill_from_snapshot
-from provisioning.reverse_sync import reverse_sync
-from provisioning.settings import option
-from provisioning.ssh import SshHost, run_remote
+from provisioning.remote_snapshot import RemoteSnapshots
+from provisioning.replacement import Filler, ReplacementPlan, wait_standby_provisioned
+from provisioning.replacement import replacement_filler as fill_replacement
+from provisioning.settings import add_options
+from provisioning.ssh import SshHost
 from provisioning.startup_script import render_gpu_onstart, render_startup_script
 from provisioning.store import Pair, PairStore
 from provisioning.sync import SyncController
-from provisioning.vast import DEFAULT_VAST_URL, VastClient, VastInstance
+from provisioning.vast import VastClient, VastInstance
 
 if TYPE_CHECKING:
     from provisioning.gcp import StandbyVm
     from provisioning.pairing import PairService, PairSpec
 
 __all__ = [
+    "CLOUD_OPTIONS",
     "add_cloud_options",
     "add_pair_subcommand",
     "controller_for",
@@ -44,22 +44,20 @@ __all__ = [
 ]
 
 
+CLOUD_OPTIONS = (
+    "vast_url",
+    "vast_api_key_file",
+    "gcp_project",
+    "gcp_zone",
+    "gcp_credentials",
+    "gcp_endpoint",
+    "gcp_anonymous",
+    "poll_interval",
+)
+
+
 def add_cloud_options(parser: argparse.ArgumentParser) -> None:
-    option(parser, "--vast-url", default=DEFAULT_VAST_URL, help="Vast.ai API base URL")
-    option(
-        parser, "--vast-api-key-file", help="file holding the Vast.ai API key (else VAST_API_KEY)"
-    )
-    option(parser, "--gcp-project", help="Google Cloud project of the standbys")
-    option(parser, "--gcp-zone", default="us-central1-a", help="Compute Engine zone")
-    option(parser, "--gcp-credentials", help="service-account JSON (else application default)")
-    option(parser, "--gcp-endpoint", help="Compute Engine API endpoint override (tests, proxies)")
-    option(
-        parser,
-        "--gcp-anonymous",
-        action="store_true",
-        help="no Google credentials; only together with --gcp-endpoint (local fakes)",
-    )
-    option(parser, "--poll-interval", type=float, default=5.0, help="seconds between state polls")
+    add_options(parser, *CLOUD_OPTIONS)
 
 
 def _vast_key(args: argparse.Namespace) -> str:
@@ -159,7 +157,9 @@ def _create(args: argparse.Namespace) -> int:
             if args.deploy_sync:
                 gpu, standby = await service.machines(pair.id)
                 controller = controller_for(args, pair, gpu, standby)
-                await _wait_standby_provisioned(controller, timeout=args.timeout)
+                await wait_standby_provisioned(
+                    controller, timeout=args.timeout, progress=StderrProgress()
+                )
                 await controller.deploy(first_sync_timeout=args.timeout)
             return pair
 
@@ -179,25 +179,6 @@ def controller_for(
     standby_host = SshHost(standby.external_ip, spec.standby_user, args.standby_ssh_port)
     topology = topology_from_args(args, gpu=gpu_host, standby=standby_host)
     return SyncController(topology, progress=StderrProgress())
-
-
-async def _wait_standby_provisioned(controller: SyncController, *, timeout: float) -> None:
-    """The start-up script (packages, code-server) must be done before lsyncd can push."""
-    from provisioning.errors import RemoteCommandError
-
-    t = controller.topology
-    marker = shlex.quote(f"{t.standby_state_dir}/.provisioned")
-    deadline = time.monotonic() + timeout
-    progress = StderrProgress()
-    progress(f"waiting for the standby's start-up script on {t.standby.describe()}")
-    while True:
-        try:
-            await run_remote(t.standby, f"test -e {marker}", timeout=30)
-            return
-        except RemoteCommandError as exc:
-            if time.monotonic() > deadline:
-                raise UsageError(f"standby not provisioned after {timeout:g} s: {exc}") from exc
-        await asyncio.sleep(5)
 
 
 def _destroy(args: argparse.Namespace) -> int:
@@ -275,34 +256,27 @@ async def _report_standby(args: argparse.Namespace, state: str, detail: str) -> 
         StderrProgress()(f"warning: {detail}, not reported to the proxy: {exc}")
 
 
-def replacement_filler(
-    args: argparse.Namespace,
-) -> Callable[[Pair, VastInstance, StandbyVm], Awaitable[None]]:
-    async def fill(pair: Pair, gpu: VastInstance, standby: StandbyVm) -> None:
-        progress = StderrProgress()
-        controller = controller_for(args, pair, gpu, standby)
-        # Deploy without starting: the standby stays fenced until reverse sync has filled the GPU.
-        await controller.deploy(start=False)
-        if args.snapshot_destination:
-            # Most bytes from the bucket, close and fast; the small standby sends only the rest.
-            remote = remote_snapshots_from_args(args, controller.topology.gpu)
-            restore_started = time.monotonic()
-            if await fill_from_snapshot(remote, controller.topology, progress) is not None:
-                progress(f"snapshot restored in {time.monotonic() - restore_started:.1f} s")
-        report = await reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
-        progress(
-            f"the standby sent {report.files_copied} files, {report.bytes_copied} bytes"
-            f" in {report.seconds:.1f} s"
-        )
-        port = gpu.host_port(args.code_server_port) or args.code_server_port
-        url = f"http://{gpu.public_ip or gpu.ssh_host}:{port}"
-        if args.proxy_control:
-            await set_backend(args.proxy_control, args.admin_token or "", "primary", url)
-            progress(f"registered {url} as the proxy's primary")
-        else:
-            progress(f"new primary ready at {url} (no --proxy-control: not registered)")
+def replacement_filler(args: argparse.Namespace) -> Filler:
+    """The replacement workflow (provisioning/replacement.py) with this command's settings."""
+    snapshots = None
+    if args.snapshot_destination:
 
-    return fill
+        def snapshots_for(gpu: SshHost) -> RemoteSnapshots:
+            return remote_snapshots_from_args(args, gpu)
+
+        snapshots = snapshots_for
+    plan = ReplacementPlan(
+        code_server_port=args.code_server_port,
+        timeout=args.timeout,
+        proxy_control=args.proxy_control,
+        admin_token=args.admin_token or "",
+        snapshots=snapshots,
+    )
+
+    def controller(pair: Pair, gpu: VastInstance, standby: StandbyVm) -> SyncController:
+        return controller_for(args, pair, gpu, standby)
+
+    return fill_replacement(controller, plan, StderrProgress())
 
 
 def _gpu_lost(args: argparse.Namespace) -> int:
@@ -338,32 +312,24 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
 
     create = actions.add_parser("create", help="rent a GPU, then its standby VM (idempotent)")
     create.add_argument("--pair", required=True, help="pair id, e.g. alice-1")
-    option(create, "--gpu-name", help="GPU model as Vast names it, e.g. RTX_4090")
-    option(create, "--num-gpus", type=int, default=1, help="GPUs per machine")
-    option(create, "--gpu-query", help="extra Vast search filters as JSON")
-    option(create, "--image", default="vastai/base-image", help="Docker image for the GPU")
-    option(create, "--disk", type=float, default=50.0, help="GPU disk in GB")
-    option(create, "--max-price", type=float, help="highest $/hour accepted")
-    option(create, "--ssh-public-key", help="admin public key installed on both machines")
-    option(
+    add_options(
         create,
-        "--standby-user",
-        default="root",
-        help="admin and sync user on the standby (root: the same paths as on the GPU)",
-    )
-    option(
-        create,
-        "--termination-action",
-        default="STOP",
-        choices=["STOP", "DELETE"],
-        help="what GCP does on spot preemption",
+        "gpu_name",
+        "num_gpus",
+        "gpu_query",
+        "image",
+        "disk",
+        "max_price",
+        "ssh_public_key",
+        "standby_user",
+        "termination_action",
     )
     create.add_argument(
         "--deploy-sync",
         action="store_true",
         help="then wait for the standby's start-up script and deploy and start the sync",
     )
-    option(create, "--standby-ssh-port", type=int, default=22, help="the standby's SSH port")
+    add_options(create, "standby_ssh_port")
     add_sync_options(create, with_hosts=False)
     create.set_defaults(handler=_create)
 
@@ -385,16 +351,14 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
     reconcile.add_argument(
         "--delete-orphans", action="store_true", help="delete labelled machines the store lacks"
     )
-    option(reconcile, "--proxy-control", help="the proxy's control URL: a missing standby is shown")
-    option(reconcile, "--admin-token", help="bearer token for the proxy's admin API")
+    add_options(reconcile, "proxy_control", "admin_token")
     reconcile.set_defaults(handler=_reconcile)
 
     lost = actions.add_parser("gpu-lost", help="spot interruption: keep the standby, degrade")
     lost.add_argument("--pair", required=True)
-    option(lost, "--reason", help="why (default: the hook's DUMONT_REASON, else Vast's state)")
+    add_options(lost, "reason")
     lost.add_argument("--replace", action="store_true", help="rent a replacement GPU and fill it")
-    option(lost, "--standby-ssh-port", type=int, default=22, help="the standby's SSH port")
-    option(lost, "--code-server-port", type=int, default=8080, help="code-server's port on a GPU")
+    add_options(lost, "standby_ssh_port", "code_server_port")
     add_sync_options(lost, with_hosts=False)
     add_snapshot_options(lost)
     lost.set_defaults(handler=_gpu_lost)

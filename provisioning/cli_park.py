@@ -27,7 +27,7 @@ from provisioning.gpu_idle import IdleClock, sample_gpu
 from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import get_park, report_park
 from provisioning.remote_snapshot import RemoteSnapshots
-from provisioning.settings import option
+from provisioning.settings import add_options
 from provisioning.ssh import SshHost
 from provisioning.store import PairState
 
@@ -35,7 +35,20 @@ if TYPE_CHECKING:
     from provisioning.parking import Parking
     from provisioning.resume_schedule import ResumeSchedule
 
-__all__ = ["add_park_verbs"]
+__all__ = ["PARK_OPTIONS", "add_park_verbs"]
+
+PARK_OPTIONS = (
+    "park_mode",
+    "nvidia_smi",
+    "idle_threshold",
+    "park_after",
+    "announce",
+    "check_interval",
+    "offer_retry_for",
+    "offer_retry_interval",
+    "resume_at",
+    "timezone",
+)
 
 
 def _pair_name(args: argparse.Namespace) -> str:
@@ -307,48 +320,9 @@ def add_park_verbs(actions: argparse._SubParsersAction[argparse.ArgumentParser])
         parser = actions.add_parser(verb, help=text, description=text)
         parser.add_argument("name", nargs="?", metavar="NAME", help="the pair")
         parser.add_argument("--pair", help="the pair (same as NAME)")
-        option(parser, "--standby-ssh-port", type=int, default=22, help="the standby's SSH port")
-        option(parser, "--code-server-port", type=int, default=8080, help="code-server's port")
-        # Not an option(): gpu-lost's --reason has another default (the hook's DUMONT_REASON).
+        # Not a setting: gpu-lost's --reason has another default (the hook's DUMONT_REASON).
         parser.add_argument("--reason", default="requested", help="why, shown to the user")
-        option(
-            parser,
-            "--park-mode",
-            default="destroy",
-            choices=["destroy", "stop"],
-            help="destroy the GPU (a snapshot keeps its disk) or stop it (the provider keeps it)",
-        )
-        option(parser, "--nvidia-smi", default="nvidia-smi", help="nvidia-smi on the GPU")
-        option(parser, "--idle-threshold", type=float, default=5.0, help="idle below this %")
-        option(parser, "--park-after", type=float, default=1800.0, help="idle seconds to park")
-        option(parser, "--announce", type=float, default=120.0, help="notice this long before")
-        option(parser, "--check-interval", type=float, default=30.0, help="seconds per sample")
-        option(
-            parser,
-            "--offer-retry-for",
-            type=float,
-            default=0.0,
-            help="resume: keep looking for a matching GPU offer this many seconds",
-        )
-        option(
-            parser,
-            "--offer-retry-interval",
-            type=float,
-            default=300.0,
-            help="resume: seconds between searches while no offer matches",
-        )
-        option(
-            parser,
-            "--resume-at",
-            action="append",
-            help="autopark: resume a parked GPU at DAYS HH:MM (like 'mon-fri 08:30'; repeatable)",
-        )
-        option(
-            parser,
-            "--timezone",
-            default="UTC",
-            help="the pair's time zone for --resume-at (an IANA name like Europe/Lisbon)",
-        )
+        add_options(parser, "standby_ssh_port", "code_server_port", *PARK_OPTIONS)
         add_sync_options(parser, with_hosts=False)
         add_snapshot_options(parser)
         add_cloud_options(parser)

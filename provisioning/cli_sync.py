@@ -1,7 +1,8 @@
 """``dumont-provision sync ...``: the verbs an operator and the proxy's hooks call.
 
-Every parameter is a flag (or ``DUMONT_<FLAG>`` / the config file), so a hook line is complete by
-itself; docs/PROVISIONING.md lists the exact hook command lines.
+Every parameter is a flag (or ``DUMONT_PROVISION_<KEY>``, or the config file: see
+provisioning/settings.py), so a hook line is complete by itself; docs/PROVISIONING.md lists the
+exact hook command lines.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import SyncState, report_sync
 from provisioning.remote_snapshot import RemoteSnapshots, workspace_root
 from provisioning.reverse_sync import reverse_sync
-from provisioning.settings import option
+from provisioning.settings import add_options
 from provisioning.ssh import SshHost
 from provisioning.sync import SyncController, SyncStatus, SyncTopology, topology_roots
 
 __all__ = [
+    "SNAPSHOT_OPTIONS",
+    "SYNC_HOSTS",
+    "SYNC_OPTIONS",
     "add_snapshot_options",
     "add_sync_options",
     "add_sync_subcommand",
@@ -31,73 +35,34 @@ __all__ = [
 ]
 
 
+SYNC_HOSTS = ("gpu", "standby", "standby_from_gpu")
+SYNC_OPTIONS = (
+    "sync_user",
+    "key",
+    "known_hosts",
+    "workspace",
+    "user_data",
+    "gpu_state_dir",
+    "standby_state_dir",
+    "standby_authorized_keys",
+    "delay",
+    "delete",
+    "exclude",
+    "ssh_control_path",
+    "timeout",
+    "proxy_control",
+    "admin_token",
+)
+SNAPSHOT_OPTIONS = ("snapshot_destination", "gpu_python", "gpu_env")
+
+
 def add_sync_options(parser: argparse.ArgumentParser, *, with_hosts: bool = True) -> None:
-    if with_hosts:
-        option(parser, "--gpu", help="the GPU over SSH from here: [ssh://][user@]host[:port]")
-        option(parser, "--standby", help="the standby over SSH from here: [user@]host[:port]")
-        option(
-            parser,
-            "--standby-from-gpu",
-            help="the standby as the GPU reaches it (default: --standby's address)",
-        )
-    option(parser, "--sync-user", help="the user the GPU syncs as (default: --standby's user)")
-    option(parser, "--key", help="admin SSH private key for both machines")
-    option(parser, "--known-hosts", help="known_hosts file (default: host keys are not checked)")
-    option(parser, "--workspace", default="/workspace", help="GPU_PATH[:STANDBY_PATH] to sync")
-    option(
-        parser,
-        "--user-data",
-        default="/root/.local/share/code-server",
-        help="code-server's user data dir, GPU_PATH[:STANDBY_PATH], or 'none'",
-    )
-    option(parser, "--gpu-state-dir", default="/var/lib/dumont", help="lsyncd files on the GPU")
-    option(parser, "--standby-state-dir", default="/var/lib/dumont", help="gate and fence flag")
-    option(
-        parser,
-        "--standby-authorized-keys",
-        default=".ssh/authorized_keys",
-        help="where the gated sync key goes on the standby (relative: the sync user's home)",
-    )
-    option(parser, "--delay", type=float, default=1.0, help="lsyncd delay in seconds")
-    option(
-        parser,
-        "--delete",
-        default="running",
-        choices=["true", "false", "running", "startup"],
-        help="lsyncd delete mode",
-    )
-    option(parser, "--exclude", action="append", default=[], help="extra exclude pattern")
-    option(
-        parser,
-        "--ssh-control-path",
-        default="/tmp/.dumont-ssh-%C",
-        help="where lsyncd's shared ssh connection lives on the GPU (under 108 bytes)",
-    )
-    option(parser, "--timeout", type=float, default=3600.0, help="seconds for long copies")
-    option(
-        parser,
-        "--proxy-control",
-        help="the proxy's control URL: sync verbs report the sync's state there (PUT /admin/sync),"
-        " gpu-lost registers the new GPU",
-    )
-    option(parser, "--admin-token", help="bearer token for the proxy's admin API")
+    add_options(parser, *(SYNC_HOSTS if with_hosts else ()), *SYNC_OPTIONS)
 
 
 def add_snapshot_options(parser: argparse.ArgumentParser) -> None:
     """Where the GPU keeps workspace snapshots and how it runs the snapshot engine."""
-    option(
-        parser,
-        "--snapshot-destination",
-        help="snapshot repository as the GPU reaches it: gs://bucket/prefix, ssh://... or a path",
-    )
-    option(parser, "--gpu-python", default="python3", help="Python 3.11+ on the GPU")
-    option(
-        parser,
-        "--gpu-env",
-        action="append",
-        default=[],
-        help="NAME=VALUE for the GPU's snapshot commands, e.g. GOOGLE_APPLICATION_CREDENTIALS=/k",
-    )
+    add_options(parser, *SNAPSHOT_OPTIONS)
 
 
 def remote_snapshots_from_args(args: argparse.Namespace, gpu: SshHost) -> RemoteSnapshots:
@@ -319,6 +284,4 @@ def add_sync_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
             add_snapshot_options(parser)
             parser.add_argument("--keep", type=int, help="then prune to the N latest snapshots")
         if name in ("fence", "flush"):
-            parser.add_argument(
-                "--drain-timeout", type=float, default=10.0, help="seconds for in-flight syncs"
-            )
+            add_options(parser, "drain_timeout")

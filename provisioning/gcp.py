@@ -40,7 +40,7 @@ from provisioning.errors import (
     CloudTransientError,
     UsageError,
 )
-from provisioning.vast import RetryPolicy
+from provisioning.retry import RetryPolicy
 
 __all__ = ["StandbySpec", "StandbyVm", "StandbyVms", "load_credentials", "validate_zone"]
 

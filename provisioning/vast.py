@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -34,6 +33,7 @@ from provisioning.errors import (
     CloudQuotaError,
     CloudTransientError,
 )
+from provisioning.retry import RetryPolicy  # the clients' one policy; re-exported for callers
 
 __all__ = [
     "DEFAULT_VAST_URL",
@@ -51,18 +51,6 @@ DEFAULT_VAST_URL = "https://console.vast.ai"
 LOST_STATES = frozenset({"exited", "offline", "stopped", "unknown"})
 _IDEMPOTENT = frozenset({"GET", "DELETE"})
 _QUOTA_WORDS = ("quota", "insufficient", "balance", "credit", "limit exceeded")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter; ``attempts`` counts the first try."""
-
-    attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
 @dataclass(frozen=True)

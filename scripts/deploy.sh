@@ -13,7 +13,7 @@
 #  1. install   this checkout into a venv (default /opt/dumont), when its sources changed
 #  2. user      the `dumont` system user, its home /var/lib/dumont and an admin SSH key
 #  3. pair      `dumont-provision pair create` (idempotent): the Vast.ai GPU, then the standby VM;
-#               credentials from the environment (VAST_API_KEY, DUMONT_GCP_PROJECT, ...)
+#               credentials from the environment (VAST_API_KEY, DUMONT_PROVISION_GCP_PROJECT, ...)
 #  4. sync      `dumont-provision sync deploy`: gate, sync key, lsyncd on the GPU (its systemd unit
 #               is deploy/systemd/dumont-lsyncd.service), first sync
 #  5. proxy     /etc/dumont/proxy.env (backends, admin token, fence and reverse-sync hooks) and
@@ -91,7 +91,7 @@ as_dumont=(runuser -u dumont --)
 step "1/5 install $repo into $prefix"
 # The sources' hash, not git's HEAD: a checkout with local edits must be reinstalled too.
 sources=()
-for path in pyproject.toml README.md proxy provisioning templates static; do
+for path in pyproject.toml README.md proxy provisioning dumont_settings templates static; do
   [ -e "$repo/$path" ] && sources+=("$path")
 done
 stamp=$(cd "$repo" && tar -c --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \

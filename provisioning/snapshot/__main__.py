@@ -6,15 +6,15 @@ wanted, and what bench/snapshot.py runs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from dumont_settings import command_parser
 from provisioning.errors import ProvisioningError
 from provisioning.snapshot.cli import add_subcommand
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m provisioning.snapshot")
+    parser = command_parser("python -m provisioning.snapshot", "Workspace snapshots.")
     add_subcommand(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["snapshot", *(sys.argv[1:] if argv is None else argv)])
     try:

@@ -10,10 +10,20 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from dumont_settings import (
+    Schema,
+    SettingError,
+    boolean,
+    count,
+    optional_text,
+    setting,
+    texts,
+)
+from provisioning.errors import UsageError
 from provisioning.snapshot.destinations import DestinationOptions, open_destination
 from provisioning.snapshot.errors import SnapshotError
 from provisioning.snapshot.progress import TransferMeter, format_bytes
@@ -23,51 +33,111 @@ if TYPE_CHECKING:
 
 # The engines are imported by the handler that runs them: a command loads only what it uses.
 
-__all__ = ["add_subcommand"]
-
-_DESTINATION_ENV = "DUMONT_SNAPSHOT_DESTINATION"
+__all__ = ["SNAPSHOT", "SnapshotSettings", "add_subcommand"]
 
 
-def _positive(text: str) -> int:
+def _how_many(text: str) -> int:
+    """``--keep N``, an operand of one prune rather than a setting."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+        return count("keep", text)
+    except SettingError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
-def _level(text: str) -> int:
-    value = _positive(text)
+def _level(key: str, raw: Any) -> int:
+    value = count(key, raw)
     if value > 19:
-        raise argparse.ArgumentTypeError(f"zstd level {value} is above 19")
+        raise SettingError(key, f"zstd level {value} is above 19")
     return value
 
 
-def _open(args: argparse.Namespace) -> ObjectStore:
-    if not args.destination:
-        raise SnapshotError(f"no destination: pass --destination or set {_DESTINATION_ENV}")
-    return open_destination(args.destination, DestinationOptions(ssh_config=args.ssh_config))
+def _path(key: str, raw: Any) -> Path | None:
+    value = optional_text(key, raw)
+    return Path(value) if value else None
 
 
-def _progress(args: argparse.Namespace, label: str) -> TransferMeter | None:
-    wanted = args.progress if args.progress is not None else sys.stderr.isatty()
+def _strings(key: str, raw: Any) -> list[str]:
+    return list(texts(key, raw))
+
+
+@dataclass(frozen=True)
+class SnapshotSettings:
+    """What the snapshot verbs read from their flags, then ``DUMONT_SNAPSHOT_<KEY>``."""
+
+    destination: str | None = setting(
+        None,
+        help="a directory, ssh://[user@]host[:port]/path or gs://bucket/prefix",
+        parse=optional_text,
+        short="-d",
+        metavar="DESTINATION",
+    )
+    ssh_config: Path | None = setting(
+        None, help="ssh_config file for ssh:// destinations", parse=_path, metavar="FILE"
+    )
+    progress: bool | None = setting(
+        None,
+        help="print bytes, files, rate and ETA every second",
+        parse=boolean,
+        takes="toggle",
+        shown_default="when stderr is a terminal",
+    )
+    threads: int | None = setting(
+        None,
+        help="parallel readers/writers",
+        parse=count,
+        metavar="N",
+        shown_default="the CPU count, at least 2",
+    )
+    level: int = setting(1, help="zstd level, 1-19", parse=_level, metavar="N")
+    exclude: list[str] = setting(
+        help="skip matching paths (a name glob, or a path glob if it has a /)",
+        parse=_strings,
+        takes="many",
+        metavar="PATTERN",
+        default_factory=list,
+    )
+
+
+def _error(key: str, problem: str) -> UsageError:
+    return UsageError(f"{key.replace('_', '-')}: {problem}")
+
+
+SNAPSHOT: Schema[SnapshotSettings] = Schema(
+    SnapshotSettings, env_prefix="DUMONT_SNAPSHOT_", error=_error
+)
+
+
+def _settings(args: argparse.Namespace) -> SnapshotSettings:
+    return SNAPSHOT.load(args, os.environ, only_taken=True)
+
+
+def _open(settings: SnapshotSettings) -> ObjectStore:
+    if not settings.destination:
+        env = SNAPSHOT.entry("destination").env
+        raise SnapshotError(f"no destination: pass --destination or set {env}")
+    return open_destination(
+        settings.destination, DestinationOptions(ssh_config=settings.ssh_config)
+    )
+
+
+def _progress(settings: SnapshotSettings, label: str) -> TransferMeter | None:
+    wanted = settings.progress if settings.progress is not None else sys.stderr.isatty()
     return TransferMeter(label, sys.stderr) if wanted else None
 
 
 def _create(args: argparse.Namespace) -> int:
     from provisioning.snapshot.create import CreateOptions, create_snapshot
 
+    settings = _settings(args)
     options = CreateOptions(
-        excludes=tuple(args.exclude),
-        level=args.level,
-        threads=args.threads or CreateOptions().threads,
+        excludes=tuple(settings.exclude),
+        level=settings.level,
+        threads=settings.threads or CreateOptions().threads,
         parent=args.parent,
         rehash=args.rehash,
-        progress=_progress(args, "snapshot create"),
+        progress=_progress(settings, "snapshot create"),
     )
-    store = _open(args)
+    store = _open(settings)
     try:
         result = create_snapshot(Path(args.source), store, options)
     finally:
@@ -87,7 +157,7 @@ def _create(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from provisioning.snapshot.repository import Repository
 
-    store = _open(args)
+    store = _open(_settings(args))
     try:
         records = Repository.open(store, create=False).snapshots()
     finally:
@@ -108,16 +178,17 @@ def _list(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     from provisioning.snapshot.restore import restore_snapshot
 
-    store = _open(args)
+    settings = _settings(args)
+    store = _open(settings)
     try:
         result = restore_snapshot(
             store,
             args.snapshot,
             Path(args.target),
             source=args.source,
-            threads=args.threads,
+            threads=settings.threads,
             overwrite=args.overwrite,
-            progress=_progress(args, "snapshot restore"),
+            progress=_progress(settings, "snapshot restore"),
         )
     finally:
         store.close()
@@ -131,7 +202,7 @@ def _restore(args: argparse.Namespace) -> int:
 def _prune(args: argparse.Namespace) -> int:
     from provisioning.snapshot.prune import prune_snapshots
 
-    store = _open(args)
+    store = _open(_settings(args))
     try:
         result = prune_snapshots(store, args.keep)
     finally:
@@ -144,25 +215,9 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-d",
-        "--destination",
-        default=os.environ.get(_DESTINATION_ENV),
-        help=f"a directory, ssh://[user@]host[:port]/path or gs://bucket/prefix "
-        f"(default: ${_DESTINATION_ENV})",
-    )
-    parser.add_argument("--ssh-config", type=Path, help="ssh_config file for ssh:// destinations")
-
-
-def _with_progress(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="print bytes, files, rate and ETA every second (default: when stderr is a terminal)",
-    )
-    parser.add_argument("--threads", type=_positive, help="parallel readers/writers")
+# The repository every verb opens, and how the verbs that move bytes run.
+_WHERE = ("destination", "ssh_config")
+_HOW = ("progress", "threads")
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -173,30 +228,20 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 
     create = actions.add_parser("create", help="snapshot a directory tree")
     create.add_argument("source", help="the directory to snapshot")
-    _common(create)
-    _with_progress(create)
-    create.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="skip matching paths (a name glob, or a path glob if it has a /)",
-    )
-    create.add_argument("--level", type=_level, default=1, help="zstd level, 1-19 (default 1)")
+    SNAPSHOT.add_flags(create, (*_WHERE, *_HOW, "exclude", "level"))
     create.add_argument("--parent", help="snapshot whose unchanged files need not be read")
     create.add_argument("--rehash", action="store_true", help="read every file, trust no metadata")
     create.set_defaults(handler=_create)
 
     listing = actions.add_parser("list", help="list snapshots, oldest first")
-    _common(listing)
+    SNAPSHOT.add_flags(listing, _WHERE)
     listing.add_argument("--json", action="store_true", help="print the records as JSON")
     listing.set_defaults(handler=_list)
 
     restore = actions.add_parser("restore", help="restore a snapshot into a directory")
     restore.add_argument("snapshot", help='a snapshot id, unique id prefix, or "latest"')
     restore.add_argument("target", help="directory to restore into (missing or empty)")
-    _common(restore)
-    _with_progress(restore)
+    SNAPSHOT.add_flags(restore, (*_WHERE, *_HOW))
     restore.add_argument("--source", help='with "latest": the newest snapshot of this source path')
     restore.add_argument(
         "--overwrite",
@@ -206,6 +251,6 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     restore.set_defaults(handler=_restore)
 
     prune = actions.add_parser("prune", help="keep the N latest snapshots, free everything else")
-    _common(prune)
-    prune.add_argument("--keep", type=_positive, required=True, help="how many snapshots to keep")
+    SNAPSHOT.add_flags(prune, _WHERE)
+    prune.add_argument("--keep", type=_how_many, required=True, help="how many snapshots to keep")
     prune.set_defaults(handler=_prune)

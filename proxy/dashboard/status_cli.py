@@ -7,50 +7,70 @@ cannot be asked.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+from dumont_settings import (
+    Schema,
+    boolean,
+    command_parser,
+    optional_text,
+    positive_seconds,
+    setting,
+    text,
+)
+from proxy.config import PROXY
 from proxy.dashboard.table import render_status
+from proxy.errors import ConfigError
 
-__all__ = ["status_main"]
+__all__ = ["STATUS", "StatusSettings", "status_main"]
 
 
-def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dumont-proxy status", description="Print the proxy's state as a table."
-    )
-    parser.add_argument(
-        "--control",
-        default=env.get("DUMONT_CONTROL_LISTEN", "127.0.0.1:8889"),
+@dataclass(frozen=True)
+class StatusSettings:
+    # The proxy's own settings name the listener and the token: the same variables reach both.
+    control: str = setting(
+        str(PROXY.entry("control_listen").default),
+        help="the proxy's control listener",
+        parse=text,
         metavar="HOST:PORT",
-        help="the proxy's control listener (env DUMONT_CONTROL_LISTEN) [127.0.0.1:8889]",
+        env="CONTROL_LISTEN",
     )
-    parser.add_argument(
-        "--admin-token",
-        default=env.get("DUMONT_ADMIN_TOKEN"),
-        metavar="TOKEN",
-        help="bearer token for the control API (env DUMONT_ADMIN_TOKEN)",
+    admin_token: str | None = setting(
+        None, help="bearer token for the control API", parse=optional_text, metavar="TOKEN"
     )
-    parser.add_argument("--json", action="store_true", help="print the raw JSON instead")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait [5]")
-    return parser
+    json: bool = setting(
+        False, help="print the raw JSON instead", parse=boolean, takes="switch", env=None
+    )
+    timeout: float = setting(
+        5.0, help="seconds to wait", parse=positive_seconds, metavar="S", env=None
+    )
+
+
+STATUS: Schema[StatusSettings] = Schema(StatusSettings, env_prefix="DUMONT_", error=ConfigError)
 
 
 def status_main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    args = _parser(os.environ if env is None else env).parse_args(argv)
-    control = args.control if "://" in args.control else f"http://{args.control}"
+    parser = command_parser("dumont-proxy status", "Print the proxy's state as a table.")
+    STATUS.add_flags(parser)
+    try:
+        settings = STATUS.load(parser.parse_args(argv), os.environ if env is None else env)
+    except ConfigError as exc:
+        print(f"dumont-proxy status: {exc}", file=sys.stderr)
+        return 2
+    control = settings.control if "://" in settings.control else f"http://{settings.control}"
     if control.startswith("http://0.0.0.0:"):
         control = control.replace("0.0.0.0", "127.0.0.1", 1)
     request = urllib.request.Request(f"{control.rstrip('/')}/admin/status")
-    if args.admin_token:
-        request.add_header("Authorization", f"Bearer {args.admin_token}")
+    if settings.admin_token:
+        request.add_header("Authorization", f"Bearer {settings.admin_token}")
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
+        with urllib.request.urlopen(request, timeout=settings.timeout) as response:
             state = json.load(response)
     except urllib.error.HTTPError as exc:
         hint = " (give --admin-token or DUMONT_ADMIN_TOKEN)" if exc.code == 401 else ""
@@ -59,5 +79,5 @@ def status_main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> in
     except (OSError, ValueError) as exc:
         print(f"dumont-proxy status: cannot ask {control}: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(state, indent=2) if args.json else render_status(state))
+    print(json.dumps(state, indent=2) if settings.json else render_status(state))
     return 0 if state.get("active") else 1

@@ -30,6 +30,7 @@ CHECKOUT = [
     "README.md",
     "proxy",
     "provisioning",
+    "dumont_settings",
     "templates",
     "static",
     "scripts/deploy.sh",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioning.retry import RetryPolicy
 from provisioning.snapshot import create_snapshot, open_destination, restore_snapshot
 from provisioning.snapshot.errors import UploadError
 from provisioning.snapshot.stores import gcs as gcs_module
@@ -19,7 +20,8 @@ _TOKEN = "ya29.secret-token-that-must-never-be-logged"
 
 
 def _store(fake: FakeGcs, **overrides: object) -> GcsStore:
-    options: dict[str, object] = {"retry_delay": 0.01, "token_provider": lambda: _TOKEN}
+    retry = RetryPolicy(attempts=7, base_delay=0.01)
+    options: dict[str, object] = {"retry": retry, "token_provider": lambda: _TOKEN}
     options.update(overrides)
     return GcsStore(fake.bucket, "team/ws1", endpoint=fake.endpoint, **options)  # type: ignore[arg-type]
 
@@ -116,7 +118,7 @@ def test_an_upload_that_keeps_failing_is_one_line_and_secret_free(
     fake_gcs: FakeGcs, small_chunks: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_gcs.faults = ["503"] * 50
-    store = _store(fake_gcs, retries=2)
+    store = _store(fake_gcs, retry=RetryPolicy(attempts=3, base_delay=0.01))
     caplog.set_level(logging.DEBUG)
     try:
         with pytest.raises(UploadError) as caught:

@@ -24,13 +24,17 @@ from urllib.parse import quote
 
 import httpx
 
+from provisioning.retry import RetryPolicy
 from provisioning.snapshot.errors import DestinationError, UploadError
 from provisioning.snapshot.stores.base import IteratorReader, Payload, ReadStream, joined
 
-__all__ = ["GcsStore", "default_token_provider"]
+__all__ = ["GCS_RETRY", "GcsStore", "default_token_provider"]
 
 UPLOAD_CHUNK = 8 << 20  # a multiple of 256 KiB, as resumable uploads require
 _RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+# Seven tries: a resumable upload picks up where the server stopped, so a retry is cheap and a
+# bucket's 429s and 503s come in bursts that a few seconds outlast.
+GCS_RETRY = RetryPolicy(attempts=7)
 _READ_WRITE_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 _SECRET_QUERY = re.compile(r"(upload_id|access_token)=[^&\s\"']+")
 
@@ -96,16 +100,14 @@ class GcsStore:
         *,
         endpoint: str,
         token_provider: Callable[[], str] | None,
-        retries: int = 6,
-        retry_delay: float = 0.5,
+        retry: RetryPolicy = GCS_RETRY,
         timeout: float = 60.0,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._endpoint = endpoint.rstrip("/")
         self._token = token_provider
-        self._retries = retries
-        self._retry_delay = retry_delay
+        self._retry = retry
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
 
     def describe(self) -> str:
@@ -120,12 +122,13 @@ class GcsStore:
             headers["Authorization"] = f"Bearer {self._token()}"
         return headers
 
-    def _pause(self, attempt: int) -> None:
-        time.sleep(min(self._retry_delay * (2**attempt), 8.0))
+    def _pause(self, failures: int) -> None:
+        time.sleep(self._retry.delay(failures))
 
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
         """One API call with retries on connection errors and retryable statuses."""
-        for attempt in range(self._retries + 1):
+        failures = 0
+        while True:
             try:
                 response = self._client.request(method, url, headers=self._headers(), **kwargs)
             except httpx.TransportError as exc:
@@ -134,8 +137,10 @@ class GcsStore:
                 if response.status_code not in _RETRYABLE:
                     return response
                 failure = f"HTTP {response.status_code}"
-            if attempt < self._retries:
-                self._pause(attempt)
+            failures += 1
+            if self._retry.exhausted(failures):
+                break
+            self._pause(failures)
         raise DestinationError(f"{self.describe()}: {what} failed: {failure}")
 
     def check_writable(self) -> None:
@@ -159,11 +164,11 @@ class GcsStore:
                 return
             except _Retry as exc:
                 failures += 1
-                if failures > self._retries:
+                if self._retry.exhausted(failures):
                     raise UploadError(
                         f"{self.describe()}: upload of {name} failed after {failures} tries: {exc}"
                     ) from None
-                self._pause(failures - 1)
+                self._pause(failures)
                 ask_server = True
             except _Rejected as exc:
                 raise UploadError(f"{self.describe()}: upload of {name} rejected: {exc}") from None
@@ -174,7 +179,8 @@ class GcsStore:
             "X-Upload-Content-Length": str(size),
             "X-Upload-Content-Type": "application/octet-stream",
         }
-        for attempt in range(self._retries + 1):
+        failures = 0
+        while True:
             try:
                 response = self._client.post(
                     url,
@@ -191,8 +197,10 @@ class GcsStore:
                 status = f"HTTP {response.status_code}"
                 if response.status_code not in _RETRYABLE:
                     break
-            if attempt < self._retries:
-                self._pause(attempt)
+            failures += 1
+            if self._retry.exhausted(failures):
+                break
+            self._pause(failures)
         raise UploadError(f"{self.describe()}: starting upload of {name} failed: {status}")
 
     def _send_from(self, session: str, data: bytes, offset: int) -> None:
@@ -282,9 +290,9 @@ class GcsStore:
             except httpx.TransportError as exc:
                 failure = type(exc).__name__
             failures += 1
-            if failures > self._retries:
+            if self._retry.exhausted(failures):
                 raise DestinationError(f"{self.describe()}: reading {name} failed: {failure}")
-            self._pause(failures - 1)
+            self._pause(failures)
 
     def list(self, prefix: str) -> list[str]:
         url = f"{self._endpoint}/storage/v1/b/{quote(self.bucket, safe='')}/o"
