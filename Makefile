@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check proxy provisioning dumont_settings
+	$(VENV)/bin/ruff format --check proxy provisioning
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 import provisioning.snapshot.cli
-from dumont_settings import command_parser
 from provisioning.cli_pair import add_pair_subcommand
 from provisioning.cli_sync import add_sync_subcommand
 from provisioning.errors import ProvisioningError
 from provisioning.settings import PROVISION, add_options, resolve
+from proxy.settings import command_parser
 
 __all__ = ["build_parser", "main"]
 

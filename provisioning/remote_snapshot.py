@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import dumont_settings
+import proxy.settings
 from provisioning.errors import RemoteCommandError, SnapshotAgentError, SyncError, UsageError
 from provisioning.lsyncd_config import SyncRoot
 from provisioning.progress import Progress
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-SETTINGS_ROOT = Path(dumont_settings.__file__).resolve().parent
+SETTINGS_ROOT = Path(proxy.settings.__file__).resolve().parent
 # What `python -m provisioning.snapshot` imports from outside its own package.
 _AGENT_MODULES = ("__init__.py", "errors.py", "retry.py")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed stamps: the same sources give the same archive
@@ -60,9 +60,11 @@ def agent_archive() -> bytes:
             add(f"provisioning/{module}", (PACKAGE_ROOT / module).read_bytes())
         for path in sorted((PACKAGE_ROOT / "snapshot").rglob("*.py")):
             add(f"provisioning/{path.relative_to(PACKAGE_ROOT).as_posix()}", path.read_bytes())
-        # The snapshot verbs read their settings through the shared settings layer.
+        # The snapshot verbs read their settings through the shared settings layer, which
+        # imports nothing else of the proxy (proxy/__init__.py is empty).
+        add("proxy/__init__.py", (SETTINGS_ROOT.parent / "__init__.py").read_bytes())
         for path in sorted(SETTINGS_ROOT.glob("*.py")):
-            add(f"dumont_settings/{path.name}", path.read_bytes())
+            add(f"proxy/settings/{path.name}", path.read_bytes())
     return buffer.getvalue()
 
 

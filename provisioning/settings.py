@@ -1,4 +1,4 @@
-"""The settings of ``dumont-provision``: one typed model, read by dumont_settings.
+"""The settings of ``dumont-provision``: one typed model, read by proxy.settings.
 
 A setting comes from a flag, else ``DUMONT_PROVISION_<KEY>`` in the environment, else the
 ``[provisioning]`` table of a TOML file (``--config`` or ``DUMONT_PROVISION_CONFIG``; keys spelt
@@ -18,7 +18,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from dumont_settings import (
+from provisioning.errors import UsageError
+from provisioning.vast import DEFAULT_VAST_URL
+from proxy.settings import (
     Schema,
     boolean,
     integer,
@@ -28,8 +30,6 @@ from dumont_settings import (
     text,
     texts,
 )
-from provisioning.errors import UsageError
-from provisioning.vast import DEFAULT_VAST_URL
 
 __all__ = [
     "ENV_PREFIX",

@@ -1,6 +1,6 @@
 """Typed configuration, layered: defaults < TOML file < DUMONT_* environment < command-line flags.
 
-Every setting is declared once, as a field of the dataclasses below (dumont_settings); the TOML
+Every setting is declared once, as a field of the dataclasses below (proxy.settings); the TOML
 key, the environment variable, the flag and its ``--help`` line, default included, all come from
 that one declaration, so they cannot drift apart. A bad value stops start-up with one
 ``ConfigError`` line naming the key.
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from yarl import URL
 
-from dumont_settings import (
+from proxy.settings import (
     Entry,
     Schema,
     amount,
@@ -31,7 +31,7 @@ from dumont_settings import (
     table,
     text,
 )
-from dumont_settings import SettingError as _SettingError
+from proxy.settings import SettingError as _SettingError
 
 from .errors import ConfigError
 from .failover import Policy

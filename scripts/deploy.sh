@@ -91,7 +91,7 @@ as_dumont=(runuser -u dumont --)
 step "1/5 install $repo into $prefix"
 # The sources' hash, not git's HEAD: a checkout with local edits must be reinstalled too.
 sources=()
-for path in pyproject.toml README.md proxy provisioning dumont_settings templates static; do
+for path in pyproject.toml README.md proxy provisioning templates static; do
   [ -e "$repo/$path" ] && sources+=("$path")
 done
 stamp=$(cd "$repo" && tar -c --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \

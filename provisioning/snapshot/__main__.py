@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from dumont_settings import command_parser
 from provisioning.errors import ProvisioningError
 from provisioning.snapshot.cli import add_subcommand
+from proxy.settings import command_parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dumont_settings import (
+from provisioning.errors import UsageError
+from provisioning.snapshot.destinations import DestinationOptions, open_destination
+from provisioning.snapshot.errors import SnapshotError
+from provisioning.snapshot.progress import TransferMeter, format_bytes
+from proxy.settings import (
     Schema,
     SettingError,
     boolean,
@@ -23,10 +27,6 @@ from dumont_settings import (
     setting,
     texts,
 )
-from provisioning.errors import UsageError
-from provisioning.snapshot.destinations import DestinationOptions, open_destination
-from provisioning.snapshot.errors import SnapshotError
-from provisioning.snapshot.progress import TransferMeter, format_bytes
 
 if TYPE_CHECKING:
     from provisioning.snapshot.stores.base import ObjectStore

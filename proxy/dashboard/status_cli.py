@@ -15,7 +15,10 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from dumont_settings import (
+from proxy.config import PROXY
+from proxy.dashboard.table import render_status
+from proxy.errors import ConfigError
+from proxy.settings import (
     Schema,
     boolean,
     command_parser,
@@ -24,9 +27,6 @@ from dumont_settings import (
     setting,
     text,
 )
-from proxy.config import PROXY
-from proxy.dashboard.table import render_status
-from proxy.errors import ConfigError
 
 __all__ = ["STATUS", "StatusSettings", "status_main"]
 

@@ -12,7 +12,7 @@
     weight = 1.0            # > 0; the share of browsers that get this variant (default 1)
 
 Errors name the exact key, with 0-based indices: `pages.tips[1].weight: must be a number > 0`.
-`watcher` and `tips_enabled` are settings like the proxy's others (dumont_settings): also
+`watcher` and `tips_enabled` are settings like the proxy's others (proxy.settings): also
 `--pages-watcher` / `DUMONT_PAGES_WATCHER` and `--pages-tips-enabled` / `DUMONT_PAGES_TIPS_ENABLED`;
 the tips, records with several fields, are given in the TOML file only.
 """
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from dumont_settings import Schema, SettingError, boolean, setting, strict_boolean, table
 from proxy.errors import ConfigError
+from proxy.settings import Schema, SettingError, boolean, setting, strict_boolean, table
 
 __all__ = ["DEFAULT_TIP", "PagesConfig", "Tip"]
 

@@ -30,7 +30,6 @@ CHECKOUT = [
     "README.md",
     "proxy",
     "provisioning",
-    "dumont_settings",
     "templates",
     "static",
     "scripts/deploy.sh",

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from dumont_settings import Entry, Schema
 from provisioning.cli import main as provision_main
 from provisioning.settings import PROVISION
 from provisioning.snapshot.cli import SNAPSHOT
 from proxy.config import PROXY
 from proxy.dashboard.status_cli import STATUS
+from proxy.settings import Entry, Schema
 
 PROVISION_VERBS = [[]] + [
     ["pair", verb]

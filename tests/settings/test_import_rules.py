@@ -1,6 +1,6 @@
-"""dumont_settings stands below both commands: proxy/ and provisioning/ may import it, it imports
-neither, and only the standard library, since the GPU's snapshot agent (a zipapp run by a bare
-python3) carries it."""
+"""proxy.settings stands below both commands: proxy/ and provisioning/ may import it, it imports
+nothing else of proxy/ and nothing of provisioning/, only the standard library, since the GPU's
+snapshot agent (a zipapp run by a bare python3) carries it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import ast
 import sys
 from pathlib import Path
 
-import dumont_settings
+import proxy.settings
 
-PACKAGE = Path(dumont_settings.__file__).resolve().parent
+PACKAGE = Path(proxy.settings.__file__).resolve().parent
 
 
 def test_the_settings_layer_imports_only_the_standard_library() -> None:
@@ -25,10 +25,8 @@ def test_the_settings_layer_imports_only_the_standard_library() -> None:
                 continue
             for module in modules:
                 top = module.split(".")[0]
-                if top not in sys.stdlib_module_names and top not in (
-                    "dumont_settings",
-                    "__future__",
-                ):
+                inside = module == "proxy.settings" or module.startswith("proxy.settings.")
+                if top not in sys.stdlib_module_names and top != "__future__" and not inside:
                     found.append(f"{path.name}:{node.lineno} imports {module}")
     assert found == []
 
@@ -40,5 +38,6 @@ def test_the_gpu_agent_archive_carries_the_settings_layer() -> None:
     from provisioning.remote_snapshot import agent_archive
 
     names = set(zipfile.ZipFile(io.BytesIO(agent_archive())).namelist())
-    assert {f"dumont_settings/{p.name}" for p in PACKAGE.glob("*.py")} <= names
+    assert {f"proxy/settings/{p.name}" for p in PACKAGE.glob("*.py")} <= names
+    assert "proxy/__init__.py" in names
     assert "provisioning/retry.py" in names

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dumont_settings import (
+from proxy.settings import (
     Schema,
     SettingError,
     boolean,

@@ -17,8 +17,8 @@ the other); each command passes the error class its own boundary prints.
 
 from __future__ import annotations
 
-from dumont_settings.model import Entry, Spec, entries, setting, table
-from dumont_settings.parsers import (
+from proxy.settings.model import Entry, Spec, entries, setting, table
+from proxy.settings.parsers import (
     Parser,
     SettingError,
     amount,
@@ -34,7 +34,7 @@ from dumont_settings.parsers import (
     text,
     texts,
 )
-from dumont_settings.schema import Schema, command_parser
+from proxy.settings.schema import Schema, command_parser
 
 __all__ = [
     "Entry",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dumont_settings.parsers import Parser, choice
+from proxy.settings.parsers import Parser, choice
 
 __all__ = ["MISSING", "Entry", "Spec", "entries", "setting", "table"]
 

@@ -10,8 +10,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from dumont_settings.model import Entry, build, entries
-from dumont_settings.parsers import SettingError
+from proxy.settings.model import Entry, build, entries
+from proxy.settings.parsers import SettingError
 
 __all__ = ["Schema", "command_parser"]
 
