@@ -196,6 +196,8 @@ class _Checks:
 
     def fire(self) -> None:
         self.soon = None
+        if self.busy or self.stopped:
+            return  # one probe in flight at a time
         self.next_slot = -1
         self.busy, self.requested, self.status = True, False, 0
         self.started, self.began = time.perf_counter(), self.loop.time()
@@ -279,7 +281,8 @@ class _Checks:
         if self.stopped:
             return  # the report stopped the checker (shutdown)
         if self.requested:
-            self.soon = self.loop.call_soon(self.fire)
+            if self.soon is None:  # (a probe_now during the report asked for it already)
+                self.soon = self.loop.call_soon(self.fire)
             return
         interval = checker.settings.interval
         if self.first:  # the first check is at once (who serves is decided on it)

@@ -182,3 +182,33 @@ async def test_checkers_sharing_one_schedule_each_keep_their_rhythm(healthy: URL
                 await backend.close()
         schedule.close()
         await tasks.close()
+
+
+async def test_probe_now_from_inside_a_report_starts_one_probe(healthy: URL) -> None:
+    """The machine asks for a confirming probe while a result is being reported: one probe
+    follows, not two in flight at once."""
+    settings = HealthConfig(interval=5.0, timeout=0.5, fall=2, rise=2)
+    tasks = TaskSet("test-probe-now")
+    loop = asyncio.get_running_loop()
+    results: list[CheckResult] = []
+    backends: dict[Role, Backend] = {
+        "primary": Backend("primary", healthy, 1.0),
+        "standby": Backend("standby", URL(str(healthy).replace("127.0.0.1", "localhost")), 1.0),
+    }
+
+    def report(result: CheckResult) -> None:
+        results.append(result)
+        if result.role == "primary" and len([r for r in results if r.role == "primary"]) == 1:
+            checker.probe_now("primary")
+
+    checker = HealthChecker(backends, settings, report, loop.time, tasks)
+    checker.start()
+    try:
+        await _results_for(results, "primary", 2, 2.0)
+        await asyncio.sleep(0.5)  # a second probe in flight would have answered by now
+        assert len([r for r in results if r.role == "primary"]) == 2
+    finally:
+        checker.stop()
+        for backend in backends.values():
+            await backend.close()
+        await tasks.close()
