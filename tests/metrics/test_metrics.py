@@ -17,7 +17,7 @@ from proxy.dashboard.savings import SavingsLedger, savings
 from proxy.dashboard.table import render_status
 from proxy.pages import TipCounts
 from proxy.server import ProxyServer
-from tests.proxy.conftest import ProxyFactory, Upstreams, control_url, public_url, url_of
+from tests.support.proxies import ProxyFactory, Upstreams, control_url, public_url, url_of
 
 TOKEN = "metrics-token"
 REPO = Path(__file__).resolve().parents[2]

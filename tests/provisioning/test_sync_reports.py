@@ -17,7 +17,7 @@ from yarl import URL
 from provisioning.cli import main
 from proxy.config import Config, HostPort
 from proxy.server import ProxyServer
-from tests.provisioning.conftest import SyncBed
+from tests.support.sync_bed import SyncBed
 
 TOKEN = "sync-report-token"
 

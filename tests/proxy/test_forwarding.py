@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from .conftest import ProxyFactory, Upstreams, public_url, url_of
+from tests.support.proxies import ProxyFactory, Upstreams, public_url, url_of
 
 
 async def test_request_reaches_primary_with_path_query_and_body(
@@ -184,7 +184,7 @@ async def test_proxy_routes_are_reserved(upstreams: Upstreams, make_proxy: Proxy
 async def test_no_healthy_backend_is_503_with_retry_after(
     make_proxy: ProxyFactory, method: str
 ) -> None:
-    from .processes import free_port
+    from tests.support.ports import free_port
 
     dead_a = f"http://127.0.0.1:{free_port()}"
     dead_b = f"http://127.0.0.1:{free_port()}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .processes import Proc, start_proxy
+from tests.support.processes import Proc, start_proxy
 
 GIB = 1 << 30
 

@@ -10,9 +10,8 @@ import aiohttp
 from yarl import URL
 
 from proxy.pages import WATCHER_SRC
-
-from .conftest import ProxyFactory, Upstreams, public_url, url_of
-from .processes import free_port
+from tests.support.ports import free_port
+from tests.support.proxies import ProxyFactory, Upstreams, public_url, url_of
 
 NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Accept": "text/html"}
 

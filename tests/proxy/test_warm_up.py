@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.config import HealthConfig
-from tests.proxy.conftest import ProxyFactory, url_of
+from tests.support.proxies import ProxyFactory, url_of
 
 HEALTH = HealthConfig(interval=0.1, timeout=0.5, fall=2, rise=2)
 

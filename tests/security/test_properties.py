@@ -97,7 +97,8 @@ def test_accepted_responses_are_writable_and_unambiguous(
         return
     assert status >= 200
     headers = CIMultiDict(
-        (n.decode("latin-1"), v.decode("latin-1")) for n, v in raw  # as the data plane reads
+        (n.decode("latin-1"), v.decode("latin-1"))
+        for n, v in raw  # as the data plane reads
     )
     for name, value in raw:
         assert re.fullmatch(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.proxy.processes import Proc
-
-from .rawnet import CountingUpstream, exchange, get, status_of
+from tests.support.processes import Proc
+from tests.support.rawnet import CountingUpstream, exchange, get, status_of
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: ide.test\r\n\r\n"
 CHUNKED_SMUGGLE = b"0\r\n\r\n" + SMUGGLED

@@ -1,32 +1,75 @@
-"""Processes that tests start: each in its own process group, killed by group id, never by name."""
+"""Processes that tests and benchmarks start: each the leader of its own session, so its process
+group holds it and every child it spawns; signalled and killed by group id, never by name (other
+people's runs on this machine use the same programs).
+
+    proxy = start_proxy(url_of(gpu), url_of(cpu))  # the real CLI, ready once its healthz answers
+    proxy.signal_group(signal.SIGSTOP)             # a silent death
+    proxy.stop()                                   # SIGCONT + SIGKILL to the group, then reap
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_port
+
+__all__ = [
+    "REPO",
+    "Proc",
+    "kill_group",
+    "kill_group_async",
+    "signal_group",
+    "start_process",
+    "start_proxy",
+    "start_upstream",
+]
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Send `sig` to a process group that may already be gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def kill_group(popen: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 10) -> None:
+    """SIGKILL the group `popen` leads (start_new_session=True) and reap its leader. SIGKILL ends
+    stopped processes too; safe to call after the group is gone."""
+    signal_group(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(timeout=timeout)
+
+
+async def kill_group_async(process: asyncio.subprocess.Process) -> None:
+    """kill_group() for a process started by asyncio.create_subprocess_exec."""
+    if process.returncode is None:
+        signal_group(process.pid, signal.SIGKILL)
+        await process.wait()
 
 
 @dataclass
 class Proc:
     popen: subprocess.Popen[str]
     port: int
+    control_port: int = 0  # start_proxy's control listener; 0 for other processes
 
     @property
     def pgid(self) -> int:
         return self.popen.pid  # start_new_session: the leader's pid is the group id
 
     def signal_group(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, sig)
+        signal_group(self.pgid, sig)
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -67,22 +110,12 @@ def start_process(
 
 
 def start_upstream(name: str) -> Proc:
+    """tests/support/upstream_app.py as a process: a backend a test can SIGKILL or SIGSTOP."""
     return start_process([sys.executable, str(HERE / "upstream_app.py"), name])
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the kernel picks it); good enough on loopback."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_proxy(primary: str, standby: str, *extra: str, env: dict[str, str] | None = None) -> Proc:
     """The real CLI in its own process group; ready once /__dumont/healthz answers."""
-    import urllib.request
-
     port, control = free_port(), free_port()
     argv = [
         sys.executable,
@@ -107,8 +140,7 @@ def start_proxy(primary: str, standby: str, *extra: str, env: dict[str, str] | N
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
-    proc = Proc(popen, port)
-    proc.control_port = control  # type: ignore[attr-defined]
+    proc = Proc(popen, port, control)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if popen.poll() is not None:
