@@ -34,7 +34,7 @@ from tests.deploy.buildah import (
 from tests.support.ports import free_port
 from tests.support.processes import Proc, kill_group
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(900)]
 
 if os.geteuid() != 0:  # pragma: no cover - CI and the developers' machines run as root
     pytest.skip("buildah's chroot builds and debootstrap need root", allow_module_level=True)

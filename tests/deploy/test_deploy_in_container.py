@@ -21,7 +21,7 @@ from tests.deploy.buildah import REPO, Container, pip_run_environment
 from tests.support.ports import free_port
 from tests.support.processes import Proc
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(900)]
 
 if os.geteuid() != 0:  # pragma: no cover - CI and the developers' machines run as root
     pytest.skip("buildah's chroot runs need root", allow_module_level=True)

@@ -234,7 +234,7 @@ def test_price_settings_are_validated(key: str, raw: str) -> None:
 def exposed_names(text: str) -> set[str]:
     """Every series name a query may use, including families that have no sample yet."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
-    names = set()
+    names: set[str] = set()
     for family in text_string_to_metric_families(text):
         names.update(family.name + s for s in suffixes.get(family.type, ("",)))
     return names

@@ -11,9 +11,7 @@ import json
 import os
 import shlex
 import signal
-import socket
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,39 +19,23 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from provisioning.cli import main
 from provisioning.sync import SyncController
 from tests.provisioning.conftest import FakeClouds, SyncBed, pair_service
 from tests.provisioning.fake_vast import API_KEY
 from tests.provisioning.test_prov_pairing import SPEC
+from tests.support.ports import free_port
+from tests.support.processes import kill_group_async, start_proxy_async
+from tests.support.proxies import start_healthz_only
+from tests.support.sync_bed import start_provision_cli
+from tests.support.waiting import until
+
+# `until` is imported from here by the park tests.
+__all__ = ["PAIR", "TOKEN", "ParkBed", "kill_pair_cli", "park_bed", "until"]
 
 TOKEN = "park-test-token"
 PAIR = "pam"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive", "lastHeartbeat": 0})
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 @dataclass
@@ -113,13 +95,8 @@ class ParkBed:
 
 def proxy_hooks(bed: SyncBed, tmp_path: Path) -> str:
     """The proxy's [hooks], the documented lines, with every option in provision.toml."""
-    lines = ["[provisioning]"]
-    for flag in bed.cli_flags():
-        key, value = flag.removeprefix("--").split("=", 1)
-        lines.append(f'{key} = "{value}"')
-    lines.append("delay = 0.2")
     provision = tmp_path / "provision.toml"
-    provision.write_text("\n".join(lines) + "\n")
+    bed.write_provision_config(provision)
     command = f"{shlex.quote(sys.executable)} -m provisioning.cli --config {provision}"
     return (
         "[hooks]\n"
@@ -144,14 +121,11 @@ async def park_bed(
         await service.create(PAIR, replace(SPEC, standby_user="root"))
     await SyncController(bed.topology(delay=0.2)).deploy(first_sync_timeout=120)
 
-    servers = []
-    for _ in range(3):  # the GPU's code-server, the standby's, and the resumed GPU's
-        app = web.Application()
-        app.router.add_get("/healthz", _healthz)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-    clouds.vast.code_server_port = servers[2].port
+    # The GPU's code-server, the standby's, and the resumed GPU's.
+    servers = await start_healthz_only(3)
+    resumed_port = servers[2].port
+    assert resumed_port is not None
+    clouds.vast.code_server_port = resumed_port
     control = free_port()
     log_path = tmp_path / "proxy.log"
     async with httpx.AsyncClient(timeout=200) as client:
@@ -162,7 +136,7 @@ async def park_bed(
             tmp_path / "snapshots",
             f"http://127.0.0.1:{control}",
             client,
-            servers[2].port,
+            resumed_port,
             log_path,
         )
         hooks = proxy_hooks(bed, tmp_path)
@@ -173,17 +147,13 @@ async def park_bed(
             hooks += f"resume = {json.dumps(line)}\n"
         config = tmp_path / "dumont.toml"
         config.write_text(hooks)
-        with log_path.open("w") as proxy_log:
-            proxy = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy",
-                f"--primary=http://127.0.0.1:{servers[0].port}",
-                f"--standby=http://127.0.0.1:{servers[1].port}",
-                f"--listen=127.0.0.1:{free_port()}", f"--control-listen=127.0.0.1:{control}",
-                f"--admin-token={TOKEN}", "--failback=manual", f"--config={config}",
-                "--health-interval=0.3",
-                env=os.environ | {"VAST_API_KEY": API_KEY},  # for the resume hook
-                start_new_session=True, stdout=asyncio.subprocess.DEVNULL, stderr=proxy_log,
-            )  # fmt: skip
+        proxy = await start_proxy_async(
+            f"http://127.0.0.1:{servers[0].port}", f"http://127.0.0.1:{servers[1].port}", control,
+            f"--admin-token={TOKEN}", "--failback=manual", f"--config={config}",
+            "--health-interval=0.3",
+            log=log_path,
+            env={"VAST_API_KEY": API_KEY},  # for the resume hook
+        )  # fmt: skip
         try:
 
             async def proxy_ready() -> bool:
@@ -196,9 +166,7 @@ async def park_bed(
             await until(proxy_ready, "the proxy serving the GPU with a healthy standby", 60)
             yield result
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proxy.pid, signal.SIGKILL)
-            await proxy.wait()
+            await kill_group_async(proxy)
             for server in servers:
                 await server.close()
 
@@ -207,12 +175,7 @@ async def kill_pair_cli(pb: ParkBed, verb: str, kill_when: Callable[[], Any]) ->
     """``dumont-provision pair VERB`` as a real process, SIGKILLed (its whole group) as soon as
     ``kill_when()`` is true; the test fails if it finished first."""
     argv = [f"--store={pb.store}", "pair", verb, PAIR, *pb.cli_flags()]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "provisioning.cli", *argv,
-        env=os.environ | {"VAST_API_KEY": API_KEY},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
+    process = await start_provision_cli(*argv, env={"VAST_API_KEY": API_KEY})
     try:
 
         async def due() -> bool:
@@ -224,6 +187,4 @@ async def kill_pair_cli(pb: ParkBed, verb: str, kill_when: Callable[[], Any]) ->
         os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
     finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+        await kill_group_async(process)

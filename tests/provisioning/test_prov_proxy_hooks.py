@@ -19,7 +19,7 @@ import pytest
 from provisioning.fence import is_fenced
 from provisioning.sync import SyncController
 from tests.support.ports import free_port
-from tests.support.processes import kill_group_async
+from tests.support.processes import kill_group_async, start_proxy_async
 from tests.support.proxies import start_healthz_only
 from tests.support.sync_bed import SyncBed
 from tests.support.waiting import until
@@ -47,15 +47,11 @@ async def test_proxy_hooks_fence_on_failover_and_reverse_sync_before_failback(
     )
     backends = await start_healthz_only(2)
     control = free_port()
-    with (tmp_path / "proxy.log").open("w") as proxy_log:
-        proxy = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy",
-            f"--primary=http://127.0.0.1:{backends[0].port}",
-            f"--standby=http://127.0.0.1:{backends[1].port}",
-            f"--listen=127.0.0.1:{free_port()}", f"--control-listen=127.0.0.1:{control}",
-            f"--admin-token={TOKEN}", "--failback=manual", f"--config={proxy_config}",
-            start_new_session=True, stdout=asyncio.subprocess.DEVNULL, stderr=proxy_log,
-        )  # fmt: skip
+    proxy = await start_proxy_async(
+        f"http://127.0.0.1:{backends[0].port}", f"http://127.0.0.1:{backends[1].port}", control,
+        f"--admin-token={TOKEN}", "--failback=manual", f"--config={proxy_config}",
+        log=tmp_path / "proxy.log",
+    )  # fmt: skip
     headers = {"Authorization": f"Bearer {TOKEN}"}
     base = f"http://127.0.0.1:{control}"
     try:

@@ -50,7 +50,8 @@ async def _sync_state(server: ProxyServer) -> str:
         text = await r.text()
     states = re.findall(r'^dumont_sync_state\{state="(\w+)"\} 1\.0$', text, re.M)
     assert len(states) == 1, text
-    return states[0]
+    state: str = states[0]
+    return state
 
 
 async def _cli(*argv: str) -> int:

@@ -19,7 +19,8 @@ from tests.support.processes import REPO, kill_group
 
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:
-        return r.read().decode()
+        data: bytes = r.read()
+        return data.decode()
 
 
 @pytest.mark.slow

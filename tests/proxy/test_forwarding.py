@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -150,7 +151,7 @@ async def test_chunked_upload_streams(upstreams: Upstreams, make_proxy: ProxyFac
     proxy = await make_proxy(url_of(gpu), url_of(cpu))
     digest = hashlib.sha256()
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         for i in range(64):
             piece = bytes([i]) * 65536
             digest.update(piece)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -89,7 +90,7 @@ async def test_events_stream_a_switch_and_status_counts_tips(
         assert sum(t["impressions"] for t in tips.values()) >= 1
 
 
-async def _next_event(stream: aiohttp.StreamReader) -> dict[str, object]:
+async def _next_event(stream: aiohttp.StreamReader) -> dict[str, Any]:
     while True:
         line = await asyncio.wait_for(stream.readline(), 10)
         if line.startswith(b"data:"):

@@ -24,7 +24,11 @@ WS_HEAD = (
 
 
 def req(
-    marker: str, headers: bytes = b"", body: bytes = b"", method: bytes = b"POST", version=b"1.1"
+    marker: str,
+    headers: bytes = b"",
+    body: bytes = b"",
+    method: bytes = b"POST",
+    version: bytes = b"1.1",
 ) -> bytes:
     head = b"%s /c-%s HTTP/%s\r\nHost: ide.test\r\n" % (method, marker.encode(), version)
     return head + headers + b"\r\n" + body

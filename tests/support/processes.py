@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ __all__ = [
     "signal_group",
     "start_process",
     "start_proxy",
+    "start_proxy_async",
     "start_upstream",
 ]
 
@@ -152,3 +154,20 @@ def start_proxy(primary: str, standby: str, *extra: str, env: dict[str, str] | N
         time.sleep(0.05)
     proc.stop()
     raise RuntimeError("proxy did not start")
+
+
+async def start_proxy_async(
+    primary: str, standby: str, control_port: int, *flags: str, log: Path,
+    env: Mapping[str, str] | None = None,
+) -> asyncio.subprocess.Process:  # fmt: skip
+    """The real CLI in its own process group, listening on a free port and on `control_port`;
+    stderr to `log`, stdout discarded. Returns at once: the caller waits for what it needs and
+    stops it with kill_group_async()."""
+    with log.open("w") as stderr:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", f"--primary={primary}", f"--standby={standby}",
+            f"--listen=127.0.0.1:{free_port()}", f"--control-listen=127.0.0.1:{control_port}",
+            *flags,
+            cwd=REPO, env={**os.environ, **(env or {})}, start_new_session=True,
+            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
