@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The tests `make check` leaves out: those that need code-server, Chromium, a container build or a
-# bed of network namespaces (the pytest markers in pyproject.toml).
-HEAVY := codeserver or browser or container or netns
+# bed of network namespaces, and the scale test that syncs 1 GiB and 100k files (one to three
+# minutes by itself on a shared machine). The pytest markers are in pyproject.toml.
+HEAVY := codeserver or browser or container or netns or scale
 # `make test` fails when the suite covers less of proxy/ and provisioning/ than this (percent of
 # lines; the measured figure and how it was measured are in docs/TESTING.md).
 COVERAGE_FLOOR ?= 80
@@ -43,8 +44,10 @@ unit: $(STAMP)
 
 # Before each commit: lint, types and every test that needs no code-server, Chromium, container
 # build or namespace bed (real nginx, lsyncd, sshd and Prometheus included). A few minutes.
+# Four workers on two cores: most of these tests wait on real processes (sshd, lsyncd, the proxy)
+# rather than compute, so the lane takes a third of the serial time.
 check: deps-debian $(STAMP) lint typecheck
-	$(PY) -m pytest -m "not ($(HEAVY))" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not ($(HEAVY))" -n 4 --dist load $(PYTEST_ARGS)
 
 # The whole suite: lint, types, and every test (real nginx, lsyncd, sshd, Prometheus, code-server,
 # Chromium, containers, namespaces), with a coverage report of proxy/ and provisioning/ that fails

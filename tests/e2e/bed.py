@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -24,6 +22,7 @@ from typing import Any
 from tests.e2e.hosts import Host, HostNet
 from tests.support.codeserver import find_launcher, healthy
 from tests.support.ports import free_port, port_open
+from tests.support.processes import kill_group
 from tests.support.sshd import keygen, sshd_argv, write_sshd_config
 from tests.support.waiting import wait_until
 
@@ -343,10 +342,7 @@ class ContinuityBed:
 
     def close(self) -> None:
         if self.proxy is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proxy.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proxy.wait(timeout=10)
+            kill_group(self.proxy)
             self.proxy = None
         if self.net is not None:
             self.net.close()

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.processes import signal_group
+
 __all__ = [
     "DEFAULT_HOME",
     "QUIET_SETTINGS",
@@ -124,9 +126,8 @@ class CodeServer:
         if self._stopped:
             return
         self._stopped = True
-        with contextlib.suppress(ProcessLookupError):
-            # SIGKILL also ends stopped processes; no SIGCONT needed first.
-            os.killpg(self.pgid, signal.SIGKILL)
+        # SIGKILL also ends stopped processes; no SIGCONT needed first.
+        signal_group(self.pgid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
 
