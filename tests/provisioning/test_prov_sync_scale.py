@@ -19,7 +19,7 @@ from provisioning.sync import SyncController
 from tests.support.processes import kill_group_async
 from tests.support.sync_bed import SyncBed
 
-pytestmark = [pytest.mark.slow, pytest.mark.scale]
+pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 SMALL_FILES = 100_000
 BIG_FILE = 1 << 30

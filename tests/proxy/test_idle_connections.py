@@ -32,7 +32,7 @@ from tests.support.processes import Proc, start_proxy
 IDLE = 10_000
 RSS_LIMIT_MB = 250
 WRK_SECONDS = 3
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(110)]
+pytestmark = [pytest.mark.slow, pytest.mark.load, pytest.mark.timeout(110)]
 
 
 @pytest.fixture
