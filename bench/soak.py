@@ -33,6 +33,11 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests/support, shared with the tests
+
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.processes import Proc  # noqa: E402
+
 RSS_BAR_MB = 300.0
 BODY = b"s" * 65536
 
@@ -83,33 +88,17 @@ async def serve_upstream(name: str) -> None:
 # ---------------------------------------------------------------------------- processes
 
 
-@dataclass
-class Group:
-    popen: subprocess.Popen[str]
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)  # its own group: never by name
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def spawn(argv: list[str], groups: list[Group], stdout: Any = subprocess.PIPE) -> Group:
+def spawn(argv: list[str], groups: list[Proc], stdout: Any = subprocess.PIPE) -> Proc:
+    """`argv` in a process group of its own; Proc.stop() kills the group by its id."""
     popen = subprocess.Popen(
         argv, cwd=REPO, stdout=stdout, stderr=None, text=True, start_new_session=True
     )
-    group = Group(popen)
+    group = Proc(popen, 0)
     groups.append(group)
     return group
 
 
-def start_upstream(name: str, groups: list[Group]) -> int:
+def start_upstream(name: str, groups: list[Proc]) -> int:
     group = spawn([sys.executable, __file__, "--serve-upstream", name], groups)
     assert group.popen.stdout is not None
     line = group.popen.stdout.readline()
@@ -118,7 +107,7 @@ def start_upstream(name: str, groups: list[Group]) -> int:
     return int(line.split()[1])
 
 
-def start_proxy(gpu: int, cpu: int, groups: list[Group], websockets: int) -> tuple[int, int]:
+def start_proxy(gpu: int, cpu: int, groups: list[Proc], websockets: int) -> tuple[int, int]:
     port = free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"dumont-soak-{port}.log", "w")  # noqa: SIM115
     group = spawn(
@@ -327,7 +316,7 @@ def main() -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    groups: list[Group] = []
+    groups: list[Proc] = []
     try:
         gpu, cpu = start_upstream("gpu", groups), start_upstream("cpu", groups)
         port, pid = start_proxy(gpu, cpu, groups, args.websockets)

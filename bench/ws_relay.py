@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -29,12 +28,10 @@ import uvloop
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests/support, shared with the tests
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.processes import kill_group  # noqa: E402
 
 
 async def echo_server(port: int) -> web.AppRunner:
@@ -142,9 +139,7 @@ def our_proxy(upstream_port: int) -> Iterator[int]:
         time.sleep(1.5)  # first health checks decide the route
         yield port
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)
 
 
 def percentile(values: list[float], q: float) -> float:

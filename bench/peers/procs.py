@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.processes import signal_group
+
 __all__ = [
     "BENCH_DIR",
     "REPO_DIR",
     "ProcessGroup",
-    "free_port",
     "group_cpu_seconds",
     "group_pids",
     "group_rss_bytes",
@@ -29,14 +30,6 @@ __all__ = [
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = BENCH_DIR.parent
-
-
-def free_port() -> int:
-    """An ephemeral port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -158,8 +151,7 @@ class ProcessGroup:
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the whole group (SIGKILL: loud death, SIGSTOP: silent)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signum)
+        signal_group(self.pgid, signum)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from peers.procs import BENCH_DIR, REPO_DIR, ProcessGroup, free_port, wait_http
+from peers.procs import BENCH_DIR, REPO_DIR, ProcessGroup, wait_http
 from peers.upstreams import nginx_paths, nginx_temp_paths
+from tests.support.ports import free_port
 
 __all__ = [
     "FAILOVER_PROXIES",

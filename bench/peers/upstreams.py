@@ -6,7 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from peers.procs import BENCH_DIR, ProcessGroup, free_port, wait_http
+from peers.procs import BENCH_DIR, ProcessGroup, wait_http
+from tests.support.ports import free_port
 
 __all__ = [
     "BIG_PATH",
@@ -72,9 +73,7 @@ http {{
 """
 
 
-def start_nginx_origin(
-    workdir: Path, docroot: Path, extra: str = ""
-) -> tuple[ProcessGroup, int]:
+def start_nginx_origin(workdir: Path, docroot: Path, extra: str = "") -> tuple[ProcessGroup, int]:
     """nginx serving ``docroot``; ``extra`` adds locations to its server block."""
     port = free_port()
     conf = workdir / "origin-nginx.conf"

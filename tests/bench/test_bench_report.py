@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bench.peers.report import Bar, check_bars, render_bars
 
-ROWS = {
+ROWS: dict[str, dict[str, float | str | None]] = {
     "haproxy": {"req_s": 50_000.0, "p99_ms": 2.0},
     "caddy": {"req_s": 16_000.0},
     "dumont": {"req_s": 30_000.0, "p99_ms": 4.5, "cpu_us_per_req": 25.0},

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import brotli
+import brotli  # type: ignore[import-untyped]  # brotli ships no type information
 import pytest
 from multidict import CIMultiDict
 from playwright.async_api import Route

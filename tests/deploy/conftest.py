@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.deploy.buildah import BASE_IMAGE_SCRIPT, image_exists, run
-from tests.proxy.processes import Proc, start_upstream
+from tests.support.processes import Proc, start_upstream
 
 
 @pytest.fixture(scope="session")

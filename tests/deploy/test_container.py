@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,9 +31,10 @@ from tests.deploy.buildah import (
     run,
     uid_of,
 )
-from tests.proxy.processes import Proc
+from tests.support.ports import free_port
+from tests.support.processes import Proc, kill_group
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(900)]
 
 if os.geteuid() != 0:  # pragma: no cover - CI and the developers' machines run as root
     pytest.skip("buildah's chroot builds and debootstrap need root", allow_module_level=True)
@@ -58,12 +58,6 @@ def container(proxy_image: str) -> Iterator[Container]:
         yield ctr
     finally:
         ctr.remove()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get_json(url: str) -> Any:
@@ -184,9 +178,7 @@ def test_entrypoint_serves_and_fails_over(
         # And the HEALTHCHECK is not vacuous: with the proxy gone it fails.
         assert container.run(healthcheck, env, timeout=20, check=False).returncode != 0
     finally:
-        if proxy.poll() is None:
-            os.killpg(proxy.pid, signal.SIGKILL)
-            proxy.wait(timeout=10)
+        kill_group(proxy)
         log.close()
         if os.environ.get("DUMONT_TEST_VERBOSE"):
             print((tmp_path / "proxy.log").read_text())

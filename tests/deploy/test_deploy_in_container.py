@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.buildah import REPO, Container, pip_run_environment
-from tests.proxy.processes import Proc
+from tests.support.ports import free_port
+from tests.support.processes import Proc
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(900)]
 
 if os.geteuid() != 0:  # pragma: no cover - CI and the developers' machines run as root
     pytest.skip("buildah's chroot runs need root", allow_module_level=True)
@@ -90,7 +91,7 @@ def test_deploy_runs_twice_and_the_second_run_changes_nothing(
     (fakes / "calls.log").touch()
     fakes.chmod(0o777)
     (fakes / "calls.log").chmod(0o666)
-    port = _free_port()
+    port = free_port()
 
     def deploy(standby_url: str) -> str:
         return (
@@ -177,11 +178,3 @@ def test_deploy_runs_twice_and_the_second_run_changes_nothing(
         assert "sync reverse --gpu root@gpu.invalid:2222" in hooks
     finally:
         ctr.remove()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.hosts import Host, HostNet
-from tests.proxy.processes import free_port
-from tests.support.codeserver import find_launcher
+from tests.support.codeserver import find_launcher, healthy
+from tests.support.ports import free_port, port_open
+from tests.support.processes import kill_group
+from tests.support.sshd import keygen, sshd_argv, write_sshd_config
+from tests.support.waiting import wait_until
 
 __all__ = ["PASSWORD", "BedSettings", "Checkpoint", "ContinuityBed"]
 
@@ -149,7 +149,7 @@ class ContinuityBed:
         try:
             self.net = HostNet(self.base).open()
             self.admin_key = self.base / "admin_key"
-            _keygen(self.admin_key)
+            keygen(self.admin_key)
             for host in (self.gpu, self.cpu):
                 self.start_sshd(host)
             for name, text in seed.items():
@@ -169,23 +169,15 @@ class ContinuityBed:
     def start_sshd(self, host: Host) -> None:
         directory = host.disk / "sshd"
         directory.mkdir(exist_ok=True)
-        if not (directory / "host_key").exists():
-            _keygen(directory / "host_key")
         keys = directory / "authorized_keys"
         if not keys.exists():
             assert self.admin_key is not None
             keys.write_text(Path(f"{self.admin_key}.pub").read_text())
-        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
-        config = directory / "sshd_config"
-        config.write_text(
-            f"Port 22\nListenAddress {host.address}\nHostKey {directory / 'host_key'}\n"
-            f"AuthorizedKeysFile {keys}\nPidFile {directory / 'sshd.pid'}\n"
-            "UsePAM no\nStrictModes no\nPasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nLogLevel ERROR\n"
-            "MaxStartups 100:30:200\nMaxSessions 100\n"
-        )
-        host.popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], log=directory / "sshd.log")
-        _wait(lambda: _port_open(host.address, 22), f"sshd on {host.name}", 15)
+        config = write_sshd_config(directory, address=host.address, port=22, authorized_keys=keys)
+        # The host's own kill_all() ends this sshd and its per-connection children: they are all
+        # in the host's network namespace.
+        host.popen(sshd_argv(config), log=directory / "sshd.log")
+        wait_until(lambda: port_open(host.address, 22), f"sshd on {host.name}", 15, interval=0.1)
 
     def start_code_server(self, host: Host) -> None:
         d = host.disk
@@ -216,7 +208,12 @@ class ContinuityBed:
         host.popen(_niced(argv, self.settings.nice), log=d / "code-server.log", env=env)
 
     def wait_healthy(self, host: Host, timeout: float = 90.0) -> None:
-        _wait(lambda: _healthy(self.backend_url(host)), f"code-server on {host.name}", timeout)
+        wait_until(
+            lambda: healthy(self.backend_url(host)),
+            f"code-server on {host.name}",
+            timeout,
+            interval=0.1,
+        )
 
     def provision(self, verb: str, *extra: str, timeout: float = 180.0) -> str:
         result = subprocess.run(
@@ -278,7 +275,12 @@ class ContinuityBed:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait(lambda: self.status().get("active") == "primary", "the proxy serving the GPU", 30)
+        wait_until(
+            lambda: self.status().get("active") == "primary",
+            "the proxy serving the GPU",
+            30,
+            interval=0.1,
+        )
 
     def start_writer(self) -> None:
         folder = self.view / "workspace" / "checkpoints"
@@ -340,10 +342,7 @@ class ContinuityBed:
 
     def close(self) -> None:
         if self.proxy is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proxy.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proxy.wait(timeout=10)
+            kill_group(self.proxy)
             self.proxy = None
         if self.net is not None:
             self.net.close()
@@ -351,37 +350,3 @@ class ContinuityBed:
 
 def _niced(argv: list[str], nice: int) -> list[str]:
     return ["nice", "-n", str(nice), *argv] if nice else argv
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def _port_open(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((host, port), 0.3):
-            return True
-    except OSError:
-        return False
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-            return json.load(response).get("status") in {"alive", "expired"}
-    except (OSError, ValueError):
-        return False
-
-
-def _wait(predicate: Any, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)

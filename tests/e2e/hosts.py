@@ -33,8 +33,6 @@ from pathlib import Path
 
 __all__ = ["Host", "HostNet", "namespaces_available", "run"]
 
-BASHRC = Path("/root/.bashrc")
-
 
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> str:
     result = subprocess.run(
@@ -207,13 +205,8 @@ class HostNet:
         binds = " && ".join(
             f"mount --bind {host.disk / d} {self.view / d}" for d in ("workspace", "user-data")
         )
-        # A fresh machine's root has no dev-box shell set-up. This box's /root/.bashrc runs
-        # `pyenv init`, whose rehash blocks every ssh session for up to 60 s while a stale
-        # ~/.pyenv/shims/.pyenv-shim lock exists (seen here): the hosts get a plain one.
-        if BASHRC.exists():
-            plain = host.disk / "home" / ".bashrc"
-            plain.write_text("# continuity test host: no shell set-up\n")
-            binds += f" && mount --bind {plain} {BASHRC}"
+        # No .bashrc of this box's root runs in a host's ssh sessions: tests/support/sshd.py's
+        # config sets SHLVL=1 for them (its docstring says why).
         run(["unshare", f"--mount={host.mount_ns}", "--propagation", "private", "sh", "-c", binds])
 
     def close(self) -> None:

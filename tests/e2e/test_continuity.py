@@ -19,7 +19,13 @@ import pytest
 from tests.e2e.run import run_continuity
 from tests.e2e.scenario import FAULTS
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser, pytest.mark.codeserver]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.netns,
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.codeserver,
+]
 
 FAULTS_HERE = [f for f in os.environ.get("DUMONT_E2E_FAULTS", "loud").split(",") if f in FAULTS]
 
@@ -28,7 +34,7 @@ FAULTS_HERE = [f for f in os.environ.get("DUMONT_E2E_FAULTS", "loud").split(",")
 @pytest.mark.usefixtures("namespaces")
 async def test_user_keeps_working_through_a_gpu_death(tmp_path: Path) -> None:
     report = await run_continuity(
-        FAULTS_HERE,  # type: ignore[arg-type]
+        FAULTS_HERE,
         tmp_path / "report",
         work_dir=tmp_path,
         artifacts=tmp_path / "artifacts",

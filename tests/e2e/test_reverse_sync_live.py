@@ -22,8 +22,11 @@ import time
 import pytest
 
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import SyncBed, sshd, sync_bed  # noqa: F401 - fixtures
-from tests.provisioning.test_prov_fence import cli, wait_for
+from tests.support.sshd import sshd
+from tests.support.sync_bed import SyncBed, provision_cli, sync_bed
+from tests.support.waiting import until
+
+__all__ = ["sshd", "sync_bed"]  # fixtures
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -37,7 +40,7 @@ async def _keep_writing(path: object, stop: asyncio.Event) -> int:
     return n
 
 
-async def test_reverse_sync_succeeds_while_the_standby_keeps_writing(sync_bed: SyncBed) -> None:  # noqa: F811
+async def test_reverse_sync_succeeds_while_the_standby_keeps_writing(sync_bed: SyncBed) -> None:
     bed = sync_bed
     controller = SyncController(bed.topology(delay=0.2))
     (bed.gpu_workspace / "a.txt").write_text("GPU\n")
@@ -45,13 +48,13 @@ async def test_reverse_sync_succeeds_while_the_standby_keeps_writing(sync_bed: S
     state.mkdir(parents=True)
     (state / "state.json").write_text("{}\n")
     await controller.deploy(first_sync_timeout=60)
-    await wait_for(lambda: (bed.standby_workspace / "a.txt").exists(), "the first sync")
-    assert cli("sync", "fence", *bed.cli_flags()).returncode == 0
+    await until(lambda: (bed.standby_workspace / "a.txt").exists(), "the first sync")
+    assert provision_cli("sync", "fence", *bed.cli_flags()).returncode == 0
     live = bed.standby_user_data / "User" / "workspaceStorage" / "1234" / "state.json"
     stop = asyncio.Event()
     writer = asyncio.ensure_future(_keep_writing(live, stop))  # noqa: TID251 - ended below
     try:
-        result = await asyncio.to_thread(cli, "sync", "reverse", *bed.cli_flags())
+        result = await asyncio.to_thread(provision_cli, "sync", "reverse", *bed.cli_flags())
     finally:
         stop.set()
         with contextlib.suppress(Exception):

@@ -1,6 +1,8 @@
+"""The proxy's fixtures (in-process proxies and backends on ephemeral ports) live in
+tests/support/proxies.py, shared by import with every folder."""
+
 from __future__ import annotations
 
-# The proxy core's fixtures: in-process proxies and backends on ephemeral ports.
-from tests.proxy.conftest import make_proxy, upstream_processes, upstreams
+from tests.support.proxies import make_proxy, upstream_processes, upstreams
 
 __all__ = ["make_proxy", "upstream_processes", "upstreams"]

@@ -14,8 +14,8 @@ from playwright.async_api import Page, expect
 
 from proxy.config import PricesConfig
 from proxy.pages import TipCounts
-from tests.proxy.conftest import ProxyFactory, Upstreams, control_url, public_url, url_of
 from tests.support.browser import CHROMIUM, chromium
+from tests.support.proxies import ProxyFactory, Upstreams, control_url, public_url, url_of
 
 TOKEN = "dashboard-token"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "dashboard.png"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.proxy.processes import Proc, start_proxy
+from tests.support.processes import Proc, start_proxy
 
 TOKEN = "log-token"
 
@@ -21,7 +21,7 @@ TOKEN = "log-token"
 def call(proxy: Proc, method: str, path: str, body: object = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{proxy.control_port}{path}",  # type: ignore[attr-defined]
+        f"http://127.0.0.1:{proxy.control_port}{path}",
         data=data,
         method=method,
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},

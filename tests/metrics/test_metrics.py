@@ -17,7 +17,7 @@ from proxy.dashboard.savings import SavingsLedger, savings
 from proxy.dashboard.table import render_status
 from proxy.pages import TipCounts
 from proxy.server import ProxyServer
-from tests.proxy.conftest import ProxyFactory, Upstreams, control_url, public_url, url_of
+from tests.support.proxies import ProxyFactory, Upstreams, control_url, public_url, url_of
 
 TOKEN = "metrics-token"
 REPO = Path(__file__).resolve().parents[2]
@@ -224,6 +224,7 @@ def test_price_settings_are_validated(key: str, raw: str) -> None:
     from proxy.errors import ConfigError
 
     setting = next(s for s in SETTINGS if s.key == key)
+    assert setting.env is not None
     env = {"DUMONT_PRIMARY": "http://a:1", "DUMONT_STANDBY": "http://b:1", setting.env: raw}
     with pytest.raises(ConfigError, match=key):
         load_config(env=env)
@@ -234,7 +235,7 @@ def test_price_settings_are_validated(key: str, raw: str) -> None:
 def exposed_names(text: str) -> set[str]:
     """Every series name a query may use, including families that have no sample yet."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
-    names = set()
+    names: set[str] = set()
     for family in text_string_to_metric_families(text):
         names.update(family.name + s for s in suffixes.get(family.type, ("",)))
     return names

@@ -15,7 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.proxy.processes import Proc, free_port, start_proxy
+from tests.support.ports import free_port
+from tests.support.processes import Proc, start_proxy
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -137,7 +138,7 @@ async def test_prometheus_sees_backends_and_a_forced_failover(
         "2",
     )
     try:
-        prom = prometheus(proxy.control_port)  # type: ignore[attr-defined]
+        prom = prometheus(proxy.control_port)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
             up = await eventually(
                 s, prom, 'dumont_backend_up{job="dumont"}', lambda r: by_role(r) == {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import zlib
 
-import brotli
+import brotli  # type: ignore[import-untyped]  # brotli ships no type information
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st

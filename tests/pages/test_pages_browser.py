@@ -241,7 +241,7 @@ async def test_the_park_notice_and_its_button(
 async def test_the_resume_shows_its_step_and_then_the_time_it_took(
     base_url: str, view: FakeSwitchView, language: str, resuming: str, resumed: str
 ) -> None:
-    notice_of = {"detail": "filling the GPU with your files", "idle_min": None}
+    notice_of: dict[str, object] = {"detail": "filling the GPU with your files", "idle_min": None}
     notice_of |= {"park_in_min": None, "standby": "present"}
     view.set(SERVING_STANDBY)
     async with chromium() as browser:
@@ -268,7 +268,12 @@ async def test_the_park_notice_shows_once_the_reload_after_a_switch_uncovers_the
 ) -> None:
     """A park switches to the standby: the reloaded page is covered until it has rendered, and the
     stream sends nothing new after its first event, so the notice must come from that one."""
-    parked = {"phase": "parked", "detail": "", "idle_min": None, "park_in_min": None}
+    parked: dict[str, object] = {
+        "phase": "parked",
+        "detail": "",
+        "idle_min": None,
+        "park_in_min": None,
+    }
     async with chromium() as browser:
         page = await browser.new_page()
 

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -18,7 +19,7 @@ from tests.pages.fake_view import SERVING_PRIMARY, SERVING_STANDBY, SWITCHING, F
 Client = TestClient[web.Request, web.Application]
 
 
-async def read_event(stream: asyncio.StreamReader) -> dict[str, object] | str:
+async def read_event(stream: aiohttp.StreamReader) -> dict[str, object] | str:
     """The next SSE event's data as JSON, or the comment text for a comment block."""
     block = b""
     while not block.endswith(b"\n\n"):

@@ -9,13 +9,14 @@ when they finish. Errors use the documented ``{"error": {"code", "message", "err
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.provisioning.injection import FaultInjection
 
 _PREFIX = "/compute/v1/projects/{project}/zones/{zone}"
 
@@ -29,22 +30,13 @@ class GcpFault:
     times: int = 1
 
 
-@dataclass
-class GcpHang:
-    method: str
-    pattern: str
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class FakeGcp:
+class FakeGcp(FaultInjection[GcpFault]):
     def __init__(self, *, nat_ip: str = "127.0.0.1", pending_polls: int = 0) -> None:
+        super().__init__()
         self.instances: dict[str, dict[str, Any]] = {}
         # instance name -> "namespace/key" -> value, as the VM's metadata server stored them
         self.guest_attributes: dict[str, dict[str, str]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
-        self.faults: list[GcpFault] = []
-        self.hangs: list[GcpHang] = []
         self.requests: list[tuple[str, str]] = []
         self.authorization_headers: list[str | None] = []
         self.nat_ip = nat_ip
@@ -64,34 +56,15 @@ class FakeGcp:
         r.add_post(f"{_PREFIX}/operations/{{op}}/wait", self._wait)
         return app
 
-    def hang(self, method: str, pattern: str) -> GcpHang:
-        hang = GcpHang(method, pattern)
-        self.hangs.append(hang)
-        return hang
-
-    def release_all(self) -> None:
-        for hang in self.hangs:
-            hang.released.set()
-        self.hangs.clear()
-
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         self.authorization_headers.append(request.headers.get("Authorization"))
-        for hang in list(self.hangs):
-            if hang.method == request.method and re.search(hang.pattern, request.path):
-                hang.arrived.set()
-                await hang.released.wait()
-        for fault in list(self.faults):
-            if fault.method == request.method and re.search(fault.pattern, request.path):
-                fault.times -= 1
-                if fault.times <= 0:
-                    self.faults.remove(fault)
-                if fault.delay:
-                    await asyncio.sleep(fault.delay)
-                if fault.status:
-                    return _error(fault.status, "injected fault", "backendError")
-        return await handler(request)
+        fault = await self.injected(request)
+        if fault:
+            return _error(fault.status, "injected fault", "backendError")
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def _operation_for(
         self, request: web.Request, kind: str, target: str, effect: Any
@@ -234,7 +207,7 @@ def _filter(instance: dict[str, Any], expression: str) -> bool:
     if not expression:
         return True
     if match := _LABEL_EQ.match(expression):
-        return labels.get(match.group(1)) == match.group(2)
+        return bool(labels.get(match.group(1)) == match.group(2))
     if match := _LABEL_ANY.match(expression):
         return match.group(1) in labels
     raise ValueError(f"fake GCP does not understand filter {expression!r}")

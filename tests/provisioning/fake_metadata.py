@@ -75,7 +75,7 @@ class FakeMetadataServer:
         if "X-Forwarded-For" in request.headers:
             self.refused.append("X-Forwarded-For")
             return web.Response(status=403, text="Request contains X-Forwarded-For\n")
-        response = await handler(request)
+        response: web.StreamResponse = await handler(request)
         response.headers.update(FLAVOR)
         return response
 

@@ -8,14 +8,14 @@ precise step.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.provisioning.injection import FaultInjection
 
 API_KEY = "test-vast-key"
 
@@ -32,15 +32,7 @@ class Fault:
     )
 
 
-@dataclass
-class Hang:
-    method: str
-    pattern: str
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class FakeVast:
+class FakeVast(FaultInjection[Fault]):
     def __init__(
         self,
         *,
@@ -49,6 +41,7 @@ class FakeVast:
         boot_polls: int = 1,
         boot_seconds: float = 0.0,
     ) -> None:
+        super().__init__()
         self.offers: list[dict[str, Any]] = [
             {
                 "id": 9001,
@@ -73,8 +66,6 @@ class FakeVast:
             },
         ]
         self.instances: dict[int, dict[str, Any]] = {}
-        self.faults: list[Fault] = []
-        self.hangs: list[Hang] = []
         self.requests: list[tuple[str, str]] = []
         self.created_bodies: list[dict[str, Any]] = []
         self.ssh_host = ssh_host
@@ -94,16 +85,6 @@ class FakeVast:
         app.router.add_put("/api/v0/instances/{id}/", self._manage)
         return app
 
-    def hang(self, method: str, pattern: str) -> Hang:
-        hang = Hang(method, pattern)
-        self.hangs.append(hang)
-        return hang
-
-    def release_all(self) -> None:
-        for hang in self.hangs:
-            hang.released.set()
-        self.hangs.clear()
-
     def set_status(self, instance_id: int, status: str) -> None:
         self.instances[instance_id]["actual_status"] = status
 
@@ -114,20 +95,11 @@ class FakeVast:
             return web.json_response(
                 {"success": False, "error": "auth_error", "msg": "Invalid user key"}, status=401
             )
-        for hang in list(self.hangs):
-            if hang.method == request.method and re.search(hang.pattern, request.path):
-                hang.arrived.set()
-                await hang.released.wait()
-        for fault in list(self.faults):
-            if fault.method == request.method and re.search(fault.pattern, request.path):
-                fault.times -= 1
-                if fault.times <= 0:
-                    self.faults.remove(fault)
-                if fault.delay:
-                    await asyncio.sleep(fault.delay)
-                if fault.status:
-                    return web.json_response(fault.body, status=fault.status)
-        return await handler(request)
+        fault = await self.injected(request)
+        if fault:
+            return web.json_response(fault.body, status=fault.status)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def _search(self, request: web.Request) -> web.Response:
         query = json.loads(request.query.get("q", "{}"))

@@ -12,9 +12,7 @@ import json
 import os
 import shlex
 import signal
-import socket
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,39 +20,24 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from provisioning.cli import main
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import FakeClouds, SyncBed, _children, pair_service
+from tests.provisioning.conftest import FakeClouds, SyncBed, pair_service
 from tests.provisioning.fake_vast import API_KEY
 from tests.provisioning.test_prov_pairing import SPEC
+from tests.support.ports import free_port
+from tests.support.processes import kill_group_async, signal_group
+from tests.support.proxies import start_healthz_only
+from tests.support.sshd import children_of
+from tests.support.sync_bed import start_provision_cli
+from tests.support.waiting import until
+
+# `until` is imported from here by the park tests.
+__all__ = ["PAIR", "TOKEN", "ParkBed", "kill_pair_cli", "park_bed", "until"]
 
 TOKEN = "park-test-token"
 PAIR = "pam"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive", "lastHeartbeat": 0})
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 @dataclass
@@ -115,13 +98,8 @@ class ParkBed:
 
 def proxy_hooks(bed: SyncBed, tmp_path: Path) -> str:
     """The proxy's [hooks], the documented lines, with every option in provision.toml."""
-    lines = ["[provisioning]"]
-    for flag in bed.cli_flags():
-        key, value = flag.removeprefix("--").split("=", 1)
-        lines.append(f'{key} = "{value}"')
-    lines.append("delay = 0.2")
     provision = tmp_path / "provision.toml"
-    provision.write_text("\n".join(lines) + "\n")
+    bed.write_provision_config(provision)
     command = f"{shlex.quote(sys.executable)} -m provisioning.cli --config {provision}"
     return (
         "[hooks]\n"
@@ -156,14 +134,11 @@ async def park_bed(
         await service.create(PAIR, replace(SPEC, standby_user="root"))
     await SyncController(bed.topology(delay=sync_delay)).deploy(first_sync_timeout=120)
 
-    servers = []
-    for _ in range(3):  # the GPU's code-server, the standby's, and the resumed GPU's
-        app = web.Application()
-        app.router.add_get("/healthz", _healthz)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-    clouds.vast.code_server_port = servers[2].port
+    # The GPU's code-server, the standby's, and the resumed GPU's.
+    servers = await start_healthz_only(3)
+    resumed_port = servers[2].port
+    assert resumed_port is not None
+    clouds.vast.code_server_port = resumed_port
     control, listen = free_port(), free_port()
     log_path = tmp_path / "proxy.log"
     async with httpx.AsyncClient(timeout=200) as client:
@@ -174,7 +149,7 @@ async def park_bed(
             tmp_path / "snapshots",
             f"http://127.0.0.1:{control}",
             client,
-            servers[2].port,
+            resumed_port,
             log_path,
             f"http://127.0.0.1:{listen}",
         )
@@ -210,13 +185,10 @@ async def park_bed(
         finally:
             # The proxy runs each hook (a resume that a failed test left running, say) as the
             # leader of a session of its own: find them before the proxy goes, kill their groups.
-            hooks_running = _children(proxy.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proxy.pid, signal.SIGKILL)
-            await proxy.wait()
+            hooks_running = children_of(proxy.pid)
+            await kill_group_async(proxy)
             for hook in hooks_running:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(hook, signal.SIGKILL)
+                signal_group(hook, signal.SIGKILL)
             for server in servers:
                 await server.close()
 
@@ -225,12 +197,7 @@ async def kill_pair_cli(pb: ParkBed, verb: str, kill_when: Callable[[], Any]) ->
     """``dumont-provision pair VERB`` as a real process, SIGKILLed (its whole group) as soon as
     ``kill_when()`` is true; the test fails if it finished first."""
     argv = [f"--store={pb.store}", "pair", verb, PAIR, *pb.cli_flags()]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "provisioning.cli", *argv,
-        env=os.environ | {"VAST_API_KEY": API_KEY},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
+    process = await start_provision_cli(*argv, env={"VAST_API_KEY": API_KEY})
     try:
 
         async def due() -> bool:
@@ -242,9 +209,7 @@ async def kill_pair_cli(pb: ParkBed, verb: str, kill_when: Callable[[], Any]) ->
         os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
     finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+        await kill_group_async(process)
 
 
 @contextlib.asynccontextmanager
@@ -261,6 +226,4 @@ async def pair_process(pb: ParkBed, verb: str, log: Path, *flags: str) -> AsyncI
     try:
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
+        await kill_group_async(process)

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from provisioning.editor_backups import drop_stale_backups
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import SyncBed
+from tests.support.sync_bed import SyncBed
 
 META = {"mtime": 1795905916317, "ctime": 1795905916317, "size": 0, "etag": "3h36fpsso0"}
 

@@ -18,6 +18,7 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,7 @@ async def test_time_to_park_and_to_resume(
     async with park_bed(clouds, bed, tmp_path, resume_hook=True) as pb:
         clouds.vast.boot_seconds = BOOT
         rpo = await _rpo(pb)
-        cycles = []
+        cycles: list[dict[str, Any]] = []
         for cycle in range(CYCLES):
             assert await pb.pair_cli("park", f"--reason=bench {cycle}") == 0
             out = capsys.readouterr().out

@@ -11,8 +11,15 @@ import pytest
 from playwright.async_api import expect
 
 from proxy.config import HooksConfig
-from tests.proxy.conftest import ProxyFactory, Upstreams, control_url, make_proxy, upstreams, url_of
 from tests.support.browser import CHROMIUM, chromium
+from tests.support.proxies import (
+    ProxyFactory,
+    Upstreams,
+    control_url,
+    make_proxy,
+    upstreams,
+    url_of,
+)
 
 __all__ = ["make_proxy", "upstreams"]  # fixtures, used by name
 

@@ -29,7 +29,7 @@ from playwright.async_api import Page, expect
 
 from provisioning.store import PairState, PairStore
 from tests.provisioning.conftest import FakeClouds, SyncBed
-from tests.provisioning.park_bed import PAIR, ParkBed, free_port, pair_process, park_bed, until
+from tests.provisioning.park_bed import PAIR, ParkBed, pair_process, park_bed, until
 from tests.provisioning.test_gpu_idle import fake_nvidia_smi
 from tests.support.browser import chromium, open_workbench
 from tests.support.codeserver import (
@@ -38,6 +38,7 @@ from tests.support.codeserver import (
     find_launcher,
     start_code_server_async,
 )
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.codeserver, pytest.mark.e2e]
 

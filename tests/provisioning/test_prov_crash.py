@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,8 @@ from provisioning.store import PairState, PairStore
 from tests.provisioning.conftest import FakeClouds, pair_service
 from tests.provisioning.fake_vast import API_KEY
 from tests.provisioning.test_prov_pairing import SPEC
+from tests.support.processes import kill_group_async
+from tests.support.sync_bed import start_provision_cli
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +44,7 @@ async def run_cli(
     clouds: FakeClouds, store: Path, verb: str, *extra: str, kill_when: asyncio.Event | None = None
 ) -> int:
     argv = [a.replace("{verb}", verb) for a in flags(clouds, store)] + list(extra)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "provisioning.cli", *argv,
-        env=os.environ | {"VAST_API_KEY": API_KEY},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
+    process = await start_provision_cli(*argv, env={"VAST_API_KEY": API_KEY})
     try:
         if kill_when is None:
             _, err = await asyncio.wait_for(process.communicate(), 120)
@@ -59,9 +55,7 @@ async def run_cli(
         await process.wait()
         return process.returncode or 0
     finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+        await kill_group_async(process)
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -21,35 +18,12 @@ from provisioning.errors import ReverseSyncError
 from provisioning.fence import is_fenced
 from provisioning.reverse_sync import reverse_sync
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import SyncBed
 from tests.provisioning.trees import tree_digest
+from tests.support.processes import kill_group_async
+from tests.support.sync_bed import SyncBed, provision_cli
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
-
-
-async def wait_for(predicate: object, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate() if callable(predicate) else predicate
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``dumont-provision`` as a hook runs it: a fresh process, everything given by flags."""
-    return subprocess.run(
-        [sys.executable, "-m", "provisioning.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        start_new_session=True,
-        check=False,
-    )
 
 
 async def start_synced(bed: SyncBed, *, delete: str) -> SyncController:
@@ -59,7 +33,7 @@ async def start_synced(bed: SyncBed, *, delete: str) -> SyncController:
     (bed.gpu_user_data / "User").mkdir()
     (bed.gpu_user_data / "User" / "settings.json").write_text('{"editor.fontSize": 15}\n')
     await controller.deploy(first_sync_timeout=60)
-    await wait_for(lambda: (bed.standby_workspace / "keep.txt").exists(), "the first sync")
+    await until(lambda: (bed.standby_workspace / "keep.txt").exists(), "the first sync")
     assert (bed.standby_user_data / "User" / "settings.json").exists()
     return controller
 
@@ -68,7 +42,7 @@ async def test_fenced_standby_refuses_a_returning_primary_with_delete(sync_bed: 
     bed = sync_bed
     controller = await start_synced(bed, delete="true")  # the seed's dangerous setting
 
-    fence = cli("sync", "fence", *bed.cli_flags())
+    fence = provision_cli("sync", "fence", *bed.cli_flags())
     assert fence.returncode == 0, fence.stderr
     assert "lsyncd stopped on the GPU" in fence.stdout
     assert await is_fenced(bed.sshd.host(), str(bed.standby_state))
@@ -85,12 +59,12 @@ async def test_fenced_standby_refuses_a_returning_primary_with_delete(sync_bed: 
     async def refused_twice() -> bool:
         return (await controller.lsyncd_report()).failing_retries >= 2
 
-    await wait_for(refused_twice, "lsyncd to be refused twice", timeout=60)
+    await until(refused_twice, "lsyncd to be refused twice", timeout=60)
     assert (bed.standby_workspace / "a.txt").read_text() == "edited on the standby\n"
     assert (bed.standby_workspace / "new-on-standby.txt").exists()
     assert (bed.standby_workspace / "keep.txt").read_text() == "keep me\n"
 
-    status = cli("sync", "status", "--no-probe", *bed.cli_flags())
+    status = provision_cli("sync", "status", "--no-probe", *bed.cli_flags())
     assert status.returncode == 1  # unhealthy, and it says why
     assert "fenced" in status.stdout
     assert "times in a row" in status.stdout
@@ -105,13 +79,15 @@ async def test_fence_holds_when_the_gpu_is_unreachable(sync_bed: SyncBed) -> Non
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         started = time.monotonic()
-        result = cli("sync", "fence", f"--gpu=root@127.0.0.1:{silent.getsockname()[1]}", *flags)
+        result = provision_cli(
+            "sync", "fence", f"--gpu=root@127.0.0.1:{silent.getsockname()[1]}", *flags
+        )
         took = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     assert "GPU not reached" in result.stdout
     assert took < 60  # bounded by the 1 s connect timeout, not by ssh's defaults
     assert await is_fenced(bed.sshd.host(), str(bed.standby_state))
-    assert cli("sync", "unfence", *bed.cli_flags()).returncode == 0
+    assert provision_cli("sync", "unfence", *bed.cli_flags()).returncode == 0
     assert not await is_fenced(bed.sshd.host(), str(bed.standby_state))
 
 
@@ -120,7 +96,7 @@ async def test_reverse_sync_brings_every_standby_write_home_byte_for_byte(
 ) -> None:
     bed = sync_bed
     await start_synced(bed, delete="running")
-    assert cli("sync", "fence", *bed.cli_flags()).returncode == 0
+    assert provision_cli("sync", "fence", *bed.cli_flags()).returncode == 0
 
     # The outage: the user works on the standby (new, changed, deleted, nested, binary, unsaved
     # editors in code-server's hot-exit backups).
@@ -136,7 +112,7 @@ async def test_reverse_sync_brings_every_standby_write_home_byte_for_byte(
     # The GPU wrote something in its last second that never reached the standby.
     (bed.gpu_workspace / "last-second.txt").write_text("never synced\n")
 
-    result = cli("sync", "reverse", *bed.cli_flags())
+    result = provision_cli("sync", "reverse", *bed.cli_flags())
     assert result.returncode == 0, result.stderr
     for gpu_root, standby_root in (
         (bed.gpu_workspace, bed.standby_workspace),
@@ -151,7 +127,7 @@ async def test_reverse_sync_brings_every_standby_write_home_byte_for_byte(
     # The fence is lifted and forward sync runs again.
     assert not await is_fenced(bed.sshd.host(), str(bed.standby_state))
     (bed.gpu_workspace / "after-failback.txt").write_text("forward again\n")
-    await wait_for(lambda: (ws / "after-failback.txt").exists(), "forward sync after failback")
+    await until(lambda: (ws / "after-failback.txt").exists(), "forward sync after failback")
 
 
 async def test_reverse_sync_failure_keeps_the_fence_and_fails_the_hook(sync_bed: SyncBed) -> None:
@@ -184,5 +160,4 @@ async def test_stop_never_kills_what_a_stale_pid_file_names(sync_bed: SyncBed) -
         assert bystander.returncode is None, "stop killed a process that is not lsyncd"
         assert not pid_file.exists()
     finally:
-        os.killpg(bystander.pid, signal.SIGKILL)
-        await bystander.wait()
+        await kill_group_async(bystander)

@@ -9,56 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shlex
-import signal
-import socket
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from provisioning.fence import is_fenced
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import SyncBed
+from tests.support.ports import free_port
+from tests.support.processes import kill_group_async, start_proxy_async
+from tests.support.proxies import start_healthz_only
+from tests.support.sync_bed import SyncBed
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 TOKEN = "hook-test-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive", "lastHeartbeat": 0})
-
-
-async def _until(check: object, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check() if callable(check) else check
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
-def _provision_config(bed: SyncBed, path: Path) -> None:
-    lines = ["[provisioning]"]
-    for flag in bed.cli_flags():
-        key, value = flag.removeprefix("--").split("=", 1)
-        lines.append(f'{key} = "{value}"')
-    lines.append("delay = 0.2")
-    path.write_text("\n".join(lines) + "\n")
 
 
 async def test_proxy_hooks_fence_on_failover_and_reverse_sync_before_failback(
@@ -69,7 +36,7 @@ async def test_proxy_hooks_fence_on_failover_and_reverse_sync_before_failback(
     await SyncController(bed.topology(delay=0.2)).deploy(first_sync_timeout=120)
 
     provision = tmp_path / "provision.toml"
-    _provision_config(bed, provision)
+    bed.write_provision_config(provision)
     command = f"{shlex.quote(sys.executable)} -m provisioning.cli --config {provision}"
     proxy_config = tmp_path / "dumont.toml"
     proxy_config.write_text(
@@ -78,23 +45,13 @@ async def test_proxy_hooks_fence_on_failover_and_reverse_sync_before_failback(
         f"before_failback = {command + ' sync reverse'!r}\n"
         "timeout = 170\n".replace("'", '"')
     )
-    backends = []
-    for _ in range(2):
-        app = web.Application()
-        app.router.add_get("/healthz", _healthz)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        backends.append(server)
-    control = _free_port()
-    with (tmp_path / "proxy.log").open("w") as proxy_log:
-        proxy = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy",
-            f"--primary=http://127.0.0.1:{backends[0].port}",
-            f"--standby=http://127.0.0.1:{backends[1].port}",
-            f"--listen=127.0.0.1:{_free_port()}", f"--control-listen=127.0.0.1:{control}",
-            f"--admin-token={TOKEN}", "--failback=manual", f"--config={proxy_config}",
-            start_new_session=True, stdout=asyncio.subprocess.DEVNULL, stderr=proxy_log,
-        )  # fmt: skip
+    backends = await start_healthz_only(2)
+    control = free_port()
+    proxy = await start_proxy_async(
+        f"http://127.0.0.1:{backends[0].port}", f"http://127.0.0.1:{backends[1].port}", control,
+        f"--admin-token={TOKEN}", "--failback=manual", f"--config={proxy_config}",
+        log=tmp_path / "proxy.log",
+    )  # fmt: skip
     headers = {"Authorization": f"Bearer {TOKEN}"}
     base = f"http://127.0.0.1:{control}"
     try:
@@ -106,10 +63,10 @@ async def test_proxy_hooks_fence_on_failover_and_reverse_sync_before_failback(
                     return True
                 return False
 
-            await _until(control_up, "the proxy's control listener", 60)
+            await until(control_up, "the proxy's control listener", 60)
             response = await client.post(f"{base}/admin/failover", headers=headers)
             assert response.status_code < 300, response.text
-            await _until(
+            await until(
                 lambda: is_fenced(bed.sshd.host(), str(bed.standby_state)), "the fence", 120
             )
             (bed.standby_workspace / "during.txt").write_text("written on the standby\n")
@@ -120,16 +77,14 @@ async def test_proxy_hooks_fence_on_failover_and_reverse_sync_before_failback(
                 assert response.status_code in (200, 202, 204, 409), response.text
                 return response.status_code != 409
 
-            await _until(failback_accepted, "the proxy to accept a failback", 120)
-            await _until(lambda: (bed.gpu_workspace / "during.txt").exists(), "reverse sync", 170)
-            await _until(
+            await until(failback_accepted, "the proxy to accept a failback", 120)
+            await until(lambda: (bed.gpu_workspace / "during.txt").exists(), "reverse sync", 170)
+            await until(
                 lambda: _not(is_fenced(bed.sshd.host(), str(bed.standby_state))), "unfence", 120
             )
         assert (bed.gpu_workspace / "during.txt").read_text() == "written on the standby\n"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proxy.pid, signal.SIGKILL)
-        await proxy.wait()
+        await kill_group_async(proxy)
         for server in backends:
             await server.close()
 

@@ -24,10 +24,11 @@ from provisioning.cli import main
 from provisioning.fence import is_fenced
 from provisioning.store import PairState, PairStore
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import FakeClouds, SyncBed, pair_service
+from tests.provisioning.conftest import FakeClouds, pair_service
 from tests.provisioning.fake_vast import API_KEY
 from tests.provisioning.test_prov_pairing import SPEC
 from tests.provisioning.trees import tree_digest
+from tests.support.sync_bed import SyncBed
 
 pytestmark = pytest.mark.slow
 

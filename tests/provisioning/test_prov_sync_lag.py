@@ -14,8 +14,8 @@ import asyncio
 import pytest
 
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import SyncBed
 from tests.provisioning.sync_measure import measure_lag
+from tests.support.sync_bed import SyncBed
 
 pytestmark = pytest.mark.slow
 

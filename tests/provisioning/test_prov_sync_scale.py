@@ -16,9 +16,10 @@ import pytest
 
 from provisioning.lsyncd_config import render_lsyncd_config
 from provisioning.sync import SyncController
-from tests.provisioning.conftest import SyncBed
+from tests.support.processes import kill_group_async
+from tests.support.sync_bed import SyncBed
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 SMALL_FILES = 100_000
 BIG_FILE = 1 << 30
@@ -95,9 +96,7 @@ async def test_inotify_watch_exhaustion_is_reported_not_silent(sync_bed: SyncBed
     try:
         assert await asyncio.wait_for(process.wait(), 60) != 0
     finally:
-        if process.returncode is None:
-            os.killpg(process.pid, 9)
-            await process.wait()
+        await kill_group_async(process)
     report = await SyncController(topology).lsyncd_report()
     assert not report.running
     assert any("inotify watches" in p for p in report.problems), report.problems

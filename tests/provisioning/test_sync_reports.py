@@ -17,7 +17,7 @@ from yarl import URL
 from provisioning.cli import main
 from proxy.config import Config, HostPort
 from proxy.server import ProxyServer
-from tests.provisioning.conftest import SyncBed
+from tests.support.sync_bed import SyncBed
 
 TOKEN = "sync-report-token"
 
@@ -50,7 +50,8 @@ async def _sync_state(server: ProxyServer) -> str:
         text = await r.text()
     states = re.findall(r'^dumont_sync_state\{state="(\w+)"\} 1\.0$', text, re.M)
     assert len(states) == 1, text
-    return states[0]
+    state: str = states[0]
+    return state
 
 
 async def _cli(*argv: str) -> int:

@@ -21,8 +21,7 @@ from yarl import URL
 from proxy.config import HealthConfig
 from tests.support.browser import chromium, open_workbench
 from tests.support.codeserver import CodeServer, start_code_server
-
-from .conftest import ProxyFactory, public_url
+from tests.support.proxies import ProxyFactory, public_url
 
 pytestmark = [pytest.mark.codeserver, pytest.mark.browser, pytest.mark.slow]
 

@@ -117,6 +117,8 @@ def test_help_documents_every_setting() -> None:
         [sys.executable, "-m", "proxy", "--help"], capture_output=True, text=True, timeout=30
     )
     assert run.returncode == 0
-    for setting in SETTINGS:
+    for setting in SETTINGS:  # every one of them has a flag and a variable
+        assert setting.option is not None
+        assert setting.env is not None
         assert setting.option in run.stdout
         assert setting.env in run.stdout.replace("\n", " ").replace("  ", "")

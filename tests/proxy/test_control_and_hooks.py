@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .processes import Proc, start_proxy
+from tests.support.processes import Proc, start_proxy
 
 TOKEN = "s3cret-token"
 
@@ -46,7 +46,7 @@ async def admin(
     proxy: Proc, method: str, path: str, token: str | None = TOKEN, body: object = None
 ) -> tuple[int, dict[str, object]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = f"http://127.0.0.1:{proxy.control_port}{path}"  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{proxy.control_port}{path}"
     async with (
         aiohttp.ClientSession() as s,
         s.request(method, url, headers=headers, json=body) as r,

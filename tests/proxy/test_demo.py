@@ -13,12 +13,14 @@ import urllib.request
 
 import pytest
 
-from .processes import REPO, free_port
+from tests.support.ports import free_port
+from tests.support.processes import REPO, kill_group
 
 
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:
-        return r.read().decode()
+        data: bytes = r.read()
+        return data.decode()
 
 
 @pytest.mark.slow
@@ -60,8 +62,6 @@ def test_demo_switches_when_the_gpu_backend_is_killed() -> None:
         os.killpg(demo.pid, signal.SIGTERM)
         assert demo.wait(timeout=15) == 0
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(demo.pid, signal.SIGKILL)
-        demo.wait(timeout=10)
+        kill_group(demo)
         if demo.stdout:
             demo.stdout.close()

@@ -111,7 +111,7 @@ def test_fall_failures_switch_to_standby_with_duration_from_first_failure() -> N
     assert finished.duration == pytest.approx(0.5)
     assert "timed out" in finished.reason
     assert kinds(out)[-1] is RunHook
-    assert out[-1].hook == "on_failover"  # type: ignore[union-attr]
+    assert out[-1].hook == "on_failover"
 
 
 def test_passive_failure_counts_once_and_asks_for_a_probe() -> None:

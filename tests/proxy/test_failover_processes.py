@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from .processes import Proc, start_proxy
+from tests.support.processes import Proc, start_proxy
 
 
 @dataclass

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.proxy.processes import Proc
-from tests.security.conftest import FAST_LIMITS
-from tests.security.rawnet import CANNED, CountingUpstream, connect, proxy_in_front, status_of
+from tests.support.processes import Proc
+from tests.support.rawnet import CANNED, CountingUpstream, connect, proxy, status_of
+
+__all__ = ["proxy"]  # the shared fixture: the proxy with FAST_LIMITS in front of `upstream`
 
 
 class RecordingUpstream(CountingUpstream):
@@ -55,15 +56,6 @@ class RecordingUpstream(CountingUpstream):
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[RecordingUpstream]:
     yield from RecordingUpstream().run()  # type: ignore[misc]
-
-
-@pytest.fixture(scope="module")
-def proxy(upstream: RecordingUpstream) -> Iterator[Proc]:
-    proc = proxy_in_front(upstream, *FAST_LIMITS)
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def _send(sock: socket.socket, data: bytes, whole: bool) -> None:

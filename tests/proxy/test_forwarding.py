@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from yarl import URL
 
-from .conftest import ProxyFactory, Upstreams, public_url, url_of
+from tests.support.proxies import ProxyFactory, Upstreams, public_url, url_of
 
 
 async def test_request_reaches_primary_with_path_query_and_body(
@@ -150,7 +151,7 @@ async def test_chunked_upload_streams(upstreams: Upstreams, make_proxy: ProxyFac
     proxy = await make_proxy(url_of(gpu), url_of(cpu))
     digest = hashlib.sha256()
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         for i in range(64):
             piece = bytes([i]) * 65536
             digest.update(piece)
@@ -184,7 +185,7 @@ async def test_proxy_routes_are_reserved(upstreams: Upstreams, make_proxy: Proxy
 async def test_no_healthy_backend_is_503_with_retry_after(
     make_proxy: ProxyFactory, method: str
 ) -> None:
-    from .processes import free_port
+    from tests.support.ports import free_port
 
     dead_a = f"http://127.0.0.1:{free_port()}"
     dead_b = f"http://127.0.0.1:{free_port()}"

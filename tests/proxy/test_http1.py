@@ -13,17 +13,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.proxy.processes import Proc
-from tests.security.conftest import FAST_LIMITS
-from tests.security.rawnet import (
+from tests.support.processes import Proc
+from tests.support.rawnet import (
     CANNED,
     CountingUpstream,
     connect,
     exchange,
-    proxy_in_front,
+    proxy,
     read_until_closed,
     status_of,
 )
+
+__all__ = ["proxy"]  # the fixture, in front of this module's closing upstream
 
 
 class ClosingUpstream(CountingUpstream):
@@ -41,15 +42,6 @@ class ClosingUpstream(CountingUpstream):
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[CountingUpstream]:
     yield from ClosingUpstream().run()
-
-
-@pytest.fixture(scope="module")
-def proxy(upstream: CountingUpstream) -> Iterator[Proc]:
-    proc = proxy_in_front(upstream, *FAST_LIMITS)
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def request(

@@ -27,13 +27,12 @@ import pytest
 
 from bench.peers.idle import IdleReport, hold_idle, raise_nofile_limit
 from bench.peers.procs import group_rss_bytes
-
-from .processes import Proc, start_proxy
+from tests.support.processes import Proc, start_proxy
 
 IDLE = 10_000
 RSS_LIMIT_MB = 250
 WRK_SECONDS = 3
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(110)]
+pytestmark = [pytest.mark.slow, pytest.mark.load, pytest.mark.timeout(110)]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .processes import Proc, start_proxy
+from tests.support.processes import Proc, start_proxy
 
 GIB = 1 << 30
 
@@ -22,6 +22,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.load
 async def test_gib_each_way_with_flat_memory(upstream_processes: Callable[[str], Proc]) -> None:
     gpu, cpu = upstream_processes("gpu"), upstream_processes("cpu")
     proxy = start_proxy(f"http://127.0.0.1:{gpu.port}", f"http://127.0.0.1:{cpu.port}")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from proxy.pages import WATCHER_SRC
-
-from .conftest import ProxyFactory, Upstreams, public_url, url_of
-from .processes import free_port
+from tests.support.ports import free_port
+from tests.support.proxies import ProxyFactory, Upstreams, public_url, url_of
 
 NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Accept": "text/html"}
 
@@ -90,7 +90,7 @@ async def test_events_stream_a_switch_and_status_counts_tips(
         assert sum(t["impressions"] for t in tips.values()) >= 1
 
 
-async def _next_event(stream: aiohttp.StreamReader) -> dict[str, object]:
+async def _next_event(stream: aiohttp.StreamReader) -> dict[str, Any]:
     while True:
         line = await asyncio.wait_for(stream.readline(), 10)
         if line.startswith(b"data:"):

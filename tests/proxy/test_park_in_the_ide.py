@@ -11,8 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from proxy.config import HooksConfig
-
-from .conftest import ProxyFactory, Upstreams, control_url, public_url, url_of
+from tests.support.proxies import ProxyFactory, Upstreams, control_url, public_url, url_of
 
 
 async def _first_event(session: aiohttp.ClientSession, url: str) -> dict[str, object]:

@@ -12,7 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.config import HealthConfig
-from tests.proxy.conftest import ProxyFactory, url_of
+from tests.support.proxies import ProxyFactory, url_of
+from tests.support.waiting import until
 
 HEALTH = HealthConfig(interval=0.1, timeout=0.5, fall=2, rise=2)
 
@@ -40,27 +41,21 @@ class CodeServerLike:
         return app
 
 
-async def _eventually(check: Callable[[], bool], what: str) -> None:
-    for _ in range(200):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never: {what}")
-
-
 async def test_each_backend_is_warmed_up_whenever_it_comes_up(
     aiohttp_server: Callable[..., Awaitable[TestServer]], make_proxy: ProxyFactory
 ) -> None:
     gpu, cpu = CodeServerLike(), CodeServerLike()
     gpu_server, cpu_server = await aiohttp_server(gpu.app()), await aiohttp_server(cpu.app())
     server = await make_proxy(url_of(gpu_server), url_of(cpu_server), health=HEALTH)
-    await _eventually(lambda: gpu.roots == ["/"] and cpu.roots == ["/"], "both warmed up once")
+    await until(
+        lambda: gpu.roots == ["/"] and cpu.roots == ["/"], "both warmed up once", 10, interval=0.05
+    )
 
     health = server.workspace.machine.health
     cpu.healthy = False
-    await _eventually(lambda: not health["standby"].up, "the standby seen down")
+    await until(lambda: not health["standby"].up, "the standby seen down", 10, interval=0.05)
     cpu.healthy = True  # a restarted code-server: lazy again
-    await _eventually(lambda: cpu.roots == ["/", "/"], "the standby warmed up again")
+    await until(lambda: cpu.roots == ["/", "/"], "the standby warmed up again", 10, interval=0.05)
     assert gpu.roots == ["/"]  # checks that change nothing send nothing
 
 
@@ -72,6 +67,6 @@ async def test_warm_up_can_be_turned_off(
     off = dataclasses.replace(HEALTH, warmup_path=None)
     server = await make_proxy(url_of(gpu_server), url_of(cpu_server), health=off)
     health = server.workspace.machine.health
-    await _eventually(lambda: health["primary"].up and health["standby"].up, "both up")
+    await until(lambda: health["primary"].up and health["standby"].up, "both up", 10, interval=0.05)
     await asyncio.sleep(0.5)  # several check rounds
     assert gpu.roots == cpu.roots == []

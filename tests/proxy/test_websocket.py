@@ -8,7 +8,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from .conftest import ProxyFactory, Upstreams, public_url, url_of
+from tests.support.proxies import ProxyFactory, Upstreams, public_url, url_of
 
 
 async def test_echo_subprotocol_and_binary(upstreams: Upstreams, make_proxy: ProxyFactory) -> None:

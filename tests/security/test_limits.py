@@ -9,9 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.proxy.processes import Proc
-
-from .rawnet import CountingUpstream, connect, get, proxy_in_front, read_until_closed, status_of
+from tests.support.processes import Proc
+from tests.support.rawnet import (
+    CountingUpstream,
+    connect,
+    get,
+    proxy_in_front,
+    read_until_closed,
+    status_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +82,7 @@ def test_total_limit_answers_503(upstream: CountingUpstream) -> None:
 
 
 def test_limits_are_per_listener_and_the_control_listener_stays_reachable(limited: Proc) -> None:
-    control = limited.control_port  # type: ignore[attr-defined]
+    control = limited.control_port
     held = [connect(limited.port) for _ in range(4)]
     try:
         time.sleep(0.2)

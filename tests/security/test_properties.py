@@ -97,7 +97,8 @@ def test_accepted_responses_are_writable_and_unambiguous(
         return
     assert status >= 200
     headers = CIMultiDict(
-        (n.decode("latin-1"), v.decode("latin-1")) for n, v in raw  # as the data plane reads
+        (n.decode("latin-1"), v.decode("latin-1"))
+        for n, v in raw  # as the data plane reads
     )
     for name, value in raw:
         assert re.fullmatch(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name)
@@ -166,6 +167,6 @@ def test_data_plane_heads_follow_the_reference_rules(
     if "Transfer-Encoding" in CIMultiDict(headers):
         reference["Transfer-Encoding"] = "chunked"  # the data plane re-frames a chunked body
     assert ours == list(reference.items())
-    named = connection_tokens(head.fields.get(b"connection", []))
-    ours = _parsed_fields(browser_response_head(b"HTTP/1.1 200 OK", raw, [], named))
+    named_fields = connection_tokens(head.fields.get(b"connection", []))
+    ours = _parsed_fields(browser_response_head(b"HTTP/1.1 200 OK", raw, [], named_fields))
     assert ours == list(response_headers(CIMultiDictProxy(CIMultiDict(headers))).items())

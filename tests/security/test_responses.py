@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.proxy.processes import Proc
-
-from .rawnet import CANNED, CountingUpstream, exchange, get, status_of
+from tests.support.processes import Proc
+from tests.support.rawnet import CANNED, CountingUpstream, exchange, get, status_of
 
 OK_TAIL = b"Content-Length: 2\r\n\r\nok"
 BAD_RESPONSES = {

@@ -11,10 +11,16 @@ import socket
 import time
 import urllib.request
 
-from tests.proxy.processes import Proc, start_proxy, start_upstream
-
-from .conftest import FAST_LIMITS
-from .rawnet import BIG, CountingUpstream, connect, get, read_until_closed, status_of
+from tests.support.processes import Proc, start_proxy, start_upstream
+from tests.support.rawnet import (
+    BIG,
+    FAST_LIMITS,
+    CountingUpstream,
+    connect,
+    get,
+    read_until_closed,
+    status_of,
+)
 
 
 def backend_health(proxy: Proc) -> dict[str, object]:

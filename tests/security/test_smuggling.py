@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.proxy.processes import Proc
-
-from .rawnet import CountingUpstream, exchange, get, status_of
+from tests.support.processes import Proc
+from tests.support.rawnet import CountingUpstream, exchange, get, status_of
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: ide.test\r\n\r\n"
 CHUNKED_SMUGGLE = b"0\r\n\r\n" + SMUGGLED
@@ -25,7 +24,11 @@ WS_HEAD = (
 
 
 def req(
-    marker: str, headers: bytes = b"", body: bytes = b"", method: bytes = b"POST", version=b"1.1"
+    marker: str,
+    headers: bytes = b"",
+    body: bytes = b"",
+    method: bytes = b"POST",
+    version: bytes = b"1.1",
 ) -> bytes:
     head = b"%s /c-%s HTTP/%s\r\nHost: ide.test\r\n" % (method, marker.encode(), version)
     return head + headers + b"\r\n" + body

@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 
 def test_soak_script_holds_its_bars_briefly(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.processes import REPO, Proc, free_port, start_proxy
-
-from .rawnet import CountingUpstream, connect, read_until_closed, status_of
+from tests.support.ports import free_port
+from tests.support.processes import REPO, Proc, start_proxy
+from tests.support.rawnet import CountingUpstream, connect, read_until_closed, status_of
 
 
 @pytest.fixture(scope="module")

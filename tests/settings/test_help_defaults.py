@@ -23,7 +23,7 @@ from proxy.config import PROXY
 from proxy.dashboard.status_cli import STATUS
 from proxy.settings import Entry, Schema
 
-PROVISION_VERBS = [[]] + [
+PROVISION_VERBS: list[list[str]] = [[]] + [
     ["pair", verb]
     for verb in (
         "create", "destroy", "list", "show", "reconcile", "gpu-lost",
@@ -44,7 +44,7 @@ def model_defaults(model: type, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, default) straight from the dataclasses, nested tables included."""
     for f in dataclasses.fields(model):
         if dataclasses.is_dataclass(f.default_factory):
-            yield from model_defaults(f.default_factory, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+            yield from model_defaults(f.default_factory, f"{prefix}{f.name}.")
         elif callable(f.default_factory):
             yield prefix + f.name, f.default_factory()
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,5 +126,5 @@ def test_a_path_escaping_the_target_is_refused(
     assert not (tmp_path / "escaped").exists()
 
 
-def _fields(entry: object) -> dict[str, object]:
+def _fields(entry: object) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in entry.__dataclass_fields__}  # type: ignore[attr-defined]

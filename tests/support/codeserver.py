@@ -23,11 +23,12 @@ import re
 import signal
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.processes import signal_group
 
 __all__ = [
     "DEFAULT_HOME",
@@ -35,6 +36,7 @@ __all__ = [
     "CodeServer",
     "CodeServerError",
     "find_launcher",
+    "healthy",
     "running_code_server",
     "start_code_server",
     "start_code_server_async",
@@ -124,9 +126,8 @@ class CodeServer:
         if self._stopped:
             return
         self._stopped = True
-        with contextlib.suppress(ProcessLookupError):
-            # SIGKILL also ends stopped processes; no SIGCONT needed first.
-            os.killpg(self.pgid, signal.SIGKILL)
+        # SIGKILL also ends stopped processes; no SIGCONT needed first.
+        signal_group(self.pgid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
 
@@ -218,16 +219,21 @@ def _wait_for_address(server: CodeServer, deadline: float) -> str:
     raise CodeServerError(f"code-server did not report its address in time:\n{server.log_text()}")
 
 
+def healthy(url: str) -> bool:
+    """True when the code-server at `url` answers /healthz ("expired" only means idle: any 2xx
+    with a status is a live server)."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+            return json.load(response).get("status") in {"alive", "expired"}
+    except (OSError, ValueError):  # URLError, refused, reset and timeouts are all OSErrors
+        return False
+
+
 def _wait_for_health(server: CodeServer, deadline: float) -> None:
     while time.monotonic() < deadline:
         _fail_if_exited(server)
-        try:
-            with urllib.request.urlopen(f"{server.url}/healthz", timeout=2) as response:
-                # "expired" only means idle; any 2xx with a status is a live server.
-                if json.load(response).get("status") in {"alive", "expired"}:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
-            pass
+        if healthy(server.url):
+            return
         time.sleep(0.05)
     raise CodeServerError(f"code-server at {server.url} never became healthy:\n{server.log_text()}")
 

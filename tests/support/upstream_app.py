@@ -1,7 +1,7 @@
 """A test backend: echoes what it received, streams big bodies, echoes WebSockets.
 
 Run in-process through ``make_upstream_app(name)`` or as a process:
-``python tests/proxy/upstream_app.py NAME`` prints ``PORT <n>`` once it listens on 127.0.0.1.
+``python tests/support/upstream_app.py NAME`` prints ``PORT <n>`` once it listens on 127.0.0.1.
 """
 
 from __future__ import annotations

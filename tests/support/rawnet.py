@@ -17,7 +17,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from tests.proxy.processes import Proc, start_proxy
+import pytest
+
+from tests.support.processes import Proc, start_proxy
 
 BIG = 20 * 1024 * 1024
 CANNED: dict[str, bytes] = {}
@@ -154,6 +156,32 @@ def proxy_in_front(upstream: CountingUpstream, *flags: str) -> Proc:
         "0.5",
         *flags,
     )
+
+
+# Short limits so that slow-client tests take seconds; the defaults are in docs/SECURITY.md.
+FAST_LIMITS = (
+    "--limits-header-timeout",
+    "1",
+    "--limits-body-timeout",
+    "1",
+    "--limits-send-timeout",
+    "2",
+    "--limits-keepalive-timeout",
+    "3",
+    "--log-level",
+    "warning",
+)
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: CountingUpstream) -> Iterator[Proc]:
+    """The proxy with FAST_LIMITS in front of the module's `upstream` fixture (each module that
+    imports this fixture brings its own upstream)."""
+    proc = proxy_in_front(upstream, *FAST_LIMITS)
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:
