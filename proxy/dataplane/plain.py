@@ -25,8 +25,9 @@ _REQUEST = re.compile(
 )
 _RESPONSE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n" + _FIELDS)
 # Name and value of each line of a head already checked whole: one C call for all of them. Like
-# llhttp, only the whitespace before a value is dropped.
-_FIELD = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*)\r\n")
+# llhttp, only the whitespace before a value is dropped. (The check leaves no colon in a name and
+# no CR in a value, so the simplest classes do; they scan faster.)
+_FIELD = re.compile(rb"([^:]+):[ \t]*([^\r]*)\r\n")
 
 
 def plain_request(
