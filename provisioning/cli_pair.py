@@ -280,13 +280,15 @@ def replacement_filler(args: argparse.Namespace) -> Filler:
 
 
 def _gpu_lost(args: argparse.Namespace) -> int:
-    from provisioning.parking import PLANNED_REASONS
+    from provisioning.parking import PLANNED_CAUSES, PLANNED_REASONS
 
-    # The proxy's on_failover hook also runs after a planned switch (park, switchover), whose
-    # reason it passes in DUMONT_REASON: the GPU is fine, and the planner owns what happens next.
+    # The proxy's on_failover hook also runs after a planned switch (park, switchover): the GPU
+    # is fine, and the planner owns what happens next. The hook's DUMONT_CAUSE says so; a reason
+    # given by hand (or by a proxy that sets no cause) says so by its prefix.
+    cause = "" if args.reason else os.environ.get("DUMONT_CAUSE", "")
     planned = args.reason or os.environ.get("DUMONT_REASON", "")
-    if planned.startswith(PLANNED_REASONS):
-        print(f"planned switch ({planned}): the GPU is not lost, nothing to do")
+    if cause in PLANNED_CAUSES or (not cause and planned.startswith(PLANNED_REASONS)):
+        print(f"planned switch ({planned or cause}): the GPU is not lost, nothing to do")
         return 0
 
     async def run() -> tuple[Pair, str]:

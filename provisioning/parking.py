@@ -40,11 +40,12 @@ from provisioning.sync import SyncController
 from provisioning.vast import VastInstance
 
 if TYPE_CHECKING:
-    # google-cloud-compute takes seconds to import: `pair gpu-lost` only needs PLANNED_REASONS.
+    # google-cloud-compute takes seconds to import: `pair gpu-lost` only needs the PLANNED_* names.
     from provisioning.gcp import StandbyVm
     from provisioning.pairing import PairService
 
 __all__ = [
+    "PLANNED_CAUSES",
     "PLANNED_REASONS",
     "ParkMode",
     "ParkRefused",
@@ -55,8 +56,9 @@ __all__ = [
 ]
 
 ParkMode = Literal["destroy", "stop"]
-# The proxy passes the switch's reason to on_failover as DUMONT_REASON: `pair gpu-lost` leaves
-# these planned switches alone.
+# The proxy passes the switch's cause to on_failover as DUMONT_CAUSE (and its reason as
+# DUMONT_REASON): `pair gpu-lost` leaves these planned switches alone.
+PLANNED_CAUSES = frozenset({"park", "switchover"})
 PLANNED_REASONS = ("park:", "switchover:")
 
 ControllerFor = Callable[[Pair, VastInstance, "StandbyVm"], SyncController]
@@ -86,8 +88,13 @@ class ProxyControl:
         except ProxyAdminError as exc:
             progress(f"warning: park state not reported to the proxy: {exc}")
 
-    async def switch_to(self, role: Literal["standby", "primary"], reason: str) -> None:
-        await switch(self.url, self.token, role, reason)
+    async def switch_to(
+        self,
+        role: Literal["standby", "primary"],
+        reason: str,
+        cause: Literal["park", "switchover", "resume"],
+    ) -> None:
+        await switch(self.url, self.token, role, reason, cause=cause)
         await wait_for(
             self.url,
             self.token,
@@ -148,7 +155,7 @@ class Parking:
     async def switchover(self, pair_id: str, reason: str = "switchover: requested") -> FlushReport:
         """Move the user to the standby with nothing lost; the GPU is left running."""
         _pair, _gpu, _standby, controller = await self._preflight(pair_id)
-        return await self._flush_fence_switch(controller, reason)
+        return await self._flush_fence_switch(controller, reason, "switchover")
 
     async def _preflight(
         self, pair_id: str
@@ -178,7 +185,9 @@ class Parking:
             raise ParkRefused(f"the sync is degraded: {status.problems[0]}")
         return pair, gpu, standby, controller
 
-    async def _flush_fence_switch(self, controller: SyncController, reason: str) -> FlushReport:
+    async def _flush_fence_switch(
+        self, controller: SyncController, reason: str, cause: Literal["park", "switchover"]
+    ) -> FlushReport:
         flush = await flush_to_standby(controller, progress=self._progress, timeout=self._timeout)
         await controller.fence()
         if self._proxy is None:
@@ -186,7 +195,7 @@ class Parking:
             return flush
         self._progress(f"switching the proxy to the standby ({reason})")
         try:
-            await self._proxy.switch_to("standby", reason)
+            await self._proxy.switch_to("standby", reason, cause)
         except ProvisioningError:
             # Only while the user is certainly still on the GPU may its files flow again; a
             # switch that went through after all (or is still running) keeps the standby fenced.
@@ -218,7 +227,7 @@ class Parking:
             self._store.record(pair.id, "park-mode-stop")
         await self._report("parking", detail="copying your files to the CPU machine")
         try:
-            flush = await self._flush_fence_switch(controller, f"park: {reason}")
+            flush = await self._flush_fence_switch(controller, f"park: {reason}", "park")
             steps["flush_and_switch"] = time.monotonic() - started
             snapshot = ""
             if self._snapshots_for is not None:
@@ -303,7 +312,7 @@ class Parking:
                 )
                 seen = await proxy_status(self._proxy.url, self._proxy.token)
                 if seen.get("state") != "serving_primary":  # else: it went home by itself
-                    await self._proxy.switch_to("primary", f"resume: GPU {gpu.id} filled")
+                    await self._proxy.switch_to("primary", f"resume: GPU {gpu.id} filled", "resume")
                 steps["switch"] = time.monotonic() - started - sum(steps.values())
         except NoOfferError as exc:
             await self._service.roll_back_resume(self._store.get(pair.id), mode)

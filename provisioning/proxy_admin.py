@@ -85,11 +85,13 @@ async def switch(
     to: Literal["standby", "primary"],
     reason: str,
     *,
+    cause: Literal["park", "switchover", "resume"],
     timeout: float = 10.0,
 ) -> None:
-    """Ask the proxy to fail over (to the standby) or back (to the primary) with ``reason``."""
+    """Ask the proxy to fail over (to the standby) or back (to the primary): ``reason`` for
+    people, ``cause`` as data (the proxy's metrics and hooks read it, never the reason)."""
     path = "/admin/failover" if to == "standby" else "/admin/failback"
-    await _call("POST", control_url, token, path, {"reason": reason}, timeout)
+    await _call("POST", control_url, token, path, {"reason": reason, "cause": cause}, timeout)
 
 
 async def wait_for(

@@ -1,10 +1,11 @@
 """The control listener: admin commands behind a bearer token (loopback by default).
 
-``POST /admin/failover`` and ``/admin/failback`` take an optional ``{"reason": ...}``:
-provisioning's planned switches say "park: ...", "switchover: ..." or "resume: ..." there, and the
-``on_failover`` hook's ``pair gpu-lost`` reads that prefix (DUMONT_REASON) to tell a planned switch
-from a lost GPU. That prefix is the wire's word for the switch's cause: it is read here, once, into
-the machine's ``Cause`` (``cause_of``), and nothing behind this module parses a reason again.
+``POST /admin/failover``, ``/admin/failback`` and ``/admin/switchover`` take an optional
+``{"reason": ..., "cause": ...}``: the sentence for people, and the cause as data (admin,
+switchover, park or resume; provisioning's planned switches send theirs). The hooks get it as
+DUMONT_CAUSE, which is how the ``on_failover`` hook's ``pair gpu-lost`` tells a planned switch from
+a lost GPU. A client that sends no cause gets the one its reason's prefix names ("park: ..."),
+read here once (``cause_of``); nothing behind this module parses a reason.
 The park routes (issue 18) are in ``proxy.park_status``'s docstring.
 """
 
@@ -41,10 +42,13 @@ SWITCHOVER = web.AppKey("switchover_lock", asyncio.Lock)
 REASON_LIMIT = 200
 # The reason prefixes of provisioning's planned switches (provisioning.parking), as causes.
 PLANNED_CAUSES = {"park:": Cause.PARK, "switchover:": Cause.SWITCHOVER, "resume:": Cause.RESUME}
+# What a command may say it is, in its body's "cause" (provisioning says park, switchover, resume).
+COMMAND_CAUSES = frozenset({Cause.ADMIN, Cause.SWITCHOVER, Cause.PARK, Cause.RESUME})
 
 
 def cause_of(reason: str, default: Cause) -> Cause:
-    """The cause a command's reason names by its prefix; ``default`` when it names none."""
+    """The cause a command's reason names by its prefix; ``default`` when it names none. Only for
+    clients that send no ``cause`` (provisioning before it sent one)."""
     prefix, colon, _ = reason.partition(":")
     return PLANNED_CAUSES.get(prefix + colon, default) if colon else default
 
@@ -69,29 +73,39 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _reason(request: web.Request, default: str) -> str:
-    """The optional ``{"reason": ...}`` of an admin command (an empty body keeps the default)."""
+async def _command(request: web.Request, reason: str, cause: Cause) -> tuple[str, Cause]:
+    """The optional ``{"reason": ..., "cause": ...}`` of an admin command: the sentence for
+    people, and the cause as data (one of COMMAND_CAUSES). A body without a cause gets the one
+    its reason's prefix names, else ``cause``; an empty body keeps both defaults."""
     if not request.can_read_body:
-        return default
-    reason = (await _json_body(request)).get("reason", default)
-    if not isinstance(reason, str) or not reason.strip():
+        return reason, cause
+    body = await _json_body(request)
+    given = body.get("reason", reason)
+    if not isinstance(given, str) or not given.strip():
         raise BadRequest("reason must be a non-empty string")
-    return " ".join(reason.split())[:REASON_LIMIT]
+    reason = " ".join(given.split())[:REASON_LIMIT]
+    named = body.get("cause")
+    if named is None:
+        return reason, cause_of(reason, cause)
+    if named not in COMMAND_CAUSES:
+        allowed = ", ".join(sorted(COMMAND_CAUSES))
+        raise BadRequest(f"cause must be one of {allowed}, not {str(named)[:40]!r}")
+    return reason, Cause(named)
 
 
 async def failover(request: web.Request) -> web.Response:
     _check_token(request)
     workspace = request.app[WORKSPACE]
-    reason = await _reason(request, "admin: failover requested")
-    workspace.failover(reason, cause_of(reason, Cause.ADMIN))
+    reason, cause = await _command(request, "admin: failover requested", Cause.ADMIN)
+    workspace.failover(reason, cause)
     return web.json_response(workspace.status())
 
 
 async def failback(request: web.Request) -> web.Response:
     _check_token(request)
     workspace = request.app[WORKSPACE]
-    reason = await _reason(request, "admin: failback requested")
-    workspace.failback(reason, cause_of(reason, Cause.ADMIN))
+    reason, cause = await _command(request, "admin: failback requested", Cause.ADMIN)
+    workspace.failback(reason, cause)
     return web.json_response(workspace.status())
 
 
@@ -100,9 +114,11 @@ async def switchover(request: web.Request) -> web.Response:
     switch only when it exited 0; without that hook a switch could lose the last second's files."""
     _check_token(request)
     workspace = request.app[WORKSPACE]
-    reason = await _reason(request, "switchover: requested")
+    reason, cause = await _command(request, "switchover: requested", Cause.SWITCHOVER)
+    if cause is not Cause.PARK:
+        cause = Cause.SWITCHOVER  # what this endpoint does, whatever else the reason says
     if not reason.startswith(("switchover:", "park:")):
-        reason = f"switchover: {reason}"
+        reason = f"{cause}: {reason}"
     command = workspace.config.hooks.switchover
     if command is None:
         raise Conflict("no switchover hook configured ([hooks] switchover)")
@@ -113,13 +129,16 @@ async def switchover(request: web.Request) -> web.Response:
         # Two flushes at once would stop and restart the GPU's lsyncd under each other.
         raise Conflict("a switchover is already running")
     async with lock:
-        return await _switchover(workspace, command, reason)
+        return await _switchover(workspace, command, reason, cause)
 
 
-async def _switchover(workspace: Workspace, command: str, reason: str) -> web.Response:
+async def _switchover(
+    workspace: Workspace, command: str, reason: str, cause: Cause
+) -> web.Response:
     env = {
         "DUMONT_EVENT": "switchover",
         "DUMONT_REASON": reason,
+        "DUMONT_CAUSE": cause,
         "DUMONT_PRIMARY_URL": str(workspace.backends["primary"].url),
         "DUMONT_STANDBY_URL": str(workspace.backends["standby"].url),
     }
@@ -127,7 +146,7 @@ async def _switchover(workspace: Workspace, command: str, reason: str) -> web.Re
     if not outcome.ok:
         # The GPU keeps serving: nothing moved, and the hook's last line says why.
         raise Conflict(f"switchover hook failed, the primary keeps serving: {outcome.detail}")
-    workspace.failover(reason, cause_of(reason, Cause.SWITCHOVER))
+    workspace.failover(reason, cause)
     return web.json_response(workspace.status())
 
 

@@ -199,3 +199,36 @@ def test_every_help_renders(command: list[str], capsys: pytest.CaptureFixture[st
         main([*command, "--help"])
     assert exit_info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("cause", "reason", "planned"),
+    [
+        ("park", "idle for 30 min", True),  # the cause says it, whatever the words
+        ("switchover", "maintenance", True),
+        ("passive_failure", "park: a reason that only looks planned", False),
+        ("", "switchover: an older proxy, no cause", True),  # the prefix, when no cause is set
+    ],
+)
+def test_gpu_lost_leaves_a_planned_switch_alone_by_its_cause(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    cause: str,
+    reason: str,
+    planned: bool,
+) -> None:
+    """The proxy's on_failover hook runs `pair gpu-lost` after every switch; DUMONT_CAUSE tells
+    a planned one (park, switchover) from a lost GPU."""
+    monkeypatch.setenv("DUMONT_CAUSE", cause)
+    monkeypatch.setenv("DUMONT_REASON", reason)
+    monkeypatch.setenv("VAST_API_KEY", API_KEY)
+    store = tmp_path / "pairs.sqlite3"
+    code = main([f"--store={store}", "pair", "gpu-lost", "--pair=nobody"])
+    out = capsys.readouterr()
+    if planned:
+        assert code == 0
+        assert "planned switch" in out.out
+    else:
+        assert "planned switch" not in out.out
+        assert code != 0  # it went on to look for the pair, which does not exist

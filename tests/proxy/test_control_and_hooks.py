@@ -252,3 +252,51 @@ def test_hooks_do_not_inherit_the_proxy_settings(monkeypatch: pytest.MonkeyPatch
     assert "DUMONT_STANDBY" not in env
     assert env["DUMONT_EVENT"] == "on_failover"
     assert env["PATH"] == "/usr/bin"
+
+
+async def test_a_command_names_its_cause_as_data(
+    tmp_path: Path, upstream_processes: Callable[[str], Proc]
+) -> None:
+    """Provisioning sends {"reason", "cause"}: the cause reaches the switch record and the hooks
+    as data (DUMONT_CAUSE) whatever the reason's words; an unknown cause is one line, a 400."""
+    gpu, cpu = upstream_processes("gpu"), upstream_processes("cpu")
+    config = write_config(
+        tmp_path,
+        on_failover=hook_writer(tmp_path, "on_failover"),
+        on_failback=hook_writer(tmp_path, "on_failback"),
+    )
+    proxy = start_proxy(
+        f"http://127.0.0.1:{gpu.port}",
+        f"http://127.0.0.1:{cpu.port}",
+        "--config",
+        str(config),
+        env={"DUMONT_ADMIN_TOKEN": TOKEN},
+    )
+    try:
+        await both_healthy(proxy)
+        status, body = await admin(
+            proxy, "POST", "/admin/failover", body={"reason": "idle GPU", "cause": "oops"}
+        )
+        assert status == 400
+        assert "cause must be one of" in str(body["detail"])
+        assert "'oops'" in str(body["detail"])
+        status, body = await admin(
+            proxy, "POST", "/admin/failover", body={"reason": "idle GPU", "cause": "park"}
+        )
+        assert status == 200, body
+        await wait_for((tmp_path / "on_failover.json").exists)
+        env = json.loads((tmp_path / "on_failover.json").read_text())
+        assert env["DUMONT_CAUSE"] == "park"
+        assert env["DUMONT_REASON"] == "idle GPU"
+        status, body = await admin(
+            proxy, "POST", "/admin/failback", body={"reason": "GPU 7 filled", "cause": "resume"}
+        )
+        assert status == 200, body
+        await wait_for((tmp_path / "on_failback.json").exists)
+        assert json.loads((tmp_path / "on_failback.json").read_text())["DUMONT_CAUSE"] == "resume"
+        _, state = await admin(proxy, "GET", "/admin/status")
+        switches = state["switches"]
+        assert isinstance(switches, list)
+        assert [s["cause"] for s in switches][:2] == ["resume", "park"]  # newest first
+    finally:
+        proxy.stop()
