@@ -42,6 +42,18 @@ def hook_writer(tmp: Path, name: str, exit_code: int = 0) -> str:
     )
 
 
+def start_with_hooks(tmp_path: Path, gpu: Proc, cpu: Proc, **hooks: str) -> Proc:
+    """The proxy in front of ``gpu`` and ``cpu`` with these hooks and the admin token."""
+    config = write_config(tmp_path, **hooks)
+    return start_proxy(
+        f"http://127.0.0.1:{gpu.port}",
+        f"http://127.0.0.1:{cpu.port}",
+        "--config",
+        str(config),
+        env={"DUMONT_ADMIN_TOKEN": TOKEN},
+    )
+
+
 async def admin(
     proxy: Proc, method: str, path: str, token: str | None = TOKEN, body: object = None
 ) -> tuple[int, dict[str, object]]:
@@ -86,18 +98,13 @@ async def test_admin_failover_failback_and_hooks(
     tmp_path: Path, upstream_processes: Callable[[str], Proc]
 ) -> None:
     gpu, cpu = upstream_processes("gpu"), upstream_processes("cpu")
-    config = write_config(
+    proxy = start_with_hooks(
         tmp_path,
+        gpu,
+        cpu,
         on_failover=hook_writer(tmp_path, "on_failover"),
         before_failback=hook_writer(tmp_path, "before_failback"),
         on_failback=hook_writer(tmp_path, "on_failback"),
-    )
-    proxy = start_proxy(
-        f"http://127.0.0.1:{gpu.port}",
-        f"http://127.0.0.1:{cpu.port}",
-        "--config",
-        str(config),
-        env={"DUMONT_ADMIN_TOKEN": TOKEN},
     )
     try:
         await both_healthy(proxy)
@@ -134,14 +141,8 @@ async def test_failing_before_failback_keeps_the_standby(
     tmp_path: Path, upstream_processes: Callable[[str], Proc]
 ) -> None:
     gpu, cpu = upstream_processes("gpu"), upstream_processes("cpu")
-    config = write_config(tmp_path, before_failback=hook_writer(tmp_path, "bf", exit_code=3))
-    proxy = start_proxy(
-        f"http://127.0.0.1:{gpu.port}",
-        f"http://127.0.0.1:{cpu.port}",
-        "--config",
-        str(config),
-        "--admin-token",
-        TOKEN,
+    proxy = start_with_hooks(
+        tmp_path, gpu, cpu, before_failback=hook_writer(tmp_path, "bf", exit_code=3)
     )
     try:
         await both_healthy(proxy)
@@ -260,17 +261,12 @@ async def test_a_command_names_its_cause_as_data(
     """Provisioning sends {"reason", "cause"}: the cause reaches the switch record and the hooks
     as data (DUMONT_CAUSE) whatever the reason's words; an unknown cause is one line, a 400."""
     gpu, cpu = upstream_processes("gpu"), upstream_processes("cpu")
-    config = write_config(
+    proxy = start_with_hooks(
         tmp_path,
+        gpu,
+        cpu,
         on_failover=hook_writer(tmp_path, "on_failover"),
         on_failback=hook_writer(tmp_path, "on_failback"),
-    )
-    proxy = start_proxy(
-        f"http://127.0.0.1:{gpu.port}",
-        f"http://127.0.0.1:{cpu.port}",
-        "--config",
-        str(config),
-        env={"DUMONT_ADMIN_TOKEN": TOKEN},
     )
     try:
         await both_healthy(proxy)
