@@ -41,6 +41,8 @@ _MASTER_WAIT_SECONDS = 15.0
 _SHELL_START_SECONDS = 60.0
 _MAX_SESSIONS = 3
 _DELETE_BATCH = 200
+# How long the shared connection may take to end on SIGTERM before it is killed.
+_MASTER_EXIT_SECONDS = 5.0
 _END = "__DUMONT_END__"
 
 
@@ -290,7 +292,14 @@ class SshStore:
         if master is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(master.pid, signal.SIGTERM)
-            master.wait()
+            try:
+                master.wait(timeout=_MASTER_EXIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                # A master caught mid-handshake has been seen to outlive SIGTERM (CI hung here
+                # for 180 s): closing must not wait on it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(master.pid, signal.SIGKILL)
+                master.wait()
             if master.stderr is not None:
                 master.stderr.close()
         with contextlib.suppress(OSError):
