@@ -8,6 +8,7 @@ abandons the failback, so the user stays on the standby rather than on a primary
    gate is in read-only mode while fenced, which is exactly what a pull needs. ``--delete`` makes
    the primary a mirror; whatever it had that the standby lacks or changed is moved aside into a
    backup dir (the last writes before the crash that never reached the standby), never thrown away.
+   A pass that fails only on files the live standby rewrote mid-read (rsync 23/24) is run again.
 3. Verify: every file the standby held before the copy started is on the primary, byte for byte
    (a checksum dry run, without --delete). The standby stays live during all this (the user keeps
    working on it until the proxy switches home, and code-server rewrites its own state every few
@@ -35,8 +36,12 @@ from provisioning.ssh import run_remote
 from provisioning.sync import SyncController, for_each_root
 
 __all__ = [
+    "PULL_PASSES",
+    "RETRIED_RSYNC_CODES",
     "ReverseReport",
     "first_rsync_complaint",
+    "pass_backup_dir",
+    "pull_root",
     "reverse_sync",
     "rsync_transferred",
     "unchanged_since",
@@ -108,20 +113,41 @@ def _pull_command(
     return shlex.join(argv)
 
 
-async def _pull(
+# rsync's "partial transfer" (23) and "source files vanished" (24): on a live standby these are
+# files code-server rewrote or removed while rsync read them ("No data available" mapping a
+# state.json replaced mid-read). Another pass copies them; a lasting fault (a file nobody may read)
+# fails every pass and is reported as before.
+RETRIED_RSYNC_CODES = frozenset({23, 24})
+PULL_PASSES = 3
+
+
+def pass_backup_dir(backup_root: str, root: SyncRoot, attempt: int) -> str:
+    """Each pass backs up into its own dir: a second pass replacing a file the first pass wrote
+    must not overwrite the primary's own version the first pass moved aside."""
+    suffix = "" if attempt == 1 else f".pass{attempt}"
+    return f"{backup_root}/{root.name}{suffix}"
+
+
+async def pull_root(
     controller: SyncController, root: SyncRoot, *, backup_root: str, timeout: float
 ) -> tuple[int, int]:
     """Copy one root from the standby; the primary's replaced files go to the backup dir."""
-    backup = ["--backup", f"--backup-dir={backup_root}/{root.name}", "--stats"]
-    pull = _pull_command(controller, root, extra=backup)
-    script = f"mkdir -p {shlex.quote(root.gpu_path)} && {pull}"
-    try:
-        return rsync_transferred(await run_remote(controller.topology.gpu, script, timeout=timeout))
-    except RemoteCommandError as exc:
-        why = first_rsync_complaint(exc.stderr)
-        raise ReverseSyncError(
-            f"reverse sync of {root.name} failed: {exc}" + (f" (first: {why})" if why else "")
-        ) from exc
+    for attempt in range(1, PULL_PASSES + 1):
+        backup = ["--backup", f"--backup-dir={pass_backup_dir(backup_root, root, attempt)}"]
+        pull = _pull_command(controller, root, extra=[*backup, "--stats"])
+        script = f"mkdir -p {shlex.quote(root.gpu_path)} && {pull}"
+        try:
+            stats = await run_remote(controller.topology.gpu, script, timeout=timeout)
+        except RemoteCommandError as exc:
+            if exc.returncode in RETRIED_RSYNC_CODES and attempt < PULL_PASSES:
+                continue
+            why = first_rsync_complaint(exc.stderr)
+            raise ReverseSyncError(
+                f"reverse sync of {root.name} failed on pass {attempt}: {exc}"
+                + (f" (first: {why})" if why else "")
+            ) from exc
+        return rsync_transferred(stats)
+    raise AssertionError("unreachable: the last pass returns or raises")
 
 
 async def _verify(
@@ -158,7 +184,7 @@ async def reverse_sync(
     # The standby's own clock: what it changes after this moment is not held against the copy.
     copy_started = float(await run_remote(t.standby, "date +%s.%N"))
     copies = await for_each_root(
-        t.roots, partial(_pull, controller, backup_root=backup_root, timeout=first_sync_timeout)
+        t.roots, partial(pull_root, controller, backup_root=backup_root, timeout=first_sync_timeout)
     )
     for root, (files, size) in zip(t.roots, copies, strict=True):
         progress(f"{root.name}: {files} files, {size} bytes copied")
