@@ -7,6 +7,11 @@ backend, e.g. a replacement GPU after a spot interruption. ``PUT /admin/sync`` w
 Issue 18's planned switches: ``POST /admin/failover`` / ``/admin/failback`` with ``{"reason":
 "park: ..."}``, ``GET /admin/status`` polled until the proxy serves the wanted role, and ``PUT
 /admin/park`` with the park's phase for the IDE notice, the dashboard and the metrics.
+
+Issue 15's workspaces (one proxy, many pairs, routed by Host): ``GET /admin/workspaces``, ``GET``,
+``PUT`` (create or replace: hosts, primary, standby, overrides) and ``DELETE
+/admin/workspaces/{name}``. The proxy answers a refusal with ``{"error": ..., "detail": ...}``;
+the detail (one line naming the field) is what the error carries.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -23,8 +29,12 @@ from provisioning.errors import ProxyAdminError
 __all__ = [
     "ParkPhase",
     "SyncState",
+    "delete_workspace",
     "get_park",
+    "get_workspace",
+    "list_workspaces",
     "proxy_status",
+    "put_workspace",
     "report_park",
     "report_sync",
     "set_backend",
@@ -116,6 +126,69 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+async def list_workspaces(
+    control_url: str, token: str, *, timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    """Every workspace the proxy routes, ``default`` included."""
+    data = await _call("GET", control_url, token, "/admin/workspaces", None, timeout)
+    workspaces = data.get("workspaces")
+    if not isinstance(workspaces, list):
+        raise ProxyAdminError(f"proxy admin API at {control_url}: no workspace list in the answer")
+    return [w for w in workspaces if isinstance(w, dict)]
+
+
+async def get_workspace(
+    control_url: str, token: str, name: str, *, timeout: float = 10.0
+) -> dict[str, Any] | None:
+    """One workspace; None when the proxy does not know it."""
+    try:
+        return await _call("GET", control_url, token, _workspace_path(name), None, timeout)
+    except ProxyAdminError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+async def put_workspace(
+    control_url: str,
+    token: str,
+    name: str,
+    *,
+    hosts: list[str],
+    primary: str,
+    standby: str,
+    overrides: dict[str, Any] | None = None,
+    timeout: float = 10.0,
+) -> tuple[dict[str, Any], bool]:
+    """Create or replace a workspace; returns it as the proxy now has it, and whether it is new.
+    The proxy keeps a replaced workspace's failover state when its backends are unchanged."""
+    body: dict[str, Any] = {"hosts": hosts, "primary": primary, "standby": standby}
+    if overrides:
+        body["overrides"] = overrides
+    data = await _call("PUT", control_url, token, _workspace_path(name), body, timeout)
+    workspace = data.get("workspace")
+    return (workspace if isinstance(workspace, dict) else {}), bool(data.get("created"))
+
+
+async def delete_workspace(
+    control_url: str, token: str, name: str, *, timeout: float = 10.0
+) -> bool:
+    """Remove a workspace (the proxy drains it); False when it was already gone."""
+    try:
+        await _call("DELETE", control_url, token, _workspace_path(name), None, timeout)
+    except ProxyAdminError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def _workspace_path(name: str) -> str:
+    # Names are checked before they get here (provisioning.workspace_registration); quoting
+    # still keeps a bad one from turning into another path.
+    return f"/admin/workspaces/{quote(name, safe='')}"
+
+
 async def _put(
     control_url: str, token: str, path: str, body: dict[str, Any], timeout: float
 ) -> None:
@@ -138,12 +211,25 @@ async def _call(
     except httpx.HTTPError as exc:
         raise ProxyAdminError(f"proxy admin API at {control_url} unreachable: {exc}") from exc
     if response.is_error:
-        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
         raise ProxyAdminError(
-            f"proxy admin API refused {method} {path} (HTTP {response.status_code}): {text}"
+            f"proxy admin API refused {method} {path} (HTTP {response.status_code}):"
+            f" {_refusal(response)}",
+            status=response.status_code,
         )
     try:
         data = response.json()
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _refusal(response: httpx.Response) -> str:
+    """The proxy's own words: the ``detail`` of its JSON problem, else the body's first line."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if isinstance(problem, dict) and (problem.get("detail") or problem.get("error")):
+        return str(problem.get("detail") or problem.get("error")).strip()[:200]
+    text = response.text.strip()
+    return text.splitlines()[0][:200] if text else ""
