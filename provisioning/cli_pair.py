@@ -211,6 +211,8 @@ def _create(args: argparse.Namespace) -> int:
     name = validate_pair_id(pair_name(args))
     spec = _spec_from_args(args)
     proxy = proxy_workspaces(args)
+    if args.hosts and proxy is None:
+        raise UsageError("--hosts needs --proxy-control: they are the workspace's at the proxy")
     hosts: tuple[str, ...] = ()
     if proxy is not None:  # every check that needs no cloud comes before renting anything
         check_workspace_name(name)
@@ -296,6 +298,9 @@ def _show(args: argparse.Namespace) -> int:
     store = PairStore(Path(args.store))
     pair = store.get(args.pair)
     print_pair(pair)
+    hosts = store.hosts(pair.id)
+    if hosts:
+        print(f"  workspace hosts: {', '.join(hosts)}")
     for event in store.events(pair.id):
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.at))
         print(f"  {stamp}Z {event.kind} {event.detail}".rstrip())
@@ -303,16 +308,16 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    args.pair = args.name or args.pair
+    only: str | None = args.name or args.pair
     proxy = proxy_workspaces(args)
     if args.prune and proxy is None:
         raise UsageError("--prune needs --proxy-control: it removes workspaces from the proxy")
 
     async def run() -> tuple[list[str], bool]:
         async with service_from_args(args) as service:
-            missing = await _missing_standbys(service, args)
+            missing = await _missing_standbys(service, args, only)
             repairs = await service.reconcile(
-                args.pair, rollback=args.rollback, delete_orphans=args.delete_orphans
+                only, rollback=args.rollback, delete_orphans=args.delete_orphans
             )
             for pair_id in missing:  # restarted or recreated by now: the alert clears
                 await _report_standby(args, "present", f"standby of {pair_id} back")
@@ -321,7 +326,7 @@ def _reconcile(args: argparse.Namespace) -> int:
                 changes = await reconcile_workspaces(
                     proxy,
                     service,
-                    pair_id=args.pair,
+                    pair_id=only,
                     base_domain=args.base_domain,
                     code_server_port=args.code_server_port,
                     prune=args.prune,
@@ -337,12 +342,14 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-async def _missing_standbys(service: PairService, args: argparse.Namespace) -> list[str]:
+async def _missing_standbys(
+    service: PairService, args: argparse.Namespace, only: str | None
+) -> list[str]:
     """Pairs whose spot standby was preempted (stopped) or deleted, as the Compute API says: the
     proxy is told first (dumont_standby_presence, the dashboard), then reconcile restarts it."""
     from provisioning.store import PairState
 
-    pairs = [service.store.get(args.pair)] if args.pair else service.store.list()
+    pairs = [service.store.get(only)] if only else service.store.list()
     missing = []
     for pair in pairs:
         if pair.state in (PairState.CREATING, PairState.DESTROYING, PairState.DESTROYED):

@@ -262,6 +262,10 @@ async def test_create_registers_the_workspace_and_waits_until_it_is_served(
     assert contract.workspaces["alice"]["active"] == "primary"
     assert "registered workspace alice at the proxy" in err
     assert PairStore(cli.store).hosts("alice") == ("alice.ide.example.com", "*.alice.example.org")
+    assert main([f"--store={cli.store}", "pair", "show", "--pair=alice"]) == 0
+    assert "  workspace hosts: alice.ide.example.com, *.alice.example.org\n" in (
+        capsys.readouterr().out
+    )
 
 
 async def test_hosts_default_to_the_base_domain_and_read_every_layer(
@@ -439,6 +443,10 @@ async def test_a_host_taken_or_malformed_stops_create_before_anything_is_rented(
         assert _one_error_line(capsys.readouterr().err) == f"bad host {bad!r}: {why}"
     assert await cli.run("create", "alice") == 2  # no hosts and no base domain
     assert "pair alice has no hosts for the proxy: pass --hosts" in capsys.readouterr().err
+    assert await cli.run("create", "alice", "--hosts=a.example.com", proxy=False) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        "--hosts needs --proxy-control: they are the workspace's at the proxy"
+    )
     assert await cli.run("create", "default", "--hosts=d.example.com") == 2
     assert "pair 'default' cannot have a workspace of its own" in capsys.readouterr().err
     assert not clouds.vast.instances
