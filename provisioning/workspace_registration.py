@@ -22,6 +22,7 @@ so a failure never leaves half a registration.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import time
 from collections.abc import Mapping
@@ -58,7 +59,8 @@ __all__ = [
 
 DEFAULT_WORKSPACE = "default"  # the proxy's single-workspace flags; matches any Host
 _WORKSPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")  # the proxy's rule
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# The proxy's label rule (it accepts the underscores some internal names carry).
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
 def check_workspace_name(name: str) -> str:
@@ -74,13 +76,20 @@ def check_workspace_name(name: str) -> str:
 
 def normalise_host(host: str) -> str:
     """An exact name (``alice.ide.example.com``) or a wildcard (``*.alice.example.org``), in
-    lower case: the proxy matches case-insensitively and ignores the port, so one is refused
-    here rather than silently dropped."""
+    lower case, checked as the proxy checks it, before anything is rented: the proxy matches
+    case-insensitively and ignores the port, so one is refused rather than silently dropped, and
+    an address never names a workspace (it would be anyone's who types the IP)."""
     name = host.strip().lower().rstrip(".")
-    labels = name.removeprefix("*.").split(".")
+    bare = name.removeprefix("*.")
     if "://" in name or ":" in name or "/" in name:
         raise UsageError(f"bad host {host!r}: a name only, without scheme, port or path")
-    if not name or not all(_LABEL.match(label) for label in labels):
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    else:
+        raise UsageError(f"bad host {host!r}: an address is no workspace's name")
+    if not bare or len(bare) > 253 or not all(_LABEL.match(label) for label in bare.split(".")):
         raise UsageError(f"bad host {host!r}: expected a DNS name or *.suffix")
     return name
 
@@ -119,6 +128,9 @@ def serving_role(workspace: Mapping[str, Any]) -> str | None:
         return None
     # A switch in progress has an active role too; only a settled "serving_*" state serves.
     if workspace.get("state") not in (None, f"serving_{active}"):
+        return None
+    healthy = workspace.get("healthy")  # the proxy's per-role view, when it sends one
+    if isinstance(healthy, dict) and healthy.get(active) is False:
         return None
     return str(active)
 

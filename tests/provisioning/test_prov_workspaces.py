@@ -437,7 +437,9 @@ async def test_a_host_taken_or_malformed_stops_create_before_anything_is_rented(
     for bad, why in [
         ("https://alice.example.com", "a name only, without scheme, port or path"),
         ("alice.example.com:8443", "a name only, without scheme, port or path"),
-        ("al_ice.example.com", "expected a DNS name or *.suffix"),
+        ("alice..example.com", "expected a DNS name or *.suffix"),
+        ("*", "expected a DNS name or *.suffix"),
+        ("10.0.0.5", "an address is no workspace's name"),
     ]:
         assert await cli.run("create", "alice", f"--hosts={bad}") == 2
         assert _one_error_line(capsys.readouterr().err) == f"bad host {bad!r}: {why}"
