@@ -9,6 +9,7 @@ that one declaration, so they cannot drift apart. A bad value stops start-up wit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from proxy.settings import SettingError as _SettingError
 from .errors import ConfigError
 from .failover import Policy
 from .pages.config import PagesConfig
+from .workspaces.hosts import HostTable
+from .workspaces.spec import CATCH_ALL, WorkspaceSpec, backend_url, check_name, parse_workspace
 
 __all__ = [
     "PROXY",
@@ -49,10 +52,13 @@ __all__ = [
     "PricesConfig",
     "TLSConfig",
     "add_arguments",
+    "configured_workspaces",
     "load_config",
     "parse_args",
     "parse_backend_url",
     "parse_host_port",
+    "workspace_config",
+    "workspace_setting",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -85,26 +91,9 @@ class HostPort:
 def parse_backend_url(key: str, raw: Any) -> URL:
     """A backend's URL, as a setting and as the control API's PUT /admin/backends/ takes it."""
     try:
-        return _backend_url(key, raw)
+        return backend_url(key, raw)
     except _SettingError as exc:
         raise ConfigError(exc.key, exc.problem) from None
-
-
-def _backend_url(key: str, raw: Any) -> URL:
-    value = text(key, raw).strip()
-    try:
-        url = URL(value)
-    except (ValueError, TypeError) as exc:
-        raise _SettingError(key, f"not a URL: {value!r} ({exc})") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise _SettingError(key, f"expected http://HOST:PORT or https://HOST:PORT, got {value!r}")
-    if url.query_string or url.fragment:
-        raise _SettingError(key, f"a backend URL takes no query or fragment: {value!r}")
-    try:
-        url.port  # noqa: B018 - yarl raises here for a port out of range
-    except ValueError as exc:
-        raise _SettingError(key, f"bad port in {value!r}") from exc
-    return url.with_path(url.path.rstrip("/") or "/")
 
 
 def parse_host_port(key: str, raw: Any) -> HostPort:
@@ -144,6 +133,24 @@ def _networks(key: str, raw: Any) -> tuple[IPNetwork, ...]:
         except ValueError:
             raise _SettingError(key, f"not an address or CIDR network: {value!r}") from None
     return tuple(nets)
+
+
+def _directory(key: str, raw: Any) -> Path | None:
+    value = optional_text(key, raw)
+    return None if value is None else Path(value).expanduser()
+
+
+def workspace_setting(key: str, raw: Any) -> Any:
+    """One workspace override, parsed as the proxy's own setting of that key."""
+    return PROXY.entry(key).spec.parse(key, raw)
+
+
+def _workspaces(key: str, raw: Any) -> tuple[WorkspaceSpec, ...]:
+    if not isinstance(raw, Mapping):
+        raise _SettingError(key, "expected [workspaces.NAME] tables")
+    return tuple(
+        parse_workspace(name, table, workspace_setting, where=key) for name, table in raw.items()
+    )
 
 
 # ----------------------------------------------------------------------------------- settings
@@ -280,15 +287,37 @@ class PricesConfig:
 
 @dataclass(frozen=True)
 class Config:
-    primary: URL = setting(
+    # With [workspaces.NAME] tables or a state_dir these two are optional: when given, they are
+    # the workspace named "default", which answers every Host.
+    primary: URL | None = setting(
+        None,
         help="the primary (GPU) code-server, e.g. http://GPU:8080",
-        parse=_backend_url,
+        parse=backend_url,
         metavar="URL",
+        shown_default="none",
     )
-    standby: URL = setting(
+    standby: URL | None = setting(
+        None,
         help="the standby (CPU) code-server, e.g. http://CPU:8080",
-        parse=_backend_url,
+        parse=backend_url,
         metavar="URL",
+        shown_default="none",
+    )
+    workspaces: tuple[WorkspaceSpec, ...] = setting(
+        (), help="[workspaces.NAME] tables: one workspace each", parse=_workspaces, flag=None
+    )
+    default_workspace: str | None = setting(
+        None,
+        help="the workspace a Host no workspace names reaches (else: a 404 page)",
+        parse=optional_text,
+        metavar="NAME",
+    )
+    state_dir: Path | None = setting(
+        None,
+        help="directory keeping the workspaces the control API creates (SQLite); the TOML seeds it",
+        parse=_directory,
+        metavar="DIR",
+        shown_default="none: API changes last until a restart",
     )
     listen: HostPort = setting(
         HostPort("0.0.0.0", 8888),
@@ -389,8 +418,28 @@ def load_config(
 
 def _checked(config: Config) -> Config:
     """What no single setting can say: how settings must agree with each other."""
-    if config.primary.origin() == config.standby.origin():
-        raise ConfigError("standby", f"must differ from primary ({config.primary})")
+    primary, standby = config.primary, config.standby
+    if (primary is None) != (standby is None):
+        missing = "standby" if standby is None else "primary"
+        how = f"--{missing} or DUMONT_{missing.upper()}"
+        raise ConfigError(missing, f"missing: give {how} (--primary and --standby go together)")
+    if primary is None and not config.workspaces and config.state_dir is None:
+        raise ConfigError(
+            "primary",
+            "missing: give --primary or DUMONT_PRIMARY and --standby,"
+            " [workspaces.NAME] tables, or a state_dir",
+        )
+    if primary is not None and standby is not None and primary.origin() == standby.origin():
+        raise ConfigError("standby", f"must differ from primary ({primary})")
+    if config.default_workspace is not None:
+        try:
+            check_name("default_workspace", config.default_workspace)
+        except _SettingError as exc:
+            raise ConfigError(exc.key, exc.problem) from None
+    try:
+        configured_workspaces(config)
+    except _SettingError as exc:
+        raise ConfigError(exc.key, exc.problem) from None
     health = config.health
     for key, path in (("health.path", health.path), ("health.warmup_path", health.warmup_path)):
         if path is not None and not path.startswith("/"):
@@ -408,6 +457,40 @@ def _checked(config: Config) -> Config:
             f"required when the control listener is not on loopback ({config.control_listen})",
         )
     return config
+
+
+def configured_workspaces(config: Config) -> tuple[WorkspaceSpec, ...]:
+    """The workspaces the flags and the TOML give: --primary/--standby as "default", answering
+    every Host, then the [workspaces.NAME] tables (default_workspace adds the catch-all to one)."""
+    found: list[WorkspaceSpec] = []
+    if config.primary is not None and config.standby is not None:
+        found.append(WorkspaceSpec("default", (CATCH_ALL,), config.primary, config.standby, {}, {}))
+    for spec in config.workspaces:
+        if spec.name == "default" and found:
+            raise _SettingError("workspaces.default", "is --primary/--standby's workspace already")
+        if spec.name == config.default_workspace and CATCH_ALL not in spec.hosts:
+            spec = dataclasses.replace(spec, hosts=(*spec.hosts, CATCH_ALL))
+        found.append(spec)
+    HostTable(found)  # raises on a host two workspaces claim
+    return tuple(found)
+
+
+def workspace_config(config: Config, spec: WorkspaceSpec) -> Config:
+    """The proxy's settings as one workspace sees them: its backends and its overrides."""
+    tables: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for dotted, value in spec.overrides.items():
+        table_name, _, leaf = dotted.rpartition(".")
+        if table_name:
+            tables.setdefault(table_name, {})[leaf] = value
+        else:
+            top[leaf] = value
+    health = tables.get("health", {})
+    if "interval" in health and "timeout" not in health:
+        health["timeout"] = health["interval"]  # as load_config: a check may take one interval
+    for table_name, changes in tables.items():
+        top[table_name] = dataclasses.replace(getattr(config, table_name), **changes)
+    return dataclasses.replace(config, primary=spec.primary, standby=spec.standby, **top)
 
 
 def parse_args(argv: Sequence[str] | None, prog: str = "dumont-proxy") -> argparse.Namespace:

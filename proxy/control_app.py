@@ -7,11 +7,17 @@ DUMONT_CAUSE, which is how the ``on_failover`` hook's ``pair gpu-lost`` tells a 
 a lost GPU. A client that sends no cause gets the one its reason's prefix names ("park: ..."),
 read here once (``cause_of``); nothing behind this module parses a reason.
 The park routes (issue 18) are in ``proxy.park_status``'s docstring.
+
+Many workspaces (issue 15): every command above also exists as /admin/workspaces/NAME/..., about
+that workspace; the short forms are about the workspace named "default". ``GET
+/admin/workspaces`` lists them, ``PUT /admin/workspaces/NAME`` with ``{"hosts": [...], "primary":
+URL, "standby": URL, "overrides": {...}}`` creates or replaces one (400 with one line naming the
+field, and nothing changed, for a bad document), ``DELETE`` drains one (its WebSockets closed with
+1001, requests in flight finish). Changes persist in the state directory when there is one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -22,13 +28,12 @@ from yarl import URL
 
 from .boundary import error_boundary
 from .config import parse_backend_url
-from .dashboard import BOARD, Board, add_routes
+from .dashboard import add_routes
 from .errors import BadRequest, ConfigError, Conflict, NotFound, Unauthorized
 from .failover import Cause, Role
 from .hooks import run_hook
-from .park_actions import ParkActions
-from .park_status import ParkStatus
-from .public_app import WORKSPACE
+from .public_app import SITES
+from .sites import Site, Sites
 from .workspace import Workspace
 
 __all__ = ["make_control_app"]
@@ -36,9 +41,6 @@ __all__ = ["make_control_app"]
 log = logging.getLogger("dumont.park")
 
 TOKEN = web.AppKey("admin_token", str)
-PARK = web.AppKey("park", ParkStatus)
-PARK_ACTIONS = web.AppKey("park_actions", ParkActions)
-SWITCHOVER = web.AppKey("switchover_lock", asyncio.Lock)
 REASON_LIMIT = 200
 # The reason prefixes of provisioning's planned switches (provisioning.parking), as causes.
 PLANNED_CAUSES = {"park:": Cause.PARK, "switchover:": Cause.SWITCHOVER, "resume:": Cause.RESUME}
@@ -51,6 +53,11 @@ def cause_of(reason: str, default: Cause) -> Cause:
     clients that send no ``cause`` (provisioning before it sent one)."""
     prefix, colon, _ = reason.partition(":")
     return PLANNED_CAUSES.get(prefix + colon, default) if colon else default
+
+
+def _site(request: web.Request) -> Site:
+    """The workspace a route is about: /admin/workspaces/NAME/..., else "default"."""
+    return request.app[SITES].get(request.match_info.get("workspace", "default"))
 
 
 def _check_token(request: web.Request) -> None:
@@ -95,7 +102,7 @@ async def _command(request: web.Request, reason: str, cause: Cause) -> tuple[str
 
 async def failover(request: web.Request) -> web.Response:
     _check_token(request)
-    workspace = request.app[WORKSPACE]
+    workspace = _site(request).workspace
     reason, cause = await _command(request, "admin: failover requested", Cause.ADMIN)
     workspace.failover(reason, cause)
     return web.json_response(workspace.status())
@@ -103,7 +110,7 @@ async def failover(request: web.Request) -> web.Response:
 
 async def failback(request: web.Request) -> web.Response:
     _check_token(request)
-    workspace = request.app[WORKSPACE]
+    workspace = _site(request).workspace
     reason, cause = await _command(request, "admin: failback requested", Cause.ADMIN)
     workspace.failback(reason, cause)
     return web.json_response(workspace.status())
@@ -113,7 +120,7 @@ async def switchover(request: web.Request) -> web.Response:
     """A planned switch to the standby: hooks.switchover (flush, verify, fence) first, and the
     switch only when it exited 0; without that hook a switch could lose the last second's files."""
     _check_token(request)
-    workspace = request.app[WORKSPACE]
+    workspace = _site(request).workspace
     reason, cause = await _command(request, "switchover: requested", Cause.SWITCHOVER)
     if cause is not Cause.PARK:
         cause = Cause.SWITCHOVER  # what this endpoint does, whatever else the reason says
@@ -124,7 +131,7 @@ async def switchover(request: web.Request) -> web.Response:
         raise Conflict("no switchover hook configured ([hooks] switchover)")
     if workspace.machine.state != "serving_primary":
         raise Conflict(f"switchover needs state serving_primary, not {workspace.machine.state}")
-    lock = request.app[SWITCHOVER]
+    lock = _site(request).switchover_lock
     if lock.locked():
         # Two flushes at once would stop and restart the GPU's lsyncd under each other.
         raise Conflict("a switchover is already running")
@@ -136,6 +143,7 @@ async def _switchover(
     workspace: Workspace, command: str, reason: str, cause: Cause
 ) -> web.Response:
     env = {
+        "DUMONT_WORKSPACE": workspace.name,
         "DUMONT_EVENT": "switchover",
         "DUMONT_REASON": reason,
         "DUMONT_CAUSE": cause,
@@ -154,26 +162,26 @@ async def resume(request: web.Request) -> web.Response:
     """Bring a parked GPU back (the dashboard's button): hooks.resume runs in the background,
     reporting its progress with PUT /admin/park; 202 at once."""
     _check_token(request)
-    actions = request.app[PARK_ACTIONS]
+    actions = _site(request).park
     actions.resume()
     return web.json_response(actions.park.as_json(), status=202)
 
 
 async def get_park(request: web.Request) -> web.Response:
     _check_token(request)
-    return web.json_response(request.app[PARK].as_json())
+    return web.json_response(_site(request).board.park.as_json())
 
 
 async def put_park(request: web.Request) -> web.Response:
     _check_token(request)
-    park = request.app[PARK]
+    park = _site(request).board.park
     park.report(await _json_body(request))
     return web.json_response(park.as_json())
 
 
 async def keep_gpu(request: web.Request) -> web.Response:
     _check_token(request)
-    actions = request.app[PARK_ACTIONS]
+    actions = _site(request).park
     actions.keep()
     return web.json_response(actions.park.as_json())
 
@@ -188,7 +196,7 @@ async def put_backend(request: web.Request) -> web.Response:
         url: URL = parse_backend_url("url", body.get("url"))
     except ConfigError as exc:
         raise BadRequest(exc.problem) from None
-    workspace = request.app[WORKSPACE]
+    workspace = _site(request).workspace
     typed_role: Role = "primary" if role == "primary" else "standby"
     await workspace.replace_backend(typed_role, url)
     return web.json_response(workspace.status())
@@ -197,27 +205,59 @@ async def put_backend(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     _check_token(request)
     # The dashboard's state: the workspace's status plus sync, tips and savings.
-    return web.json_response(request.app[BOARD].state())
+    return web.json_response(_site(request).board.state())
 
 
-def make_control_app(
-    workspace: Workspace, board: Board, park_actions: ParkActions
-) -> web.Application:
+async def list_workspaces(request: web.Request) -> web.Response:
+    _check_token(request)
+    return web.json_response({"workspaces": [site.describe() for site in request.app[SITES]]})
+
+
+async def get_workspace(request: web.Request) -> web.Response:
+    _check_token(request)
+    return web.json_response(_site(request).describe())
+
+
+async def put_workspace(request: web.Request) -> web.Response:
+    _check_token(request)
+    body = await _json_body(request)
+    site, created = await request.app[SITES].put(request.match_info["workspace"], body)
+    return web.json_response({"workspace": site.describe(), "created": created})
+
+
+async def delete_workspace(request: web.Request) -> web.Response:
+    _check_token(request)
+    name = request.match_info["workspace"]
+    await request.app[SITES].delete(name)
+    return web.json_response({"deleted": name})
+
+
+# The commands about one workspace: at /admin/... for "default", /admin/workspaces/NAME/... for any.
+_COMMANDS = (
+    ("POST", "/failover", failover),
+    ("POST", "/failback", failback),
+    ("PUT", "/backends/{role}", put_backend),
+    ("GET", "/status", status),
+    ("POST", "/switchover", switchover),
+    ("POST", "/resume", resume),
+    ("GET", "/park", get_park),
+    ("PUT", "/park", put_park),
+    ("POST", "/park/keep", keep_gpu),
+)
+
+
+def make_control_app(sites: Sites) -> web.Application:
     app = web.Application(middlewares=[error_boundary])
-    app[WORKSPACE] = workspace
-    if workspace.config.admin_token:
-        app[TOKEN] = workspace.config.admin_token
-    app.router.add_post("/admin/failover", failover)
-    app.router.add_post("/admin/failback", failback)
-    app.router.add_put("/admin/backends/{role}", put_backend)
-    app.router.add_get("/admin/status", status)
-    app.router.add_post("/admin/switchover", switchover)
-    app.router.add_post("/admin/resume", resume)
-    app.router.add_get("/admin/park", get_park)
-    app.router.add_put("/admin/park", put_park)
-    app.router.add_post("/admin/park/keep", keep_gpu)
-    add_routes(app, board, _check_token)  # /metrics, /dashboard, PUT /admin/sync
-    app[PARK] = board.park
-    app[PARK_ACTIONS] = park_actions
-    app[SWITCHOVER] = asyncio.Lock()
+    app[SITES] = sites
+    if sites.config.admin_token:
+        app[TOKEN] = sites.config.admin_token
+    for prefix in ("/admin", "/admin/workspaces/{workspace}"):
+        for method, path, handler in _COMMANDS:
+            app.router.add_route(method, prefix + path, handler)
+    app.router.add_get("/admin/workspaces", list_workspaces)
+    app.router.add_get("/admin/workspaces/{workspace}", get_workspace)
+    app.router.add_put("/admin/workspaces/{workspace}", put_workspace)
+    app.router.add_delete("/admin/workspaces/{workspace}", delete_workspace)
+    # /metrics, /dashboard, PUT /admin/sync (and per workspace)
+    add_routes(app, sites, sites.config.assets_dir, _check_token)
     return app

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import accumulate
 from typing import Literal, assert_never, get_args
 
@@ -57,6 +57,7 @@ __all__ = [
     "CONTENT_TYPE",
     "SWITCH_REASONS",
     "ProxyMetrics",
+    "render_by_workspace",
     "switch_reason",
 ]
 
@@ -416,3 +417,31 @@ class ProxyMetrics:
         finished = record.finished_at if record.finished_at is not None else record.started_at
         if force or self._now() - finished > FIRST_REQUEST_WAIT:
             self._observe_switch(record, finished)
+
+
+class _ByWorkspace(Collector):
+    """Every workspace's registry as one, each sample labelled ``workspace``: a workspace's
+    series appear with it and vanish when it is deleted, so the label is bounded by the set."""
+
+    def __init__(self, parts: Iterable[tuple[str, ProxyMetrics]]) -> None:
+        self.parts = parts
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for workspace, metrics in self.parts:
+            metrics.flush_switch_timing()
+            for family in metrics.registry.collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = Metric(family.name, family.documentation, family.type, family.unit)
+                    families[family.name] = merged
+                for sample in family.samples:
+                    labels = {"workspace": workspace, **sample.labels}
+                    merged.add_sample(sample.name, labels, sample.value, sample.timestamp)
+        yield from families.values()
+
+
+def render_by_workspace(parts: Iterable[tuple[str, ProxyMetrics]]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ByWorkspace(parts))
+    return generate_latest(registry)

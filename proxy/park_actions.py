@@ -42,7 +42,11 @@ class ParkActions:
             raise Conflict("a resume is already running")
         renting = {"phase": "resuming", "detail": "renting a GPU", "step": "renting"}
         park.report(renting | {"standby": park.standby})
-        env = {"DUMONT_EVENT": "resume", "DUMONT_REASON": "resume: requested"}
+        env = {
+            "DUMONT_WORKSPACE": self.workspace.name,
+            "DUMONT_EVENT": "resume",
+            "DUMONT_REASON": "resume: requested",
+        }
         self.tasks.spawn(self._run(command, env), name="resume")
 
     async def _run(self, command: str, env: dict[str, str]) -> None:

@@ -23,18 +23,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .config import Config
+from .config import Config, configured_workspaces
 from .control_app import make_control_app
-from .dashboard import build_board
+from .dashboard import Board
 from .dataplane.handlers import LocalAppHandler, PublicHandler
 from .dataplane.listener import Listener, ListenerContext
 from .dataplane.upstream import UpstreamPool
 from .errors import ConfigError
-from .ide_view import IdeView
-from .observe import NullTrafficObserver, TrafficObserver
+from .observe import TrafficObserver
 from .pages import TipBook
 from .park_actions import ParkActions
 from .public_app import make_public_app
+from .sites import Site, Sites
 from .startup_checks import check_startup
 from .tls import hsts_value, server_context
 from .workspace import Workspace
@@ -77,35 +77,55 @@ class LocalApp:
 
 class ProxyServer:
     """The composition root: every part is built here, in order, before anything listens:
-    config -> workspace -> tips, board and metrics (subscribed to the workspace) -> the apps ->
-    the health checks -> the listeners."""
+    config -> the sites (each a workspace with its board, metrics, park actions and view) -> the
+    apps -> the health checks -> the listeners.
+
+    ``workspace``: the "default" workspace to serve (tests hand in one with a fake clock)."""
 
     def __init__(self, config: Config, workspace: Workspace | None = None) -> None:
         self.config = config
-        self.workspace = workspace or Workspace(config)
         self.tips = TipBook.for_config(config.pages)  # the transition page's A/B counts
-        self.board = build_board(self.workspace, self.tips)
-        self.traffic: TrafficObserver = self.board.metrics or NullTrafficObserver()
-        self.workspace.observers.extend(self.board.observers())
-        self.park = ParkActions(self.workspace, self.board.park)  # issue 18: keep it, resume
-        self.ide_view = IdeView(self.workspace, self.park)  # what the watcher follows
+        self.sites = Sites(
+            config, configured_workspaces(config), self.tips, default_workspace=workspace
+        )
         self.public: Listener | None = None
         self.control: Listener | None = None
         self._apps: list[LocalApp] = []
         self._runtime: Path | None = None
 
+    # The "default" workspace's parts, for the tests and tools written when there was one.
+    @property
+    def site(self) -> Site:
+        return self.sites.get("default")
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.site.workspace
+
+    @property
+    def board(self) -> Board:
+        return self.site.board
+
+    @property
+    def park(self) -> ParkActions:
+        return self.site.park
+
+    @property
+    def traffic(self) -> TrafficObserver:
+        return self.site.traffic
+
     async def start(self) -> None:
-        config, workspace = self.config, self.workspace
+        config = self.config
         self._runtime = Path(tempfile.mkdtemp(prefix="dumont-"))  # 0700: ours alone
         grace = config.shutdown_timeout
-        pages_app = make_public_app(workspace, self.ide_view, self.tips)
+        pages_app = make_public_app(self.sites, self.tips)
         pages = LocalApp(pages_app, self._runtime / "pages.sock", grace)
-        control_app = make_control_app(workspace, self.board, self.park)
+        control_app = make_control_app(self.sites)
         control = LocalApp(control_app, self._runtime / "control.sock", grace)
         self._apps = [pages, control]
         for app in self._apps:
             await app.start()
-        workspace.start()
+        self.sites.start()
         hsts = hsts_value(config.tls)
         self.control = Listener(
             ListenerContext(config.limits, LocalAppHandler(control.pool)),
@@ -119,13 +139,7 @@ class ProxyServer:
         self.public = Listener(
             ListenerContext(
                 config.limits,
-                PublicHandler(
-                    workspace,
-                    self.traffic,
-                    config,
-                    pages.pool,
-                    hsts,
-                ),
+                PublicHandler(self.sites, config, pages.pool, hsts),
                 tls=ssl_context is not None,
                 access_log=config.access_log,
                 hsts=hsts,
@@ -135,12 +149,16 @@ class ProxyServer:
         )
         await self.public.start()
         log.info(
-            "serving on %s://%s (control on http://%s): primary %s, standby %s",
+            "serving on %s://%s (control on http://%s): %s",
             "https" if ssl_context else "http",
             self.public.address,
             self.control.address,
-            config.primary,
-            config.standby,
+            "; ".join(
+                f"{site.name} ({', '.join(site.spec.hosts)}): primary {site.spec.primary},"
+                f" standby {site.spec.standby}"
+                for site in self.sites
+            )
+            or "no workspace yet (add one with PUT /admin/workspaces/NAME)",
         )
 
     async def stop(self) -> None:
@@ -148,14 +166,13 @@ class ProxyServer:
         for listener in listeners:
             listener.stop_accepting()
         # 1001 tells browsers the proxy is going away; the apps end their event streams.
-        await self.workspace.close_websockets()
+        await self.sites.close_websockets()
         grace = self.config.shutdown_timeout
         await asyncio.gather(
             *(listener.stop(grace) for listener in listeners),
             *(app.stop() for app in self._apps),
         )
-        await self.park.close()
-        await self.workspace.close()
+        await self.sites.close()
         if self._runtime is not None:
             shutil.rmtree(self._runtime, ignore_errors=True)
         log.info("stopped")
@@ -187,6 +204,9 @@ def run(config: Config) -> int:
     log.debug("event loop: %s", loop_name)
     try:
         asyncio.run(serve(config))
+    except ConfigError as exc:  # the state directory, read as the sites are built
+        print(f"dumont-proxy: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"dumont-proxy: cannot listen: {exc}", file=sys.stderr)
         return 1

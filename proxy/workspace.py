@@ -3,7 +3,7 @@
 The machine (proxy.failover) decides; this module carries its decisions out: it points the router at
 the active backend, re-sends or closes the traffic of the backend that lost it, runs hooks, asks the
 health checker for an immediate probe, and tells observers (logs, metrics, the watcher's event
-stream) what happened. v1 serves one workspace; the shape lets one proxy route many by Host later.
+stream) what happened. proxy.sites holds one per workspace and routes to them by Host.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from .failover import (
     SwitchRecord,
     SwitchStarted,
 )
-from .health import HealthChecker, warm_up
+from .health import HealthChecker, ProbeSchedule, warm_up
 from .hooks import run_hook
 from .pages.view import SwitchSnapshot
 from .tasks import TaskSet
@@ -75,7 +75,20 @@ def _switch_fields(sw: SwitchRecord) -> dict[str, Any]:
 
 
 class Workspace:
-    def __init__(self, config: Config, now: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        now: Callable[[], float] | None = None,
+        *,
+        name: str = "default",
+        schedule: ProbeSchedule | None = None,
+    ) -> None:
+        """``config``: the proxy's settings as this workspace sees them (its backends and
+        overrides: proxy.config.workspace_config); ``schedule``: the health-check schedule
+        every workspace of the process shares."""
+        if config.primary is None or config.standby is None:
+            raise TypeError("a workspace needs config.primary and config.standby")
+        self.name = name
         self.config = config
         self._now = now or (lambda: asyncio.get_running_loop().time())
         hooks = config.hooks
@@ -94,7 +107,9 @@ class Workspace:
             "standby": Backend("standby", config.standby, config.connect_timeout),
         }
         self.tasks = TaskSet("workspace")
-        self.checker = HealthChecker(self.backends, config.health, self.feed, self._now, self.tasks)
+        self.checker = HealthChecker(
+            self.backends, config.health, self.feed, self._now, self.tasks, schedule
+        )
         self.observers: list[Observer] = []  # subscribed by the composition root
         self._changed = asyncio.Event()
         self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
@@ -237,6 +252,7 @@ class Workspace:
 
     async def _run_hook(self, hook: Any, command: str, switch: SwitchRecord) -> None:
         env = {
+            "DUMONT_WORKSPACE": self.name,
             "DUMONT_EVENT": hook,
             "DUMONT_FROM": switch.from_role or "",
             "DUMONT_TO": switch.to_role,

@@ -16,9 +16,9 @@ from proxy.park_status import ParkCollector
 from proxy.workspace import Workspace
 
 from .board import Board
-from .routes import BOARD, TokenCheck, add_routes
+from .routes import BOARDS, BoardSource, TokenCheck, add_routes
 
-__all__ = ["BOARD", "Board", "TokenCheck", "add_routes", "build_board"]
+__all__ = ["BOARDS", "Board", "BoardSource", "TokenCheck", "add_routes", "build_board"]
 
 
 def _loop_time() -> float:

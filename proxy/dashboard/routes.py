@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import jinja2
 from aiohttp import hdrs, web
@@ -19,11 +19,22 @@ from proxy.sync_report import SYNC_STATES, SyncReportState
 
 from .board import Board
 
-__all__ = ["BOARD", "DashboardAssets", "add_routes"]
+__all__ = ["BOARDS", "BoardSource", "DashboardAssets", "add_routes"]
 
 STATIC_FILES = ("dashboard.css", "dashboard.js")
 CONTENT_TYPES = {".css": "text/css", ".js": "text/javascript"}
-BOARD = web.AppKey("board", Board)
+
+
+class BoardSource(Protocol):
+    """Whose board a request reads (proxy.sites: one per workspace), and every one's metrics."""
+
+    def board_for(self, request: web.Request) -> Board: ...
+
+    def render_metrics(self) -> bytes | None:
+        """The Prometheus exposition, or None when metrics are off."""
+
+
+BOARDS = web.AppKey("boards", BoardSource)
 # Same-origin only: the page loads its CSS and JS from the listener and fetches its JSON there.
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
 
@@ -58,15 +69,17 @@ ASSETS = web.AppKey("dashboard_assets", DashboardAssets)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    board = request.app[BOARD]
-    if board.metrics is None:
+    body = request.app[BOARDS].render_metrics()
+    if body is None:
         raise NotFound("metrics are off (metrics = false)")
-    return web.Response(body=board.metrics.render(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE})
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE})
 
 
 async def dashboard(request: web.Request) -> web.Response:
     assets = request.app[ASSETS]
-    html = assets.template.render(state=request.app[BOARD].state(), version=assets.version)
+    html = assets.template.render(
+        state=request.app[BOARDS].board_for(request).state(), version=assets.version
+    )
     return web.Response(
         text=html,
         content_type="text/html",
@@ -75,7 +88,9 @@ async def dashboard(request: web.Request) -> web.Response:
 
 
 async def dashboard_state(request: web.Request) -> web.Response:
-    return web.json_response(request.app[BOARD].state(), headers={hdrs.CACHE_CONTROL: "no-store"})
+    return web.json_response(
+        request.app[BOARDS].board_for(request).state(), headers={hdrs.CACHE_CONTROL: "no-store"}
+    )
 
 
 async def static_file(request: web.Request) -> web.Response:
@@ -115,7 +130,7 @@ def make_sync_handler(require_token: TokenCheck) -> Callable[[web.Request], Any]
         except ValueError as exc:
             raise BadRequest(f"body is not JSON: {exc}") from None
         state, lag = parse_sync_report(body)
-        board = request.app[BOARD]
+        board = request.app[BOARDS].board_for(request)
         sync = board.sync
         if state != sync.state:
             board.log_sync_change(sync.state, state, lag)
@@ -125,11 +140,19 @@ def make_sync_handler(require_token: TokenCheck) -> Callable[[web.Request], Any]
     return put_sync
 
 
-def add_routes(app: web.Application, board: Board, require_token: TokenCheck) -> None:
-    app[BOARD] = board
-    app[ASSETS] = DashboardAssets.load(board.workspace.config.assets_dir)
+def add_routes(
+    app: web.Application, boards: BoardSource, assets_dir: Path, require_token: TokenCheck
+) -> None:
+    """The routes, for the default workspace, and for each workspace under /admin/workspaces/NAME
+    (its sync report) and /dashboard/workspaces/NAME (its page and state)."""
+    app[BOARDS] = boards
+    app[ASSETS] = DashboardAssets.load(assets_dir)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/dashboard", dashboard)
     app.router.add_get("/dashboard/state", dashboard_state)
     app.router.add_get("/dashboard/static/{name}", static_file)
-    app.router.add_put("/admin/sync", make_sync_handler(require_token))
+    put_sync = make_sync_handler(require_token)
+    app.router.add_put("/admin/sync", put_sync)
+    app.router.add_put("/admin/workspaces/{workspace}/sync", put_sync)
+    app.router.add_get("/dashboard/workspaces/{workspace}", dashboard)
+    app.router.add_get("/dashboard/workspaces/{workspace}/state", dashboard_state)

@@ -1,10 +1,13 @@
 """What each listener does with a screened request.
 
 The public listener: the proxy's own paths under /__dumont/ go to the pages app (an aiohttp
-application on a private Unix socket), WebSocket upgrades are spliced to the active backend, and
-everything else is forwarded to it. The control listener hands every request to the control app
-(admin API, metrics, dashboard), also on a private Unix socket: both listeners get the data
-plane's limits and timeouts, and aiohttp serves what it serves well, off the hot path.
+application on a private Unix socket). Every other request is for the workspace its Host names
+(a Directory lookup): WebSocket upgrades are spliced to its active backend, everything else is
+forwarded to it. A Host no workspace answers goes to the pages app too, for its 404.
+
+The control listener hands every request to the control app (admin API, metrics, dashboard),
+also on a private Unix socket: both listeners get the data plane's limits and timeouts, and
+aiohttp serves what it serves well, off the hot path.
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ from .websocket import WebSocketExchange
 
 if TYPE_CHECKING:
     from proxy.config import Config
-    from proxy.observe import TrafficObserver
 
     from .connection import ClientConnection, Exchange
     from .messages import RequestHead
-    from .router import Router
+    from .router import Directory
     from .upstream import UpstreamPool
 
 __all__ = ["LocalAppHandler", "PublicHandler"]
@@ -51,25 +53,22 @@ def _is_own_path(target: str) -> bool:
 class PublicHandler:
     def __init__(
         self,
-        router: Router,
-        traffic: TrafficObserver,
+        directory: Directory,
         config: Config,
         pages: UpstreamPool,
         hsts: str | None,
     ) -> None:
-        self.router = router
-        self.traffic = traffic
+        self.directory = directory
         self.config = config
         self.pages = pages
         self.hsts = hsts
         self.own = Destination(None, pages)
-        self.navigation = Destination(router, None, 0.0, traffic)
-        self.call = Destination(router, None, config.switch_wait, traffic)
 
     def start(self, conn: ClientConnection, head: RequestHead) -> Exchange:
         config = self.config
         facts = _facts(conn, head, config.trusted_proxies)
-        if _is_own_path(head.target):
+        route = None if _is_own_path(head.target) else self.directory.for_host(facts.host)
+        if route is None:
             return HttpExchange(
                 conn, head, self.own, facts, pages=self.pages, watcher=False, hsts=self.hsts
             )
@@ -77,10 +76,10 @@ class PublicHandler:
             return WebSocketExchange(
                 conn,
                 head,
-                self.router,
-                self.traffic,
+                route.router,
+                route.traffic,
                 facts,
-                wait=config.switch_wait,
+                wait=route.switch_wait,
                 hsts=self.hsts,
             )
         # A page load with no backend ready gets the transition page at once (issue 3); API
@@ -88,7 +87,7 @@ class PublicHandler:
         return HttpExchange(
             conn,
             head,
-            self.navigation if is_navigation_head(head) else self.call,
+            route.navigation if is_navigation_head(head) else route.call,
             facts,
             pages=self.pages,
             watcher=config.pages.watcher,

@@ -5,6 +5,9 @@ reports passive failures and waits for the verdict they trigger, and each answer
 first good one after a switch ends it); it reads the decision's epoch (the watcher compares it).
 Today the in-process Workspace implements it; a controller feeding worker processes, or etcd
 shared by replicas, would implement the same methods.
+
+One proxy serves many workspaces (issue 15): a ``Directory`` gives the ``Route`` a request's Host
+names (proxy.sites implements both), and the route its Router.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from proxy.backends import Backend
+    from proxy.observe import TrafficObserver
 
-__all__ = ["Router"]
+    from .exchange import Destination
+
+__all__ = ["Directory", "Route", "Router"]
 
 
 class Router(Protocol):
@@ -35,3 +41,29 @@ class Router(Protocol):
 
     async def wait_for_verdict(self, backend: Backend, timeout: float) -> None:
         """After a passive failure: until that backend was probed again or traffic moved."""
+
+
+class Route(Protocol):
+    """One workspace, as the data plane forwards to it."""
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def traffic(self) -> TrafficObserver: ...
+
+    @property
+    def navigation(self) -> Destination:
+        """Where a page load goes: it never waits for a switch (the transition page does)."""
+
+    @property
+    def call(self) -> Destination:
+        """Where any other request goes: it waits up to the switch wait."""
+
+    @property
+    def switch_wait(self) -> float: ...
+
+
+class Directory(Protocol):
+    def for_host(self, raw: bytes | str | None) -> Route | None:
+        """The workspace a raw Host value names, or None (the request gets a 404)."""

@@ -30,7 +30,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     pages = request.app[PAGES]
     queue: asyncio.Queue[SwitchSnapshot | None] = asyncio.Queue()
     pages.streams.add(queue)
-    pump = pages.tasks.spawn(_pump(pages.view, queue), name="events-pump")
+    pump = pages.tasks.spawn(_pump(pages.view_for(request), queue), name="events-pump")
     response = web.StreamResponse(
         headers={
             hdrs.CONTENT_TYPE: "text/event-stream; charset=utf-8",

@@ -90,6 +90,7 @@ class TransitionRenderer:
         )
         # Fail at start-up, not during the first failover.
         self._template = self._env.get_template("transition.html")
+        self._no_workspace = self._env.get_template("no_workspace.html")
 
     def render(
         self,
@@ -127,3 +128,7 @@ class TransitionRenderer:
             # Rendered with |tojson, which escapes <, > and & so the JSON cannot close its tag.
             page_data=page_data,
         )
+
+    def render_no_workspace(self, host: str | None) -> str:
+        """The 404 page for a Host no workspace answers (never another person's IDE)."""
+        return self._no_workspace.render(host=host)

@@ -25,7 +25,7 @@ from .config import PagesConfig
 from .events import end_streams, stream_events
 from .i18n import choose_language, strings_for
 from .render import SECURITY_HEADERS, TransitionRenderer, safe_return_path
-from .state import PAGES, PagesState
+from .state import PAGES, PagesState, ViewLookup
 from .static_files import load_static, serve_static
 from .tips import TIP_COOKIE, TIP_COOKIE_MAX_AGE, TipBook
 from .view import SwitchView
@@ -38,7 +38,7 @@ KEEPALIVE_INTERVAL = 15.0
 
 def setup_pages(
     app: web.Application,
-    view: SwitchView,
+    view: SwitchView | None,
     config: PagesConfig,
     templates_dir: Path,
     static_dir: Path,
@@ -46,6 +46,7 @@ def setup_pages(
     keepalive_interval: float = KEEPALIVE_INTERVAL,
     rng: random.Random | None = None,
     tip_book: TipBook | None = None,
+    views: ViewLookup | None = None,
 ) -> None:
     """Register the pages' routes on `app` and keep their state in `app[PAGES]`. Every other path
     under /__dumont/ answers 404, so register the core's own /__dumont/ routes (healthz, status)
@@ -56,8 +57,13 @@ def setup_pages(
     the proxy's (metrics and the dashboard read its counts); `rng` makes tip assignment
     reproducible in tests.
     """
+    # One view for every request, or ``views``: a lookup by request (the proxy's sites, by Host).
+    if views is None:
+        if view is None:
+            raise TypeError("setup_pages needs a view or views")
+        views = _always(view)
     app[PAGES] = PagesState(
-        view=view,
+        views=views,
         config=config,
         renderer=TransitionRenderer(templates_dir),
         tip_book=TipBook.for_config(config, rng) if tip_book is None else tip_book,
@@ -144,11 +150,18 @@ async def _transition(request: web.Request) -> web.Response:
     pages = request.app[PAGES]
     return _transition_page(
         request,
-        pages.view,
+        pages.view_for(request),
         return_path=request.query.get("return", "/"),
         embedded=request.query.get("embedded") == "1",
         status=200,
     )
+
+
+def _always(view: SwitchView) -> ViewLookup:
+    def lookup(request: web.Request) -> SwitchView:
+        return view
+
+    return lookup
 
 
 async def _static(request: web.Request) -> web.Response:
@@ -174,19 +187,19 @@ async def _tip_click(request: web.Request) -> web.Response:
 
 async def _failback(request: web.Request) -> web.Response:
     _require_same_origin(request)
-    await request.app[PAGES].view.request_failback()
+    await request.app[PAGES].view_for(request).request_failback()
     return web.json_response({"failback": "requested"}, status=202)
 
 
 async def _keep(request: web.Request) -> web.Response:
     _require_same_origin(request)
-    await request.app[PAGES].view.keep_gpu()
+    await request.app[PAGES].view_for(request).keep_gpu()
     return web.json_response({"keep": "recorded"})
 
 
 async def _resume(request: web.Request) -> web.Response:
     _require_same_origin(request)
-    await request.app[PAGES].view.resume_gpu()
+    await request.app[PAGES].view_for(request).resume_gpu()
     return web.json_response({"resume": "started"}, status=202)
 
 

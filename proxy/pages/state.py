@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -15,12 +16,16 @@ from .static_files import StaticFile
 from .tips import TipBook
 from .view import SwitchSnapshot, SwitchView
 
-__all__ = ["PAGES", "PagesState"]
+__all__ = ["PAGES", "PagesState", "ViewLookup"]
+
+# The view of the workspace a request is about (one proxy serves many, by Host: proxy.sites);
+# raises proxy.errors.NotFound when the request names none.
+ViewLookup = Callable[[web.Request], SwitchView]
 
 
 @dataclass
 class PagesState:
-    view: SwitchView
+    views: ViewLookup
     config: PagesConfig
     renderer: TransitionRenderer
     tip_book: TipBook
@@ -29,6 +34,9 @@ class PagesState:
     # One queue per open /__dumont/events stream; None in a queue tells its stream to end.
     streams: set[asyncio.Queue[SwitchSnapshot | None]] = field(default_factory=set)
     tasks: TaskSet = field(default_factory=lambda: TaskSet("pages"))
+
+    def view_for(self, request: web.Request) -> SwitchView:
+        return self.views(request)
 
 
 PAGES: web.AppKey[PagesState] = web.AppKey("dumont_pages", PagesState)

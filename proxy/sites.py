@@ -1,0 +1,284 @@
+"""Every workspace the proxy serves, each a :class:`Site`, and the one table that says which Host
+reaches which (issue 15).
+
+A Site is one workspace with everything around it: its failover machine and health checks
+(proxy.workspace), its board (metrics, dashboard state, park status), its park actions and the view
+the transition page and the watcher follow, and the two destinations the data plane forwards to.
+Sites share nothing that one workspace's trouble could hold up: a switch, a hung hook or a flooded
+backend stays inside its own Site.
+
+:class:`Sites` creates, replaces and removes them while the proxy serves. Each change is checked
+whole before anything is touched (a bad document or a host another workspace has is a BadRequest
+and changes nothing), written to the state directory when there is one, and only then applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from .config import Config, workspace_config, workspace_setting
+from .dashboard import Board, build_board
+from .dataplane.exchange import Destination
+from .errors import BadRequest, ConfigError, HTTPProblem, NotFound
+from .health import ProbeSchedule
+from .ide_view import IdeView
+from .metrics import render_by_workspace
+from .observe import NullTrafficObserver, TipSource, TrafficObserver
+from .park_actions import ParkActions
+from .settings import SettingError
+from .workspace import CLOSE_SHUTDOWN, Workspace
+from .workspaces.hosts import HostTable
+from .workspaces.spec import WorkspaceSpec, check_name, parse_workspace
+from .workspaces.store import StoreError, WorkspaceStore
+
+__all__ = ["Site", "Sites"]
+
+log = logging.getLogger("dumont.workspaces")
+
+
+class Site:
+    """One workspace and everything that serves it."""
+
+    def __init__(
+        self,
+        spec: WorkspaceSpec,
+        config: Config,
+        tips: TipSource | None,
+        schedule: ProbeSchedule | None,
+        workspace: Workspace | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.config = config
+        self.workspace = workspace or Workspace(config, name=spec.name, schedule=schedule)
+        self.router: Workspace = self.workspace  # the data plane's Route
+        self.switch_wait = config.switch_wait
+        self.board: Board = build_board(self.workspace, tips)
+        self.workspace.observers.extend(self.board.observers())
+        self.park = ParkActions(self.workspace, self.board.park)  # issue 18: keep it, resume
+        self.view = IdeView(self.workspace, self.park)  # what the watcher follows
+        self.traffic: TrafficObserver = self.board.metrics or NullTrafficObserver()
+        # What the data plane forwards to: a navigation does not wait for a switch, a call does.
+        self.navigation = Destination(self.workspace, None, 0.0, self.traffic)
+        self.call = Destination(self.workspace, None, config.switch_wait, self.traffic)
+        # Two flushes at once would stop and restart the GPU's lsyncd under each other.
+        self.switchover_lock = asyncio.Lock()
+
+    def start(self) -> None:
+        self.workspace.start()
+
+    async def close(self, code: int = CLOSE_SHUTDOWN) -> None:
+        """WebSockets end with ``code``; requests in flight keep their backend connections and
+        finish (the data plane holds them), new ones no longer reach this Site."""
+        await self.workspace.close_websockets(code)
+        await self.park.close()
+        await self.workspace.close()
+
+    def describe(self) -> dict[str, Any]:
+        """The control API's view of the workspace (GET /admin/workspaces)."""
+        machine = self.workspace.machine
+        last = machine.history[-1] if machine.history else None
+        return {
+            "name": self.name,
+            **self.spec.document(),
+            "state": str(machine.state),
+            "active": machine.active,
+            "epoch": machine.epoch,
+            "healthy": {role: health.up for role, health in machine.health.items()},
+            "last_switch": None
+            if last is None
+            else {"kind": last.kind, "to": last.to_role, "outcome": last.outcome},
+        }
+
+
+class Sites:
+    """The workspaces by name and by Host, changed by the control API while traffic flows."""
+
+    def __init__(
+        self,
+        config: Config,
+        specs: tuple[WorkspaceSpec, ...],
+        tips: TipSource | None,
+        *,
+        default_workspace: Workspace | None = None,
+    ) -> None:
+        self.config = config
+        self.tips = tips
+        self.schedule = ProbeSchedule()  # one timer for every backend's checks
+        # A proxy given named workspaces labels every series by workspace; one started with
+        # --primary/--standby alone exposes exactly the series it always did.
+        self.named = bool(config.workspaces) or config.state_dir is not None
+        self.store: WorkspaceStore | None = None
+        specs = self._with_stored(specs) if config.state_dir is not None else specs
+        self.by_name: dict[str, Site] = {}
+        for spec in specs:
+            given = default_workspace if spec.name == "default" else None
+            self.by_name[spec.name] = self._site(spec, given)
+        self.hosts = self._table(self.by_name.values())
+        self.started = False
+
+    def _with_stored(self, configured: tuple[WorkspaceSpec, ...]) -> tuple[WorkspaceSpec, ...]:
+        """The state directory's workspaces, seeded with the configured ones it has never seen.
+        Stored beats configured: what the API changed survives a restart."""
+        assert self.config.state_dir is not None
+        try:
+            self.store = WorkspaceStore(self.config.state_dir)
+            stored, deleted = self.store.load()
+        except StoreError as exc:
+            raise ConfigError("state_dir", str(exc)) from None
+        found: dict[str, WorkspaceSpec] = {}
+        for name, document in stored.items():
+            try:
+                found[name] = parse_workspace(name, document, workspace_setting, where="state_dir")
+            except SettingError as exc:
+                raise ConfigError(exc.key, f"{exc.problem} (in {self.store.path})") from None
+        for spec in configured:
+            if spec.name in found or spec.name in deleted:
+                if spec.name in found and spec.document() != found[spec.name].document():
+                    log.warning(
+                        "workspace %s: the state directory's version wins over the TOML's"
+                        " (change it with PUT /admin/workspaces/%s)",
+                        spec.name,
+                        spec.name,
+                    )
+                continue
+            found[spec.name] = spec
+            if spec.name != "default":  # the flags' workspace is the flags', every start
+                self.store.put(spec.name, spec.document())
+        try:
+            HostTable(found.values())
+        except SettingError as exc:
+            raise ConfigError(exc.key, exc.problem) from None
+        return tuple(found.values())
+
+    def _site(self, spec: WorkspaceSpec, workspace: Workspace | None = None) -> Site:
+        return Site(spec, workspace_config(self.config, spec), self.tips, self.schedule, workspace)
+
+    @staticmethod
+    def _table(sites: Any) -> HostTable:
+        return HostTable(site.spec for site in sites)
+
+    # ------------------------------------------------------------------------ lookups
+
+    def __iter__(self) -> Iterator[Site]:
+        return iter(list(self.by_name.values()))
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def for_host(self, raw: bytes | str | None) -> Site | None:
+        name = self.hosts.lookup(raw)
+        return None if name is None else self.by_name.get(name)
+
+    def board_for(self, request: web.Request) -> Board:
+        """The dashboard's BoardSource: /dashboard/workspaces/NAME/..., else "default"."""
+        return self.get(request.match_info.get("workspace", "default")).board
+
+    def render_metrics(self) -> bytes | None:
+        if not self.config.metrics:
+            return None
+        if not self.named:
+            default = self.by_name.get("default")
+            return (
+                None
+                if default is None or default.board.metrics is None
+                else (default.board.metrics.render())
+            )
+        parts = [(s.name, s.board.metrics) for s in self if s.board.metrics is not None]
+        return render_by_workspace(parts)
+
+    def get(self, name: str) -> Site:
+        site = self.by_name.get(name)
+        if site is None:
+            raise NotFound(f"no workspace {name!r}")
+        return site
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.started = True
+        for site in self.by_name.values():
+            site.start()
+
+    async def close_websockets(self) -> None:
+        for site in self:
+            await site.workspace.close_websockets()
+
+    async def close(self) -> None:
+        for site in self:
+            await site.park.close()
+            await site.workspace.close()
+        self.schedule.close()
+        if self.store is not None:
+            self.store.close()
+
+    # ------------------------------------------------------------------ the control API
+
+    async def put(self, name: str, document: Mapping[str, Any]) -> tuple[Site, bool]:
+        """Create or replace; replacing with the same backends and overrides keeps the failover
+        state (only the hosts change). Returns the Site and whether it is new."""
+        spec = self._parse(name, document)
+        old = self.by_name.get(name)
+        others = [s for s in self.by_name.values() if s.name != name]
+        try:
+            table = HostTable([*(s.spec for s in others), spec])
+        except SettingError as exc:
+            raise BadRequest(f"{exc.key}: {exc.problem}") from None
+        self._save(name, spec)
+        if (
+            old is not None
+            and old.spec.same_backends(spec)
+            and (old.spec.overrides == spec.overrides)
+        ):
+            old.spec = spec
+            self.hosts = table
+            log.info("workspace %s now answers %s", name, ", ".join(spec.hosts))
+            return old, False
+        site = self._site(spec)
+        self.by_name[name] = site
+        self.hosts = table
+        if self.started:
+            site.start()
+        log.warning(
+            "workspace %s %s: %s, primary %s, standby %s",
+            name,
+            "replaced" if old else "created",
+            ", ".join(spec.hosts),
+            spec.primary,
+            spec.standby,
+        )
+        if old is not None:
+            await old.close()
+        return site, old is None
+
+    async def delete(self, name: str) -> None:
+        site = self.get(name)
+        if self.store is not None:
+            self._store_call(self.store.delete, name)
+        del self.by_name[name]
+        self.hosts = self._table(self.by_name.values())
+        log.warning("workspace %s deleted", name)
+        await site.close()
+
+    def _parse(self, name: str, document: Mapping[str, Any]) -> WorkspaceSpec:
+        try:
+            check_name("name", name)
+            return parse_workspace(name, document, workspace_setting)
+        except SettingError as exc:
+            raise BadRequest(f"{exc.key}: {exc.problem}") from None
+
+    def _save(self, name: str, spec: WorkspaceSpec) -> None:
+        if self.store is not None:
+            self._store_call(self.store.put, name, spec.document())
+
+    @staticmethod
+    def _store_call(call: Any, *args: Any) -> None:
+        try:
+            call(*args)
+        except StoreError as exc:  # the change is refused whole: nothing was applied yet
+            raise HTTPProblem(f"state directory: {exc}") from None
