@@ -7,6 +7,7 @@ the fake clouds, and :class:`ContractProxy` as the proxy's control API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -23,6 +25,11 @@ from provisioning.settings import resolve
 from provisioning.store import PairState, PairStore
 from tests.provisioning.conftest import FakeClouds
 from tests.provisioning.fake_vast import API_KEY
+from tests.support.ports import free_port
+from tests.support.processes import kill_group_async, start_proxy_async
+from tests.support.proxies import url_of
+from tests.support.upstream_app import make_upstream_app
+from tests.support.waiting import until
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPdumont test"
 TOKEN = "workspaces-test-token"
@@ -528,3 +535,77 @@ async def test_pairs_without_hosts_leave_a_single_workspace_proxy_alone(
     assert contract.requests == []
     assert await cli.run("destroy", "alice") == 0
     assert contract.requests == []
+
+
+# ------------------------------------------------------------------------------------------------
+# The same verbs against the real proxy (`python -m proxy`), once its workspace endpoints landed.
+
+
+@pytest.mark.slow
+async def test_the_real_proxy_serves_a_pair_by_host_after_create_and_reconcile(
+    cli: Cli, clouds: FakeClouds, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # alice's GPU answers on 127.0.0.1:PORT, her standby on 127.0.0.2:PORT (the fake GCE's
+    # address for every VM): the same code-server port on two machines, as in production.
+    gpu = TestServer(make_upstream_app("alice-gpu"), host="127.0.0.1")
+    await gpu.start_server()
+    port = gpu.port
+    assert port is not None
+    standby = TestServer(make_upstream_app("alice-standby"), host="127.0.0.2", port=port)
+    await standby.start_server()
+    clouds.gcp.nat_ip = "127.0.0.2"
+    default_backends = [TestServer(make_upstream_app(n), host="127.0.0.1") for n in ("d1", "d2")]
+    for server in default_backends:
+        await server.start_server()
+    control, listen = free_port(), free_port()
+    cli.control = f"http://127.0.0.1:{control}"
+    proxy = await start_proxy_async(
+        str(url_of(default_backends[0])), str(url_of(default_backends[1])), control,
+        f"--listen=127.0.0.1:{listen}", f"--admin-token={TOKEN}", "--health-interval=0.2",
+        log=tmp_path / "proxy.log",
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def backend_for(host: str) -> str | None:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    answer = await client.get(
+                        f"http://127.0.0.1:{listen}/whoami", headers={"Host": host}
+                    )
+                    return str(answer.json().get("backend"))
+                return None
+
+            await until(lambda: backend_for("x.example.com"), "the proxy serving default", 30)
+            flags = ["--hosts=alice.ide.example.test", f"--code-server-port={port}"]
+            assert await cli.run("create", "alice", *flags) == 0, capsys.readouterr().err
+            out = capsys.readouterr().out
+            assert "workspace alice: alice.ide.example.test served by the primary" in out
+            # The command returned once the proxy served her: no waiting here.
+            assert await backend_for("alice.ide.example.test") == "alice-gpu"
+            assert await backend_for("ALICE.ide.example.test:443") == "alice-gpu"
+            assert await backend_for("bob.ide.example.test") == "d1"  # default answers any Host
+
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            admin = f"{cli.control}/admin/workspaces"
+            assert (await client.delete(f"{admin}/alice", headers=headers)).status_code == 200
+            assert await backend_for("alice.ide.example.test") == "d1"
+            assert await cli.run("reconcile", f"--code-server-port={port}") == 0
+            assert capsys.readouterr().out == (
+                "alice: workspace registered (alice.ide.example.test)\n"
+            )
+
+            async def alice_served() -> bool:
+                return await backend_for("alice.ide.example.test") == "alice-gpu"
+
+            await until(alice_served, "the proxy serving alice again", 30)
+            assert await cli.run("reconcile", f"--code-server-port={port}") == 0  # all right
+            assert capsys.readouterr().out == "nothing to repair\n"
+
+            assert await cli.run("destroy", "alice") == 0
+            listed = (await client.get(admin, headers=headers)).json()["workspaces"]
+            assert [w["name"] for w in listed] == ["default"]
+            assert await backend_for("alice.ide.example.test") == "d1"
+    finally:
+        await kill_group_async(proxy)
+        for server in [gpu, standby, *default_backends]:
+            await server.close()
