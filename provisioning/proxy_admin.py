@@ -10,8 +10,10 @@ Issue 18's planned switches: ``POST /admin/failover`` / ``/admin/failback`` with
 
 Issue 15's workspaces (one proxy, many pairs, routed by Host): ``GET /admin/workspaces``, ``GET``,
 ``PUT`` (create or replace: hosts, primary, standby, overrides) and ``DELETE
-/admin/workspaces/{name}``. The proxy answers a refusal with ``{"error": ..., "detail": ...}``;
-the detail (one line naming the field) is what the error carries.
+/admin/workspaces/{name}``. Every command above takes ``workspace=NAME`` to address
+``/admin/workspaces/NAME/...`` instead of the ``default`` workspace's short form. The proxy
+answers a refusal with ``{"error": ..., "detail": ...}``; the detail (one line naming the field)
+is what the error carries.
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ async def set_backend(
     role: Literal["primary", "standby"],
     backend_url: str,
     *,
+    workspace: str | None = None,
     timeout: float = 10.0,
 ) -> None:
-    await _put(control_url, token, f"/admin/backends/{role}", {"url": backend_url}, timeout)
+    path = _scoped(f"/admin/backends/{role}", workspace)
+    await _put(control_url, token, path, {"url": backend_url}, timeout)
 
 
 async def report_sync(
@@ -72,21 +76,32 @@ async def report_sync(
 
 
 async def report_park(
-    control_url: str, token: str, phase: ParkPhase | None, *, timeout: float = 10.0, **fields: Any
+    control_url: str,
+    token: str,
+    phase: ParkPhase | None,
+    *,
+    workspace: str | None = None,
+    timeout: float = 10.0,
+    **fields: Any,
 ) -> None:
     """``PUT /admin/park``: ``detail``, ``idle_s``, ``park_in_s``, ``park_after_s``,
     ``gpu_per_hour``, ``resume_s``, ``outcome``, ``standby`` as the proxy documents them; phase
     None leaves the proxy's phase as it is (a report about the standby only)."""
     body = {k: v for k, v in {"phase": phase, **fields}.items() if v is not None}
-    await _put(control_url, token, "/admin/park", body, timeout)
+    await _put(control_url, token, _scoped("/admin/park", workspace), body, timeout)
 
 
-async def get_park(control_url: str, token: str, *, timeout: float = 10.0) -> dict[str, Any]:
-    return await _call("GET", control_url, token, "/admin/park", None, timeout)
+async def get_park(
+    control_url: str, token: str, *, workspace: str | None = None, timeout: float = 10.0
+) -> dict[str, Any]:
+    return await _call("GET", control_url, token, _scoped("/admin/park", workspace), None, timeout)
 
 
-async def proxy_status(control_url: str, token: str, *, timeout: float = 10.0) -> dict[str, Any]:
-    return await _call("GET", control_url, token, "/admin/status", None, timeout)
+async def proxy_status(
+    control_url: str, token: str, *, workspace: str | None = None, timeout: float = 10.0
+) -> dict[str, Any]:
+    path = _scoped("/admin/status", workspace)
+    return await _call("GET", control_url, token, path, None, timeout)
 
 
 async def switch(
@@ -96,11 +111,12 @@ async def switch(
     reason: str,
     *,
     cause: Literal["park", "switchover", "resume"],
+    workspace: str | None = None,
     timeout: float = 10.0,
 ) -> None:
     """Ask the proxy to fail over (to the standby) or back (to the primary): ``reason`` for
     people, ``cause`` as data (the proxy's metrics and hooks read it, never the reason)."""
-    path = "/admin/failover" if to == "standby" else "/admin/failback"
+    path = _scoped("/admin/failover" if to == "standby" else "/admin/failback", workspace)
     await _call("POST", control_url, token, path, {"reason": reason, "cause": cause}, timeout)
 
 
@@ -112,11 +128,12 @@ async def wait_for(
     *,
     timeout: float,
     interval: float = 0.2,
+    workspace: str | None = None,
 ) -> dict[str, Any]:
     """Poll ``GET /admin/status`` until ``ready(status)`` is true; ProxyAdminError after timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        status = await proxy_status(control_url, token)
+        status = await proxy_status(control_url, token, workspace=workspace)
         if ready(status):
             return status
         if time.monotonic() > deadline:
@@ -181,6 +198,14 @@ async def delete_workspace(
             return False
         raise
     return True
+
+
+def _scoped(path: str, workspace: str | None) -> str:
+    """A command's path for one workspace: ``/admin/X`` is the proxy's ``default`` workspace's,
+    ``/admin/workspaces/NAME/X`` any named one's (issue 15)."""
+    if workspace is None:
+        return path
+    return _workspace_path(workspace) + path.removeprefix("/admin")
 
 
 def _workspace_path(name: str) -> str:
