@@ -60,6 +60,7 @@ __all__ = [
     "proxy_workspaces",
     "replacement_filler",
     "service_from_args",
+    "workspace_of",
 ]
 
 
@@ -113,19 +114,27 @@ def proxy_workspaces(args: argparse.Namespace) -> ProxyWorkspaces | None:
     )
 
 
-def _unregister_hook(
-    args: argparse.Namespace, store: PairStore
-) -> Callable[[Pair], Awaitable[None]] | None:
+def workspace_of(args: argparse.Namespace, pair_id: str) -> str | None:
+    """The workspace that the proxy commands about ``pair_id`` address: the pair's own when it is
+    registered by name (hosts recorded, or a base domain), else None, the proxy's ``default``
+    (a single-workspace proxy, as before issue 15)."""
+    if not getattr(args, "proxy_control", None) or pair_id == DEFAULT_WORKSPACE:
+        return None
+    if getattr(args, "base_domain", None) or PairStore(Path(args.store)).hosts(pair_id):
+        return pair_id
+    return None
+
+
+def _unregister_hook(args: argparse.Namespace) -> Callable[[Pair], Awaitable[None]] | None:
     """PairService's ``before_destroy``: the pair's workspace leaves the proxy first. Only a pair
-    registered by name (hosts recorded, or a base domain) is asked about: a pair behind a
-    single-workspace proxy is its ``default``, which is the proxy's to keep."""
+    registered by name is asked about: a pair behind a single-workspace proxy is its
+    ``default``, which is the proxy's to keep."""
     proxy = proxy_workspaces(args)
     if proxy is None:
         return None
-    base_domain = getattr(args, "base_domain", None)
 
     async def unregister(pair: Pair) -> None:
-        if pair.id != DEFAULT_WORKSPACE and (base_domain or store.hosts(pair.id)):
+        if workspace_of(args, pair.id) is not None:
             await proxy.unregister(pair.id)
 
     return unregister
@@ -157,16 +166,15 @@ async def service_from_args(args: argparse.Namespace) -> AsyncIterator[PairServi
             pair_id=pair_id, ssh_user=spec.standby_user, ssh_public_key=spec.ssh_public_key
         )
 
-    store = PairStore(Path(args.store))
     async with VastClient(vast_key, base_url=args.vast_url) as vast:
         yield PairService(
-            store,
+            PairStore(Path(args.store)),
             vast,
             standbys,
             startup_script=startup_script,
             progress=progress,
             poll_interval=args.poll_interval,
-            before_destroy=_unregister_hook(args, store),
+            before_destroy=_unregister_hook(args),
         )
 
 
@@ -320,7 +328,7 @@ def _reconcile(args: argparse.Namespace) -> int:
                 only, rollback=args.rollback, delete_orphans=args.delete_orphans
             )
             for pair_id in missing:  # restarted or recreated by now: the alert clears
-                await _report_standby(args, "present", f"standby of {pair_id} back")
+                await _report_standby(args, pair_id, "present", f"standby of {pair_id} back")
             changes = []
             if proxy is not None:  # after the clouds: the machines it compares are settled
                 changes = await reconcile_workspaces(
@@ -358,19 +366,23 @@ async def _missing_standbys(
         if vm is None or vm.stopped:
             what = "deleted" if vm is None else f"{vm.status} (preempted)"
             StderrProgress()(f"standby {pair.standby_name} is {what}: restarting it")
-            await _report_standby(args, "missing", f"standby {pair.standby_name} is {what}")
+            await _report_standby(
+                args, pair.id, "missing", f"standby {pair.standby_name} is {what}"
+            )
             missing.append(pair.id)
     return missing
 
 
-async def _report_standby(args: argparse.Namespace, state: str, detail: str) -> None:
+async def _report_standby(args: argparse.Namespace, pair_id: str, state: str, detail: str) -> None:
     from provisioning.errors import ProxyAdminError
     from provisioning.proxy_admin import report_park
 
     if not args.proxy_control:
         return
+    token = args.admin_token or ""
+    workspace = workspace_of(args, pair_id)
     try:
-        await report_park(args.proxy_control, args.admin_token or "", None, standby=state)
+        await report_park(args.proxy_control, token, None, standby=state, workspace=workspace)
     except ProxyAdminError as exc:
         StderrProgress()(f"warning: {detail}, not reported to the proxy: {exc}")
 
@@ -390,6 +402,7 @@ def replacement_filler(args: argparse.Namespace) -> Filler:
         proxy_control=args.proxy_control,
         admin_token=args.admin_token or "",
         snapshots=snapshots,
+        workspace=workspace_of(args, pair_name(args)),
     )
 
     def controller(pair: Pair, gpu: VastInstance, standby: StandbyVm) -> SyncController:
@@ -507,7 +520,7 @@ def add_pair_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
     lost.add_argument("--pair", required=True)
     add_options(lost, "reason")
     lost.add_argument("--replace", action="store_true", help="rent a replacement GPU and fill it")
-    add_options(lost, "standby_ssh_port", "code_server_port")
+    add_options(lost, "standby_ssh_port", "code_server_port", "base_domain")
     add_sync_options(lost, with_hosts=False)
     add_snapshot_options(lost)
     lost.set_defaults(handler=_gpu_lost)

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from provisioning.cli import build_parser, main
+from provisioning.parking import ProxyControl
 from provisioning.settings import resolve
 from provisioning.store import PairState, PairStore
 from tests.provisioning.conftest import FakeClouds
@@ -584,6 +585,13 @@ async def test_the_real_proxy_serves_a_pair_by_host_after_create_and_reconcile(
             assert await backend_for("alice.ide.example.test") == "alice-gpu"
             assert await backend_for("ALICE.ide.example.test:443") == "alice-gpu"
             assert await backend_for("bob.ide.example.test") == "d1"  # default answers any Host
+            # The park verbs' proxy commands address her workspace, not the default one.
+            alices = ProxyControl(cli.control, TOKEN, 30, workspace="alice")
+            await alices.switch_to("standby", "switchover: a test", "switchover")
+            assert await backend_for("alice.ide.example.test") == "alice-standby"
+            assert await backend_for("bob.ide.example.test") == "d1"
+            await alices.switch_to("primary", "resume: a test", "resume")
+            assert await backend_for("alice.ide.example.test") == "alice-gpu"
 
             headers = {"Authorization": f"Bearer {TOKEN}"}
             admin = f"{cli.control}/admin/workspaces"
