@@ -50,7 +50,8 @@ class HostTable:
             owner = self.owner(pattern)
             if owner is not None and owner != spec.name:
                 raise SettingError(
-                    f"workspaces.{spec.name}.hosts", f"{pattern!r} is already {owner!r}'s"
+                    f"workspaces.{spec.name}.hosts",
+                    f"{pattern!r} is already claimed by workspace {owner!r}",
                 )
         for pattern in spec.hosts:
             if pattern == CATCH_ALL:

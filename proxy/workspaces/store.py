@@ -41,7 +41,10 @@ class WorkspaceStore:
         try:
             # Read first: a file that is not ours fails here, before anything is written to it.
             self._db.execute("PRAGMA schema_version").fetchone()
-            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+            tables = {
+                row[0]
+                for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
             if tables - {"workspaces"}:
                 raise StoreError(f"{self.path} is not a workspace store (tables {sorted(tables)})")
             self._db.execute(_SCHEMA)
