@@ -147,7 +147,16 @@ async def list_workspaces(
     control_url: str, token: str, *, timeout: float = 10.0
 ) -> list[dict[str, Any]]:
     """Every workspace the proxy routes, ``default`` included."""
-    data = await _call("GET", control_url, token, "/admin/workspaces", None, timeout)
+    try:
+        data = await _call("GET", control_url, token, "/admin/workspaces", None, timeout)
+    except ProxyAdminError as exc:
+        if exc.status == 404:  # no such route: a proxy that serves one workspace only
+            raise ProxyAdminError(
+                f"the proxy at {control_url} has no workspaces API (a proxy from before issue"
+                " 15): upgrade it, or leave out --hosts and base-domain",
+                status=404,
+            ) from exc
+        raise
     workspaces = data.get("workspaces")
     if not isinstance(workspaces, list):
         raise ProxyAdminError(f"proxy admin API at {control_url}: no workspace list in the answer")
@@ -229,7 +238,9 @@ async def _call(
     timeout: float,
 ) -> dict[str, Any]:
     url = f"{control_url.rstrip('/')}{path}"
-    headers = {"Authorization": f"Bearer {token}"}
+    # No token, no header: "Bearer " alone is not a valid header value, and a proxy whose
+    # control listener has no token (loopback only) asks for none.
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
             response = await client.request(method, url, json=body, headers=headers)

@@ -506,6 +506,24 @@ async def test_an_unreachable_proxy_or_a_wrong_token_is_one_line(
     assert "unreachable" in _one_error_line(capsys.readouterr().err)
 
 
+async def test_a_proxy_without_workspaces_is_one_line_before_anything_is_rented(
+    cli: Cli, clouds: FakeClouds, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_proxy = TestServer(web.Application(), host="127.0.0.1")  # every path is a plain 404
+    await old_proxy.start_server()
+    try:
+        control = f"http://127.0.0.1:{old_proxy.port}"
+        argv = ["--hosts=a.example.com", f"--proxy-control={control}"]
+        assert await cli.run("create", "alice", *argv) == 2
+    finally:
+        await old_proxy.close()
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"the proxy at {control} has no workspaces API (a proxy from before issue 15):"
+        " upgrade it, or leave out --hosts and base-domain"
+    )
+    assert not clouds.vast.instances
+
+
 async def test_create_says_when_the_proxy_does_not_serve_in_time(
     cli: Cli, proxy: tuple[ContractProxy, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
