@@ -68,13 +68,22 @@ class Site:
         self.call = Destination(self.workspace, None, config.switch_wait, self.traffic)
         # Two flushes at once would stop and restart the GPU's lsyncd under each other.
         self.switchover_lock = asyncio.Lock()
+        self._start_handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self.workspace.start()
 
+    def start_later(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        if delay <= 0:
+            self.start()
+        else:
+            self._start_handle = loop.call_later(delay, self.start)
+
     async def close(self, code: int = CLOSE_SHUTDOWN) -> None:
         """WebSockets end with ``code``; requests in flight keep their backend connections and
         finish (the data plane holds them), new ones no longer reach this Site."""
+        if self._start_handle is not None:
+            self._start_handle.cancel()
         await self.workspace.close_websockets(code)
         await self.park.close()
         await self.workspace.close()
@@ -201,9 +210,14 @@ class Sites:
     # ------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        """Every workspace's checks, their first ones spread over one health interval: two
+        thousand first probes at once time out against each other, and a workspace whose
+        primary's first probe timed out would start on its standby."""
         self.started = True
-        for site in self.by_name.values():
-            site.start()
+        loop = asyncio.get_running_loop()
+        count = len(self.by_name)
+        for index, site in enumerate(self.by_name.values()):
+            site.start_later(loop, index * site.config.health.interval / count)
 
     async def close_websockets(self) -> None:
         for site in self:
@@ -211,8 +225,7 @@ class Sites:
 
     async def close(self) -> None:
         for site in self:
-            await site.park.close()
-            await site.workspace.close()
+            await site.close()
         self.schedule.close()
         if self.store is not None:
             self.store.close()

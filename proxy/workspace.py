@@ -44,6 +44,7 @@ from .failover import (
 )
 from .health import HealthChecker, ProbeSchedule, warm_up
 from .hooks import run_hook
+from .logs import WorkspaceLog
 from .pages.view import SwitchSnapshot
 from .tasks import TaskSet
 
@@ -89,6 +90,7 @@ class Workspace:
         if config.primary is None or config.standby is None:
             raise TypeError("a workspace needs config.primary and config.standby")
         self.name = name
+        self.log = WorkspaceLog(log, name)
         self.config = config
         self._now = now or (lambda: asyncio.get_running_loop().time())
         hooks = config.hooks
@@ -172,7 +174,7 @@ class Workspace:
     def _carry_out(self, decision: Decision) -> None:
         match decision:
             case Activate(role=role, previous=previous):
-                log.warning(
+                self.log.warning(
                     "routing to %s (was %s)",
                     role or "nothing",
                     previous or "nothing",
@@ -181,7 +183,9 @@ class Workspace:
                 if previous is not None:
                     lost = self.backends[previous]
                     if rerouted := lost.reroute_waiting():
-                        log.info("re-sending %d waiting request(s) from %s", rerouted, previous)
+                        self.log.info(
+                            "re-sending %d waiting request(s) from %s", rerouted, previous
+                        )
                     self.tasks.spawn(
                         lost.close_websockets(CLOSE_SWITCHED, b"backend switched"),
                         name=f"close-websockets-{previous}",
@@ -195,10 +199,10 @@ class Workspace:
             case HealthChanged(role=role, up=up, reason=reason, cause=cause):
                 if up and self.config.health.warmup_path is not None:
                     self.tasks.spawn(
-                        warm_up(self.backends[role], self.config.health.warmup_path),
+                        warm_up(self.backends[role], self.config.health.warmup_path, self.log),
                         name=f"warm-up-{role}",
                     )
-                log.warning(
+                self.log.warning(
                     "%s is %s: %s",
                     role,
                     "up" if up else "down",
@@ -214,7 +218,7 @@ class Workspace:
                     },
                 )
             case SwitchStarted(switch=sw):
-                log.warning(
+                self.log.warning(
                     "%s %s -> %s started: %s",
                     sw.kind,
                     sw.from_role,
@@ -223,7 +227,7 @@ class Workspace:
                     extra={"fields": {"event": "switch_started", **_switch_fields(sw)}},
                 )
             case SwitchFinished(switch=sw):
-                log.warning(
+                self.log.warning(
                     "%s %s -> %s %s in %.3fs%s",
                     sw.kind,
                     sw.from_role,
@@ -235,7 +239,7 @@ class Workspace:
                 )
             case FirstRequestServed(switch=sw):
                 assert sw.served_at is not None  # the machine sets it on this decision
-                log.info(
+                self.log.info(
                     "%s served its first request %.3fs after the trouble began",
                     sw.to_role,
                     sw.served_at - sw.detected_at,
@@ -266,7 +270,7 @@ class Workspace:
         }
         outcome = await run_hook(command, env, self.config.hooks.timeout)
         level = logging.INFO if outcome.ok else logging.ERROR
-        log.log(
+        self.log.log(
             level,
             "hook %s %s in %.2fs: %s",
             hook,
@@ -376,7 +380,7 @@ class Workspace:
         if url.origin() == other.url.origin():
             raise Conflict(f"{url} is already the {other.role}")
         await self.backends[role].replace_url(url)
-        log.warning("%s now points at %s", role, url)
+        self.log.warning("%s now points at %s", role, url)
         self.feed(BackendReplaced(role, self._now(), str(url)))
 
     # ------------------------------------------------------------------------------- status
