@@ -31,7 +31,7 @@ from .metrics import render_by_workspace
 from .observe import NullTrafficObserver, TipSource, TrafficObserver
 from .park_actions import ParkActions
 from .settings import SettingError
-from .workspace import CLOSE_SHUTDOWN, Workspace
+from .workspace import CLOSE_SHUTDOWN, CLOSE_SWITCHED, Workspace
 from .workspaces.hosts import HostTable
 from .workspaces.spec import WorkspaceSpec, check_name, parse_workspace
 from .workspaces.store import StoreError, WorkspaceStore
@@ -79,14 +79,14 @@ class Site:
         else:
             self._start_handle = loop.call_later(delay, self.start)
 
-    async def close(self, code: int = CLOSE_SHUTDOWN) -> None:
-        """WebSockets end with ``code``; requests in flight keep their backend connections and
-        finish (the data plane holds them), new ones no longer reach this Site."""
+    async def close(self, code: int = CLOSE_SHUTDOWN, drain: float = 0.0) -> None:
+        """WebSockets end with ``code``; requests in flight get ``drain`` seconds to finish
+        (no new ones reach this Site: it left the Host table first)."""
         if self._start_handle is not None:
             self._start_handle.cancel()
         await self.workspace.close_websockets(code)
         await self.park.close()
-        await self.workspace.close()
+        await self.workspace.drain(drain)
 
     def describe(self) -> dict[str, Any]:
         """The control API's view of the workspace (GET /admin/workspaces)."""
@@ -266,7 +266,8 @@ class Sites:
             spec.standby,
         )
         if old is not None:
-            await old.close()
+            # 1012: the browser reconnects, to the new backends.
+            await old.close(CLOSE_SWITCHED, drain=self.config.shutdown_timeout)
         return site, old is None
 
     async def delete(self, name: str) -> None:
@@ -276,7 +277,7 @@ class Sites:
         del self.by_name[name]
         self.hosts = self._table(self.by_name.values())
         log.warning("workspace %s deleted", name)
-        await site.close()
+        await site.close(CLOSE_SHUTDOWN, drain=self.config.shutdown_timeout)
 
     def _parse(self, name: str, document: Mapping[str, Any]) -> WorkspaceSpec:
         try:

@@ -55,6 +55,8 @@ log = logging.getLogger("dumont.workspace")
 # RFC 6455 7.4.1: 1012 "service restart" tells the client to reconnect; 1001 "going away".
 CLOSE_SWITCHED = 1012
 CLOSE_SHUTDOWN = 1001
+# How often a drain looks whether the last request in flight has finished.
+DRAIN_POLL = 0.05
 
 # Sees every event the machine handles and every decision it makes, in order.
 Observer = Callable[[Event | Decision], None]
@@ -130,6 +132,17 @@ class Workspace:
         await self.tasks.close()
         for backend in self.backends.values():
             await backend.close()
+
+    async def drain(self, timeout: float) -> None:
+        """The workspace was deleted or replaced (its Host no longer reaches it): no more checks
+        or new backend connections; requests in flight get up to ``timeout`` to finish."""
+        self.checker.stop()
+        for backend in self.backends.values():
+            backend.pool.stop_keeping()
+        deadline = self._now() + timeout
+        while any(b.pool.busy_count for b in self.backends.values()) and self._now() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        await self.close()
 
     async def close_websockets(self, code: int = CLOSE_SHUTDOWN) -> None:
         for backend in self.backends.values():
