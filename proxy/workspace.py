@@ -115,7 +115,9 @@ class Workspace:
             self.backends, config.health, self.feed, self._now, self.tasks, schedule
         )
         self.observers: list[Observer] = []  # subscribed by the composition root
-        self._changed = asyncio.Event()
+        # Made by the first waiter, set and dropped by the next event: with no one waiting (most
+        # of the time, two health checks a second per workspace) an event costs nothing here.
+        self._changed: asyncio.Event | None = None
         self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
         self._closing = False
         # The backend whose first request a completed switch waits for (note_served).
@@ -168,8 +170,9 @@ class Workspace:
     def nudge(self) -> None:
         """Wake everyone waiting for news (requests waiting for a backend, the IDE's event
         streams); every event does, and so does a park report (proxy.ide_view)."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     def note_served(self, backend: Backend, status: int) -> None:
         """``backend`` answered a request with ``status``. Called by the data plane for every
@@ -338,6 +341,8 @@ class Workspace:
 
     async def changed(self, timeout: float) -> bool:
         """Wait until the next event is handled; False on timeout."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except TimeoutError:
