@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -129,6 +129,9 @@ class Sites:
             given = default_workspace if spec.name == "default" else None
             self.by_name[spec.name] = self._site(spec, given)
         self.hosts = self._table(self.by_name.values())
+        fallback = config.default_workspace
+        if fallback is not None and fallback not in self.by_name:
+            raise ConfigError("default_workspace", f"no workspace {fallback!r}")
         self.started = False
 
     def _with_stored(self, configured: tuple[WorkspaceSpec, ...]) -> tuple[WorkspaceSpec, ...]:
@@ -160,7 +163,7 @@ class Sites:
             if spec.name != "default":  # the flags' workspace is the flags', every start
                 self.store.put(spec.name, spec.document())
         try:
-            HostTable(found.values())
+            HostTable(found.values(), self.config.default_workspace)
         except SettingError as exc:
             raise ConfigError(exc.key, exc.problem) from None
         return tuple(found.values())
@@ -168,9 +171,8 @@ class Sites:
     def _site(self, spec: WorkspaceSpec, workspace: Workspace | None = None) -> Site:
         return Site(spec, workspace_config(self.config, spec), self.tips, self.schedule, workspace)
 
-    @staticmethod
-    def _table(sites: Any) -> HostTable:
-        return HostTable(site.spec for site in sites)
+    def _table(self, sites: Iterable[Site]) -> HostTable:
+        return HostTable((site.spec for site in sites), self.config.default_workspace)
 
     # ------------------------------------------------------------------------ lookups
 
@@ -239,7 +241,7 @@ class Sites:
         old = self.by_name.get(name)
         others = [s for s in self.by_name.values() if s.name != name]
         try:
-            table = HostTable([*(s.spec for s in others), spec])
+            table = HostTable([*(s.spec for s in others), spec], self.config.default_workspace)
         except SettingError as exc:
             raise BadRequest(f"{exc.key}: {exc.problem}") from None
         self._save(name, spec)
