@@ -513,14 +513,15 @@ async def test_an_unknown_host_gets_a_404_never_another_workspace(
     assert status == 404, body
     assert headers["Content-Type"].startswith("application/json")
     assert set(json.loads(body)) == {"error", "detail"}
+    bodies = [body]
     for navigation in ({"Accept": "text/html,*/*;q=0.8"}, {"Sec-Fetch-Mode": "navigate"}):
         status, headers, body = proxy.get("/", host=host, headers=navigation)
         assert status == 404, body
         assert headers["Content-Type"].startswith("text/html"), navigation
         assert b"No workspace here" in body
         assert b"/__dumont/static/transition.css" in body  # the transition page's style
-    for name in BACKEND_NAMES:
-        assert name not in body
+        bodies.append(body)
+    assert not [name for name in BACKEND_NAMES for body in bodies if name in body]
 
 
 async def test_no_host_matches_no_workspace(two_workspaces: WorkspaceProxy) -> None:
@@ -815,3 +816,25 @@ async def test_each_host_gets_its_own_workspaces_events_status_and_pages(
     assert (alice["active"], bob["active"]) == ("standby", "primary")
     assert unknown[0] == 404
     assert (transition[0], no_transition[0]) == (200, 404)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="proxy core: the workspace's log events (health_changed, switch_started, ...) carry"
+    " no workspace name, in JSON or plain logs, so with many workspaces nobody can tell whose"
+    " primary went down (proxy/workspace.py's log calls put no self.name in their fields)",
+)
+async def test_log_events_name_their_workspace(tmp_path: Path, backends: Backends) -> None:
+    spaces = {name: backends.pair(name, [f"{name}.test"]) for name in ("alice", "bob")}
+    config = write_config(tmp_path / "proxy.toml", spaces)
+    with running_proxy(config, tmp_path / "proxy.log", "--log-format", "json") as proxy:
+        await wait_serving(proxy, list(spaces))
+        status, _ = await proxy.admin("POST", "/admin/workspaces/alice/failover")
+        assert status == 200
+        await wait_serving(proxy, ["alice"], role="standby")
+        lines = [json.loads(line) for line in proxy.log_text().splitlines() if line.startswith("{")]
+    events = [line for line in lines if "event" in line]
+    assert {line["event"] for line in events} >= {"health_changed"}
+    unnamed = [line for line in events if line.get("workspace") not in spaces]
+    assert unnamed == [], f"{len(unnamed)} of {len(events)} events name no workspace"
