@@ -838,3 +838,57 @@ async def test_log_events_name_their_workspace(tmp_path: Path, backends: Backend
     assert {line["event"] for line in events} >= {"health_changed"}
     unnamed = [line for line in events if line.get("workspace") not in spaces]
     assert unnamed == [], f"{len(unnamed)} of {len(events)} events name no workspace"
+
+
+async def test_a_hosts_only_put_keeps_the_workspaces_state_and_sockets(
+    tmp_path: Path, backends: Backends
+) -> None:
+    spaces = {name: backends.pair(name, [f"{name}.test"]) for name in ("alice", "bob")}
+    config = write_config(tmp_path / "proxy.toml", spaces)
+    with running_proxy(config, tmp_path / "proxy.log") as proxy:
+        await wait_serving(proxy, list(spaces))
+        status, _ = await proxy.admin("POST", "/admin/workspaces/alice/failover")
+        assert status == 200
+        await wait_serving(proxy, ["alice"], role="standby")
+        before = (await proxy.workspaces())["alice"]
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(proxy.url + "/ws", headers={"Host": "alice.test"})
+            await ws.send_str("whoami")
+            assert (await ws.receive(timeout=5)).data == "alice-cpu"
+            alice = spaces["alice"]
+            status, body = await proxy.admin(
+                "PUT",
+                "/admin/workspaces/alice",
+                document(["alice.test", "*.alice.example"], alice.primary, alice.standby),
+            )
+            assert (status, body["created"]) == (200, False), body
+            # The same socket still works: only the names changed, not the machines.
+            await ws.send_str("whoami")
+            assert (await ws.receive(timeout=5)).data == "alice-cpu"
+            await ws.close()
+        after = (await proxy.workspaces())["alice"]
+        assert proxy.backend_of("ide.alice.example") == "alice-cpu"
+    assert (after["state"], after["epoch"]) == (before["state"], before["epoch"])
+    assert after["hosts"] == ["alice.test", "*.alice.example"]
+
+
+async def test_primary_and_standby_flags_are_the_default_workspace_answering_every_host(
+    tmp_path: Path, backends: Backends
+) -> None:
+    gpu, cpu = backends.start("gpu"), backends.start("cpu")
+    spaces = {"alice": backends.pair("alice", ["alice.test"])}
+    config = write_config(tmp_path / "proxy.toml", spaces)
+    flags = ("--primary", gpu, "--standby", cpu)
+    with running_proxy(config, tmp_path / "proxy.log", *flags) as proxy:
+        await wait_serving(proxy, ["default", "alice"])
+        assert proxy.backend_of("alice.test") == "alice-gpu"
+        for host in ("ide.example.org", "127.0.0.1", "[::1]:8888", "%%%garbage%%%"):
+            assert proxy.backend_of(host) == "gpu", host
+        status, body = raw_request(proxy.port, b"GET /work HTTP/1.0\r\n\r\n")
+        assert (status, json.loads(body)["backend"]) == (200, "gpu")
+        # The short forms of the commands are about "default".
+        status, _ = await proxy.admin("POST", "/admin/failover")
+        assert status == 200
+        await wait_serving(proxy, ["default"], role="standby")
+        assert proxy.backend_of("ide.example.org") == "cpu"
+        assert proxy.backend_of("alice.test") == "alice-gpu"
