@@ -274,13 +274,6 @@ async def test_api_creates_replaces_and_deletes_a_workspace_under_load(
     assert others.failures == [], "alice or bob saw a failure while carol came and went"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # the in-flight answer's check, not a setup failure
-    reason="proxy core: DELETE closes the workspace's upstream pools, busy connections"
-    " included (Sites.delete -> Site.close -> Workspace.close -> Backend.close ->"
-    " UpstreamPool.close), so a request in flight gets 503 'shutting down' instead of finishing",
-)
 async def test_delete_lets_a_request_in_flight_finish(
     tmp_path: Path, backends: Backends, aiohttp_server: AiohttpServer
 ) -> None:
@@ -297,18 +290,32 @@ async def test_delete_lets_a_request_in_flight_finish(
             await wait_serving(proxy, list(spaces))
             headers = {"Host": "carol.test"}
             async with aiohttp.ClientSession() as session:
-                in_flight = asyncio.get_running_loop().create_task(
-                    _get_json(session, proxy.url + "/hold", headers)
-                )
+                loop = asyncio.get_running_loop()
+                in_flight = loop.create_task(_get_json(session, proxy.url + "/hold", headers))
                 await asyncio.wait_for(held.arrived.wait(), 10)  # the backend has it
-                status, _ = await proxy.admin("DELETE", "/admin/workspaces/carol")
-                assert status == 200
+                # DELETE answers once carol has drained: it runs while the request is held.
+                deleting = loop.create_task(proxy.admin("DELETE", "/admin/workspaces/carol"))
+                # carol's Host leaves the table first; only then is the request released. (The
+                # check is async: carol's backend answers in this very event loop.)
+                await until(
+                    lambda: _answers_with(session, proxy.url + "/work", headers, 404),
+                    "carol's Host answered by nobody",
+                )
                 held.release.set()
                 answer = await asyncio.wait_for(in_flight, 15)
-            assert proxy.get("/work", host="carol.test")[0] == 404
+                deleted = await asyncio.wait_for(deleting, 15)
     finally:
         held.release.set()  # the in-process handler must not outlive the test
     assert answer == (200, {"backend": "carol-gpu", "held": True}), "the in-flight request died"
+    assert deleted == (200, {"deleted": "carol"})
+
+
+async def _answers_with(
+    session: aiohttp.ClientSession, target: str, headers: dict[str, str], status: int
+) -> bool:
+    async with session.get(target, headers=headers) as response:
+        await response.read()
+        return response.status == status
 
 
 async def _get_json(
@@ -391,14 +398,6 @@ async def test_the_api_refuses_a_caller_without_the_token(two_workspaces: Worksp
 # ------------------------------------------------------------------ 3. restart persistence
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,  # the second start's exit, reported by start_workspace_proxy
-    reason="proxy core: WorkspaceStore refuses its own file on every restart: the check"
-    " `tables - {'workspaces'}` reads every name in sqlite_master, which includes the index"
-    " SQLite makes for the TEXT PRIMARY KEY (sqlite_autoindex_workspaces_1), so the second"
-    " start exits 2 with 'is not a workspace store'",
-)
 async def test_api_changes_survive_a_restart_and_a_deleted_seed_stays_deleted(
     tmp_path: Path, backends: Backends
 ) -> None:
@@ -818,13 +817,6 @@ async def test_each_host_gets_its_own_workspaces_events_status_and_pages(
     assert (transition[0], no_transition[0]) == (200, 404)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="proxy core: the workspace's log events (health_changed, switch_started, ...) carry"
-    " no workspace name, in JSON or plain logs, so with many workspaces nobody can tell whose"
-    " primary went down (proxy/workspace.py's log calls put no self.name in their fields)",
-)
 async def test_log_events_name_their_workspace(tmp_path: Path, backends: Backends) -> None:
     spaces = {name: backends.pair(name, [f"{name}.test"]) for name in ("alice", "bob")}
     config = write_config(tmp_path / "proxy.toml", spaces)
