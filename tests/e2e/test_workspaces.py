@@ -752,27 +752,46 @@ async def test_commands_under_a_workspaces_path_touch_only_that_workspace(
     strict=True,
     raises=AssertionError,
     reason="proxy core: PUT /admin/workspaces/NAME/backends/ROLE changes the Workspace's backend"
-    " (control_app.put_backend -> Workspace.replace_backend) but not the Site's spec, so"
-    " GET /admin/workspaces still names the old URL, the state directory keeps it (a restart"
-    " brings the old backend back) and a later PUT compares against the stale spec",
+    " (control_app.put_backend -> Workspace.replace_backend) but not the Site's spec nor the"
+    " state directory: GET /admin/workspaces still names the old URL, a PUT of the old URL is"
+    " taken as 'same backends' and ignored (200, created false, traffic stays on the new one),"
+    " and a restart brings the old backend back",
 )
 async def test_a_backend_replaced_through_the_api_is_what_the_api_lists(
     tmp_path: Path, backends: Backends
 ) -> None:
     spaces = {"alice": backends.pair("alice", ["alice.test"])}
     replacement = backends.start("alice2-gpu")
-    config = write_config(tmp_path / "proxy.toml", spaces)
-    with running_proxy(config, tmp_path / "proxy.log") as proxy:
+    config = write_config(tmp_path / "proxy.toml", spaces, state_dir=str(tmp_path / "state"))
+    log = tmp_path / "proxy.log"
+    with running_proxy(config, log) as proxy:
         await wait_serving(proxy, ["alice"])
         status, body = await proxy.admin(
             "PUT", "/admin/workspaces/alice/backends/primary", {"url": replacement}
         )
         assert status == 200, body
         await until(lambda: proxy.backend_of("alice.test") == "alice2-gpu", "alice2-gpu")
-        listed = (await proxy.workspaces())["alice"]["primary"]
+        listed = (await proxy.workspaces())["alice"]
         _, alone = await proxy.admin("GET", "/admin/workspaces/alice")
-    assert listed == replacement + "/", "GET /admin/workspaces names a backend no longer used"
-    assert alone["primary"] == replacement + "/"
+        assert listed["primary"] == replacement + "/", "GET /admin/workspaces names a stale URL"
+        assert alone["primary"] == replacement + "/"
+        # A PUT naming the first primary again is a change, and is carried out.
+        first = spaces["alice"]
+        status, body = await proxy.admin(
+            "PUT", "/admin/workspaces/alice", document(["alice.test"], first.primary, first.standby)
+        )
+        assert status == 200, body
+        await until(lambda: proxy.backend_of("alice.test") == "alice-gpu", "alice-gpu again")
+        status, body = await proxy.admin(
+            "PUT", "/admin/workspaces/alice/backends/primary", {"url": replacement}
+        )
+        assert status == 200, body
+        await until(lambda: proxy.backend_of("alice.test") == "alice2-gpu", "alice2-gpu again")
+        assert proxy.terminate() == 0
+    # The state directory kept the replacement: a restart does not bring the old primary back.
+    with running_proxy(config, log) as proxy:
+        await wait_serving(proxy, ["alice"])
+        assert proxy.backend_of("alice.test") == "alice2-gpu", "a restart undid the replacement"
 
 
 async def read_event(stream: aiohttp.StreamReader) -> dict[str, Any]:
