@@ -748,15 +748,6 @@ async def test_commands_under_a_workspaces_path_touch_only_that_workspace(
     assert others.failures == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="proxy core: PUT /admin/workspaces/NAME/backends/ROLE changes the Workspace's backend"
-    " (control_app.put_backend -> Workspace.replace_backend) but not the Site's spec nor the"
-    " state directory: GET /admin/workspaces still names the old URL, a PUT of the old URL is"
-    " taken as 'same backends' and ignored (200, created false, traffic stays on the new one),"
-    " and a restart brings the old backend back",
-)
 async def test_a_backend_replaced_through_the_api_is_what_the_api_lists(
     tmp_path: Path, backends: Backends
 ) -> None:
