@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, open_workbench
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WATCH_OVERLAY, open_workbench
 from tests.support.codeserver import QUIET_SETTINGS, CodeServer, start_code_server_async
 from tests.support.workspaces import Workspace, running_proxy, wait_serving, write_config
 
@@ -33,18 +33,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.codeserver]
 
 PASSWORD = "workspaces-in-two-tabs"  # one per pair would do; the same keeps the test short
 NAMES = ("alice", "bob")
-# Reports, in every document the tab loads, that the watcher's transition overlay was shown.
-WATCH_OVERLAY = """
-(() => {
-  let reported = false;
-  setInterval(() => {
-    if (!reported && document.querySelector('.dumont-watcher-overlay')) {
-      reported = true;
-      window.dumontSaw('dumont-watcher-overlay');
-    }
-  }, 50);
-})();
-"""
 
 
 async def machine(base: Path, name: str, workspace: Path) -> CodeServer:
