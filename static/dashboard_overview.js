@@ -10,12 +10,6 @@ const POLL_MS = 1000;
 // workspaces, poll less often (a thousand rows take the proxy about 10 ms to build).
 const POLL_MANY_MS = 3000;
 const MANY = 200;
-const STATE_TONES = { serving_primary: "pill-good", serving_standby: "pill-warn",
-  switching: "pill-warn", unavailable: "pill-bad" };
-const SYNC_TONES = { syncing: "pill-good", fenced: "pill-warn", reverse_syncing: "pill-warn",
-  degraded: "pill-bad", stopped: "pill-bad" };
-const PARK_TONES = { parked: "pill-good", idle: "pill-warn", parking: "pill-warn",
-  resuming: "pill-warn", park_failed: "pill-bad", resume_failed: "pill-bad" };
 const FIELDS = ["name", "hosts", "state", "serving", "health", "last-switch", "sync", "savings",
   "park"];
 
@@ -54,8 +48,11 @@ function el(tag, props, ...children) {
   return node;
 }
 
-function pill(value, tones) {
-  return el("span", { className: `pill pill-small ${tones[value] || ""}` }, words(value));
+// A pill's colour comes from its value, in the stylesheet (.pill[data-value=...]).
+function pill(value) {
+  const node = el("span", { className: "pill pill-small" }, words(value));
+  node.dataset.value = value;
+  return node;
 }
 
 // Each cell: what it shows as one string (compared each poll), and how to draw it.
@@ -69,7 +66,7 @@ const CELLS = {
     return nodes;
   }],
   hosts: (w) => [w.hosts.join(", "), () => [w.hosts.join(", ")]],
-  state: (w) => [w.state, () => [pill(w.state, STATE_TONES)]],
+  state: (w) => [w.state, () => [pill(w.state)]],
   serving: (w) => {
     const shown = w.active ? `${w.backends[w.active].name} (${w.active})` : "nothing";
     return [shown, () => [shown]];
@@ -89,7 +86,7 @@ const CELLS = {
   },
   sync: (w) => {
     const lag = w.sync.lag_seconds === null ? "" : ` ${seconds(w.sync.lag_seconds)}`;
-    return [w.sync.state + lag, () => [pill(w.sync.state, SYNC_TONES), lag]];
+    return [w.sync.state + lag, () => [pill(w.sync.state), lag]];
   },
   savings: (w) => {
     const s = w.savings;
@@ -102,7 +99,7 @@ const CELLS = {
   },
   park: (w) => {
     const missing = w.park.standby === "present" ? "" : `standby VM ${w.park.standby}`;
-    return [w.park.phase + missing, () => [pill(w.park.phase, PARK_TONES),
+    return [w.park.phase + missing, () => [pill(w.park.phase),
       missing ? el("span", { className: "pill pill-small pill-bad" }, missing) : ""]];
   },
 };
