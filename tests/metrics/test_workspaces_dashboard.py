@@ -39,12 +39,13 @@ from tests.support.waiting import until
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "overview-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-COMMON = f"""
+TOP = f"""
 listen = "127.0.0.1:0"
 control_listen = "127.0.0.1:0"
 admin_token = "{TOKEN}"
 shutdown_timeout = 2.0
-
+"""
+FAST_CHECKS = """
 [health]
 interval = 0.2
 timeout = 0.2
@@ -52,12 +53,14 @@ fall = 2
 rise = 2
 warmup_path = ""
 """
-needs_chromium = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
-]
+# A thousand workspaces' checks at the fast pace would be 10,000 probes a second in the test.
+SLOW_CHECKS = """
+[health]
+interval = 5.0
+warmup_path = ""
+"""
 
-StartProxy = Callable[[str], Awaitable[ProxyServer]]
+StartProxy = Callable[..., Awaitable[ProxyServer]]
 Backends = dict[str, tuple[TestServer, TestServer]]
 
 
@@ -72,12 +75,13 @@ def workspace_table(
 
 @pytest.fixture
 async def start_proxy(tmp_path: Path) -> AsyncIterator[StartProxy]:
-    """Start proxies from TOML (COMMON plus the given tables); all are stopped after the test."""
+    """Start proxies from TOML (TOP, the checks, then the given tables); all are stopped after
+    the test."""
     started: list[ProxyServer] = []
 
-    async def start(tables: str) -> ProxyServer:
+    async def start(tables: str, checks: str = FAST_CHECKS) -> ProxyServer:
         path = tmp_path / f"dumont-{len(started)}.toml"
-        path.write_text(COMMON + tables)
+        path.write_text(TOP + checks + tables)
         server = ProxyServer(load_config(file=path))
         await server.start()
         started.append(server)
@@ -141,7 +145,7 @@ def cell(html: str, workspace: str, field: str) -> str:
     assert row is not None, f"no row for {workspace}"
     found = re.search(rf'<td data-field="{field}"[^>]*>(.*?)</td>', row.group(1), re.S)
     assert found is not None, f"no {field} cell for {workspace}"
-    return re.sub(r"<[^>]+>", "", found.group(1)).strip()
+    return " ".join(re.sub(r"<[^>]+>", " ", found.group(1)).split())
 
 
 async def bob_loses_his_gpu(
@@ -227,7 +231,8 @@ async def test_overview_json_and_html_show_each_workspace_its_own_state(
     assert cell(html, "alice", "serving") == "gpu (primary)"
     assert cell(html, "bob", "serving") == "cpu (standby)"
     assert cell(html, "alice", "sync") == "syncing"
-    assert cell(html, "bob", "health") == "primary down, standby up"
+    assert cell(html, "bob", "health") == "primary down standby up"
+    assert cell(html, "bob", "name") == "bob on the standby primary down"
     assert cell(html, "bob", "savings") == "1 survived"
     assert 'href="/dashboard/workspaces/bob"' in html
 
@@ -506,3 +511,58 @@ async def test_workspace_page_buttons_command_that_workspace(
             "/admin/workspaces/bob/park/keep",
         ]
         assert errors == []
+
+
+def page_info(first: int, last: int, of: int) -> str:
+    return f"{first}\N{EN DASH}{last} of {of}"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+async def test_a_thousand_workspaces_page_and_render(start_proxy: StartProxy) -> None:
+    """A thousand rows arrive a hundred at a time, and all at once when asked, with the tab still
+    answering; one workspace's switch shows in its row alone."""
+    expect.set_options(timeout=30_000)  # a thousand workspaces' checks share the loaded machine
+    gpu, cpu = await start_healthz_only(2)  # two servers answer for every workspace's backends
+    try:
+        tables = "".join(
+            workspace_table(f"w{i:04d}", [f"w{i:04d}.ide.test"], url_of(gpu), url_of(cpu))
+            for i in range(1000)
+        )
+        server = await start_proxy(tables, SLOW_CHECKS)
+        control = control_url(server)
+        async with aiohttp.ClientSession() as session, chromium() as browser:
+            everything = await get_json(session, control / "dashboard/overview")
+            assert everything["totals"]["workspaces"] == 1000
+            assert len(everything["workspaces"]) == 1000  # no limit asked: all of them (the CLI)
+            page = await browser.new_page(viewport={"width": 1480, "height": 900})
+            errors, _ = watch(page)
+            await page.goto(str(control / "dashboard"))
+            rows = page.locator("#workspaces-body tr")
+            await expect(rows).to_have_count(100)
+            await expect(page.locator("#page-info")).to_have_text(page_info(1, 100, 1000))
+            await page.click("#next")
+            await expect(page.locator("#page-info")).to_have_text(page_info(101, 200, 1000))
+            await expect(rows.first).to_have_attribute("data-workspace", "w0100")
+
+            await page.select_option("#page-size", "1000")
+            await expect(rows).to_have_count(1000)
+            await expect(rows.last).to_have_attribute("data-workspace", "w0999")
+            # The tab still draws frames: a thousand rows did not freeze it.
+            assert await page.evaluate("new Promise(r => requestAnimationFrame(() => r(true)))")
+
+            async with session.post(control / "admin/workspaces/w0500/failover", headers=AUTH) as r:
+                assert r.status == 200, await r.text()
+            switched = page.locator('tr[data-workspace="w0500"] [data-field="state"]')
+            await expect(switched).to_have_text("serving standby")
+            await expect(page.locator('[data-total="serving_standby"]')).to_have_text("1")
+            neighbour = page.locator('tr[data-workspace="w0501"] [data-field="state"]')
+            await expect(neighbour).to_have_text("serving primary")
+
+            await page.fill("#filter", "w0999.ide")
+            await expect(rows).to_have_count(1)
+            await expect(page.locator("#page-info")).to_have_text(page_info(1, 1, 1))
+            assert errors == []
+    finally:
+        await gpu.close()
+        await cpu.close()
