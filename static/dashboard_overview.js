@@ -146,9 +146,7 @@ function renderTotals(data) {
   const values = { ...t.states, attention: t.attention,
     interruptions_survived: t.interruptions_survived };
   for (const dd of document.querySelectorAll("[data-total]")) {
-    const key = dd.dataset.total;
-    const isMoney = key === "value_saved" || key === "gpu_cost_saved_parked";
-    text(dd, isMoney ? money(t[key]) : String(values[key] || 0));
+    text(dd, String(values[dd.dataset.total] || 0));
   }
   const first = data.matching ? data.offset + 1 : 0;
   const last = data.offset + data.workspaces.length;
