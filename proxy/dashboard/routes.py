@@ -88,8 +88,8 @@ class DashboardAssets:
 
 
 ASSETS = web.AppKey("dashboard_assets", DashboardAssets)
-# Rows the overview draws on the server: its script pages the rest (a thousand rows in one table
-# stay smooth, but nobody reads them, and each poll would carry them all).
+# Rows a page of the overview shows unless asked for more: every poll carries and redraws its
+# page, and a hundred rows is more than a screen.
 PAGE = 100
 
 

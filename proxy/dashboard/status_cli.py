@@ -108,6 +108,8 @@ class StatusError(Exception):
 
 @dataclass(frozen=True)
 class Asker:
+    """The control API's GETs, with the bearer token, for one command's run."""
+
     control: str
     token: str | None
     timeout: float
@@ -123,10 +125,18 @@ class Asker:
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and missing_ok:
                 return None
-            hint = {
-                401: " (give --admin-token or DUMONT_ADMIN_TOKEN)",
-                404: " (no such workspace?)" if "/workspaces/" in path else "",
-            }.get(exc.code, "")
-            raise StatusError(f"{self.control} answered HTTP {exc.code}{hint}") from None
+            hint = " (give --admin-token or DUMONT_ADMIN_TOKEN)" if exc.code == 401 else ""
+            raise StatusError(
+                f"{self.control} answered HTTP {exc.code}{hint}{_detail(exc)}"
+            ) from None
         except (OSError, ValueError) as exc:
             raise StatusError(f"cannot ask {self.control}: {exc}") from None
+
+
+def _detail(error: urllib.error.HTTPError) -> str:
+    """The proxy's one line about the problem (proxy.boundary's JSON), e.g. "no workspace 'x'"."""
+    try:
+        detail = json.load(error).get("detail")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return f": {detail}" if isinstance(detail, str) and detail else ""

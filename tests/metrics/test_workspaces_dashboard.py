@@ -356,7 +356,7 @@ async def test_status_cli_lists_the_workspaces(start_proxy: StartProxy, backends
 
     code, _, err = await status_cli(control, "--workspace", "carol")
     assert code == 2
-    assert "404" in err
+    assert "HTTP 404: no workspace 'carol'" in err
 
 
 async def test_status_cli_with_a_workspace_down(start_proxy: StartProxy) -> None:
