@@ -505,10 +505,22 @@ async def test_workspace_page_buttons_command_that_workspace(
         assert server.sites.get("bob").board.park.phase == "active"
         assert alice.board.park.phase == "idle"
 
+        # A parked GPU: "Bring the GPU back" asks bob's workspace, which has no resume hook.
+        async with session.put(
+            control / "admin/workspaces/bob/park", json={"phase": "parked"}, headers=AUTH
+        ) as r:
+            assert r.status == 200
+        await expect(page.locator("#resume")).to_be_visible()
+        await page.click("#resume")
+        await expect(page.locator("#action-result")).to_have_text(
+            "resume refused: no resume hook configured ([hooks] resume)"
+        )
+
         assert posts == [
             "/admin/workspaces/bob/failover",
             "/admin/workspaces/bob/failback",
             "/admin/workspaces/bob/park/keep",
+            "/admin/workspaces/bob/resume",
         ]
         assert errors == []
 
