@@ -461,17 +461,23 @@ def _checked(config: Config) -> Config:
 
 def configured_workspaces(config: Config) -> tuple[WorkspaceSpec, ...]:
     """The workspaces the flags and the TOML give: --primary/--standby as "default", answering
-    every Host, then the [workspaces.NAME] tables (default_workspace adds the catch-all to one)."""
+    every Host, then the [workspaces.NAME] tables."""
     found: list[WorkspaceSpec] = []
     if config.primary is not None and config.standby is not None:
         found.append(WorkspaceSpec("default", (CATCH_ALL,), config.primary, config.standby, {}, {}))
     for spec in config.workspaces:
         if spec.name == "default" and found:
             raise _SettingError("workspaces.default", "is --primary/--standby's workspace already")
-        if spec.name == config.default_workspace and CATCH_ALL not in spec.hosts:
-            spec = dataclasses.replace(spec, hosts=(*spec.hosts, CATCH_ALL))
         found.append(spec)
-    HostTable(found)  # raises on a host two workspaces claim
+    HostTable(found, fallback=config.default_workspace)  # raises on a host two workspaces claim
+    fallback = config.default_workspace
+    # With a state directory the fallback may be a workspace the API made (proxy.sites checks).
+    if (
+        fallback is not None
+        and config.state_dir is None
+        and fallback not in {s.name for s in found}
+    ):
+        raise _SettingError("default_workspace", f"no workspace {fallback!r} is configured")
     return tuple(found)
 
 

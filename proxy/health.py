@@ -21,6 +21,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -66,7 +67,9 @@ def phase(backend: Backend, interval: float) -> float:
     return (zlib.crc32(str(backend.url).encode()) % 1000) / 1000 * interval
 
 
-async def warm_up(backend: Backend, path: str) -> None:
+async def warm_up(
+    backend: Backend, path: str, logger: logging.Logger | logging.LoggerAdapter[Any] = log
+) -> None:
     """One GET so that a backend's lazy start-up (code-server's VS Code server) happens now.
 
     Whatever it answers (code-server redirects to its login page) is fine; a failure only means
@@ -89,7 +92,7 @@ async def warm_up(backend: Backend, path: str) -> None:
             outcome = f"HTTP {response.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         outcome = _describe(exc)
-    log.info(
+    logger.info(
         "warmed up %s with GET %s: %s in %.2fs",
         backend.role,
         path,

@@ -6,9 +6,10 @@ import json
 import logging
 import sys
 import time
-from typing import Literal
+from collections.abc import MutableMapping
+from typing import Any, Literal
 
-__all__ = ["setup_logging"]
+__all__ = ["WorkspaceLog", "setup_logging"]
 
 
 class JSONFormatter(logging.Formatter):
@@ -35,6 +36,23 @@ class HumanFormatter(logging.Formatter):
             "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
         )
         self.converter = time.gmtime  # the Z in the format says UTC
+
+
+class WorkspaceLog(logging.LoggerAdapter[logging.Logger]):
+    """One workspace's lines: ``[NAME]`` leads the message and ``workspace`` is a JSON field, so
+    a proxy serving a thousand says whose switch it was. The "default" workspace of a proxy
+    started with --primary/--standby keeps its lines as they always read."""
+
+    def __init__(self, logger: logging.Logger, workspace: str) -> None:
+        super().__init__(logger)
+        self.workspace = workspace
+        self.prefix = "" if workspace == "default" else f"[{workspace}] "
+
+    def process(self, msg: object, kwargs: MutableMapping[str, Any]) -> tuple[object, Any]:
+        extra = dict(kwargs.get("extra") or {})
+        extra["fields"] = {**extra.get("fields", {}), "workspace": self.workspace}
+        kwargs["extra"] = extra
+        return f"{self.prefix}{msg}", kwargs
 
 
 def setup_logging(fmt: Literal["human", "json"], level: str) -> None:

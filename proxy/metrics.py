@@ -306,6 +306,15 @@ class ProxyMetrics:
             "dumont_websockets", "WebSockets opened through the proxy", ["backend"], registry=r
         )
         self._start_at_zero()
+        # Two checks a second per workspace: the labelled children looked up once, not per check.
+        self._check_results = {
+            (role, ok): self.checks.labels(name, "ok" if ok else "failed")
+            for role, name in BACKEND_OF.items()
+            for ok in (True, False)
+        }
+        self._check_latency = {
+            role: self.check_duration.labels(name) for role, name in BACKEND_OF.items()
+        }
         # Per (backend, method, status), bounded by the label sets above: [count] and the
         # backend's duration cells (one per bucket, +Inf, then the sum).
         self._cells: dict[tuple[str | None, str, int], tuple[list[int], list[float]]] = {}
@@ -379,10 +388,9 @@ class ProxyMetrics:
     def observe(self, item: Event | Decision) -> None:
         match item:
             case CheckResult(role=role, ok=ok, latency=latency):
-                name = BACKEND_OF[role]
-                self.checks.labels(name, "ok" if ok else "failed").inc()
+                self._check_results[role, ok].inc()
                 if latency is not None:
-                    self.check_duration.labels(name).observe(latency)
+                    self._check_latency[role].observe(latency)
             case PassiveFailure(role=role):
                 self.passive.labels(BACKEND_OF[role]).inc()
             case HookFinished(hook=hook, ok=ok):

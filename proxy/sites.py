@@ -15,23 +15,26 @@ and changes nothing), written to the state directory when there is one, and only
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from .config import Config, workspace_config, workspace_setting
 from .dashboard import Board, build_board
 from .dataplane.exchange import Destination
-from .errors import BadRequest, ConfigError, HTTPProblem, NotFound
+from .errors import BadRequest, ConfigError, Conflict, HTTPProblem, NotFound
+from .failover import Role
 from .health import ProbeSchedule
 from .ide_view import IdeView
 from .metrics import render_by_workspace
 from .observe import NullTrafficObserver, TipSource, TrafficObserver
 from .park_actions import ParkActions
 from .settings import SettingError
-from .workspace import CLOSE_SHUTDOWN, Workspace
+from .workspace import CLOSE_SHUTDOWN, CLOSE_SWITCHED, Workspace
 from .workspaces.hosts import HostTable
 from .workspaces.spec import WorkspaceSpec, check_name, parse_workspace
 from .workspaces.store import StoreError, WorkspaceStore
@@ -68,16 +71,25 @@ class Site:
         self.call = Destination(self.workspace, None, config.switch_wait, self.traffic)
         # Two flushes at once would stop and restart the GPU's lsyncd under each other.
         self.switchover_lock = asyncio.Lock()
+        self._start_handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self.workspace.start()
 
-    async def close(self, code: int = CLOSE_SHUTDOWN) -> None:
-        """WebSockets end with ``code``; requests in flight keep their backend connections and
-        finish (the data plane holds them), new ones no longer reach this Site."""
+    def start_later(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        if delay <= 0:
+            self.start()
+        else:
+            self._start_handle = loop.call_later(delay, self.start)
+
+    async def close(self, code: int = CLOSE_SHUTDOWN, drain: float = 0.0) -> None:
+        """WebSockets end with ``code``; requests in flight get ``drain`` seconds to finish
+        (no new ones reach this Site: it left the Host table first)."""
+        if self._start_handle is not None:
+            self._start_handle.cancel()
         await self.workspace.close_websockets(code)
         await self.park.close()
-        await self.workspace.close()
+        await self.workspace.drain(drain)
 
     def describe(self) -> dict[str, Any]:
         """The control API's view of the workspace (GET /admin/workspaces)."""
@@ -120,6 +132,9 @@ class Sites:
             given = default_workspace if spec.name == "default" else None
             self.by_name[spec.name] = self._site(spec, given)
         self.hosts = self._table(self.by_name.values())
+        fallback = config.default_workspace
+        if fallback is not None and fallback not in self.by_name:
+            raise ConfigError("default_workspace", f"no workspace {fallback!r}")
         self.started = False
 
     def _with_stored(self, configured: tuple[WorkspaceSpec, ...]) -> tuple[WorkspaceSpec, ...]:
@@ -149,9 +164,12 @@ class Sites:
                 continue
             found[spec.name] = spec
             if spec.name != "default":  # the flags' workspace is the flags', every start
-                self.store.put(spec.name, spec.document())
+                try:
+                    self.store.put(spec.name, spec.document())
+                except StoreError as exc:
+                    raise ConfigError("state_dir", str(exc)) from None
         try:
-            HostTable(found.values())
+            HostTable(found.values(), self.config.default_workspace)
         except SettingError as exc:
             raise ConfigError(exc.key, exc.problem) from None
         return tuple(found.values())
@@ -159,9 +177,8 @@ class Sites:
     def _site(self, spec: WorkspaceSpec, workspace: Workspace | None = None) -> Site:
         return Site(spec, workspace_config(self.config, spec), self.tips, self.schedule, workspace)
 
-    @staticmethod
-    def _table(sites: Any) -> HostTable:
-        return HostTable(site.spec for site in sites)
+    def _table(self, sites: Iterable[Site]) -> HostTable:
+        return HostTable((site.spec for site in sites), self.config.default_workspace)
 
     # ------------------------------------------------------------------------ lookups
 
@@ -201,9 +218,14 @@ class Sites:
     # ------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        """Every workspace's checks, their first ones spread over one health interval: two
+        thousand first probes at once time out against each other, and a workspace whose
+        primary's first probe timed out would start on its standby."""
         self.started = True
-        for site in self.by_name.values():
-            site.start()
+        loop = asyncio.get_running_loop()
+        count = len(self.by_name)
+        for index, site in enumerate(self.by_name.values()):
+            site.start_later(loop, index * site.config.health.interval / count)
 
     async def close_websockets(self) -> None:
         for site in self:
@@ -211,8 +233,7 @@ class Sites:
 
     async def close(self) -> None:
         for site in self:
-            await site.park.close()
-            await site.workspace.close()
+            await site.close()
         self.schedule.close()
         if self.store is not None:
             self.store.close()
@@ -226,7 +247,7 @@ class Sites:
         old = self.by_name.get(name)
         others = [s for s in self.by_name.values() if s.name != name]
         try:
-            table = HostTable([*(s.spec for s in others), spec])
+            table = HostTable([*(s.spec for s in others), spec], self.config.default_workspace)
         except SettingError as exc:
             raise BadRequest(f"{exc.key}: {exc.problem}") from None
         self._save(name, spec)
@@ -253,8 +274,27 @@ class Sites:
             spec.standby,
         )
         if old is not None:
-            await old.close()
+            # 1012: the browser reconnects, to the new backends.
+            await old.close(CLOSE_SWITCHED, drain=self.config.shutdown_timeout)
         return site, old is None
+
+    async def replace_backend(self, name: str, role: Role, url: URL) -> Site:
+        """PUT .../backends/ROLE (a replacement GPU): the workspace's document says so too, in
+        the API's answers and in the state directory, so a restart keeps the new machine."""
+        site = self.get(name)
+        old = site.spec
+        if role == "primary":
+            spec = dataclasses.replace(old, primary=url)
+        else:
+            spec = dataclasses.replace(old, standby=url)
+        if spec.primary.origin() == spec.standby.origin():
+            other = "standby" if role == "primary" else "primary"
+            raise Conflict(f"{url} is already the {other}")
+        if name != "default" or self.config.primary is None:  # the flags' one is the flags'
+            self._save(name, spec)
+        await site.workspace.replace_backend(role, url)
+        site.spec = spec
+        return site
 
     async def delete(self, name: str) -> None:
         site = self.get(name)
@@ -263,7 +303,7 @@ class Sites:
         del self.by_name[name]
         self.hosts = self._table(self.by_name.values())
         log.warning("workspace %s deleted", name)
-        await site.close()
+        await site.close(CLOSE_SHUTDOWN, drain=self.config.shutdown_timeout)
 
     def _parse(self, name: str, document: Mapping[str, Any]) -> WorkspaceSpec:
         try:

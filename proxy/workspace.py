@@ -44,6 +44,7 @@ from .failover import (
 )
 from .health import HealthChecker, ProbeSchedule, warm_up
 from .hooks import run_hook
+from .logs import WorkspaceLog
 from .pages.view import SwitchSnapshot
 from .tasks import TaskSet
 
@@ -54,6 +55,8 @@ log = logging.getLogger("dumont.workspace")
 # RFC 6455 7.4.1: 1012 "service restart" tells the client to reconnect; 1001 "going away".
 CLOSE_SWITCHED = 1012
 CLOSE_SHUTDOWN = 1001
+# How often a drain looks whether the last request in flight has finished.
+DRAIN_POLL = 0.05
 
 # Sees every event the machine handles and every decision it makes, in order.
 Observer = Callable[[Event | Decision], None]
@@ -89,6 +92,7 @@ class Workspace:
         if config.primary is None or config.standby is None:
             raise TypeError("a workspace needs config.primary and config.standby")
         self.name = name
+        self.log = WorkspaceLog(log, name)
         self.config = config
         self._now = now or (lambda: asyncio.get_running_loop().time())
         hooks = config.hooks
@@ -111,7 +115,9 @@ class Workspace:
             self.backends, config.health, self.feed, self._now, self.tasks, schedule
         )
         self.observers: list[Observer] = []  # subscribed by the composition root
-        self._changed = asyncio.Event()
+        # Made by the first waiter, set and dropped by the next event: with no one waiting (most
+        # of the time, two health checks a second per workspace) an event costs nothing here.
+        self._changed: asyncio.Event | None = None
         self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
         self._closing = False
         # The backend whose first request a completed switch waits for (note_served).
@@ -128,6 +134,17 @@ class Workspace:
         await self.tasks.close()
         for backend in self.backends.values():
             await backend.close()
+
+    async def drain(self, timeout: float) -> None:
+        """The workspace was deleted or replaced (its Host no longer reaches it): no more checks
+        or new backend connections; requests in flight get up to ``timeout`` to finish."""
+        self.checker.stop()
+        for backend in self.backends.values():
+            backend.pool.stop_keeping()
+        deadline = self._now() + timeout
+        while any(b.pool.busy_count for b in self.backends.values()) and self._now() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        await self.close()
 
     async def close_websockets(self, code: int = CLOSE_SHUTDOWN) -> None:
         for backend in self.backends.values():
@@ -153,8 +170,9 @@ class Workspace:
     def nudge(self) -> None:
         """Wake everyone waiting for news (requests waiting for a backend, the IDE's event
         streams); every event does, and so does a park report (proxy.ide_view)."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     def note_served(self, backend: Backend, status: int) -> None:
         """``backend`` answered a request with ``status``. Called by the data plane for every
@@ -172,7 +190,7 @@ class Workspace:
     def _carry_out(self, decision: Decision) -> None:
         match decision:
             case Activate(role=role, previous=previous):
-                log.warning(
+                self.log.warning(
                     "routing to %s (was %s)",
                     role or "nothing",
                     previous or "nothing",
@@ -181,7 +199,9 @@ class Workspace:
                 if previous is not None:
                     lost = self.backends[previous]
                     if rerouted := lost.reroute_waiting():
-                        log.info("re-sending %d waiting request(s) from %s", rerouted, previous)
+                        self.log.info(
+                            "re-sending %d waiting request(s) from %s", rerouted, previous
+                        )
                     self.tasks.spawn(
                         lost.close_websockets(CLOSE_SWITCHED, b"backend switched"),
                         name=f"close-websockets-{previous}",
@@ -195,10 +215,10 @@ class Workspace:
             case HealthChanged(role=role, up=up, reason=reason, cause=cause):
                 if up and self.config.health.warmup_path is not None:
                     self.tasks.spawn(
-                        warm_up(self.backends[role], self.config.health.warmup_path),
+                        warm_up(self.backends[role], self.config.health.warmup_path, self.log),
                         name=f"warm-up-{role}",
                     )
-                log.warning(
+                self.log.warning(
                     "%s is %s: %s",
                     role,
                     "up" if up else "down",
@@ -214,7 +234,7 @@ class Workspace:
                     },
                 )
             case SwitchStarted(switch=sw):
-                log.warning(
+                self.log.warning(
                     "%s %s -> %s started: %s",
                     sw.kind,
                     sw.from_role,
@@ -223,7 +243,7 @@ class Workspace:
                     extra={"fields": {"event": "switch_started", **_switch_fields(sw)}},
                 )
             case SwitchFinished(switch=sw):
-                log.warning(
+                self.log.warning(
                     "%s %s -> %s %s in %.3fs%s",
                     sw.kind,
                     sw.from_role,
@@ -235,7 +255,7 @@ class Workspace:
                 )
             case FirstRequestServed(switch=sw):
                 assert sw.served_at is not None  # the machine sets it on this decision
-                log.info(
+                self.log.info(
                     "%s served its first request %.3fs after the trouble began",
                     sw.to_role,
                     sw.served_at - sw.detected_at,
@@ -266,7 +286,7 @@ class Workspace:
         }
         outcome = await run_hook(command, env, self.config.hooks.timeout)
         level = logging.INFO if outcome.ok else logging.ERROR
-        log.log(
+        self.log.log(
             level,
             "hook %s %s in %.2fs: %s",
             hook,
@@ -321,6 +341,8 @@ class Workspace:
 
     async def changed(self, timeout: float) -> bool:
         """Wait until the next event is handled; False on timeout."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except TimeoutError:
@@ -376,7 +398,7 @@ class Workspace:
         if url.origin() == other.url.origin():
             raise Conflict(f"{url} is already the {other.role}")
         await self.backends[role].replace_url(url)
-        log.warning("%s now points at %s", role, url)
+        self.log.warning("%s now points at %s", role, url)
         self.feed(BackendReplaced(role, self._now(), str(url)))
 
     # ------------------------------------------------------------------------------- status

@@ -429,6 +429,19 @@ class UpstreamPool:
     def idle_count(self) -> int:
         return len(self._idle)
 
+    @property
+    def busy_count(self) -> int:
+        """Connections carrying a request now."""
+        return len(self._all) - len(self._idle)
+
+    def stop_keeping(self) -> None:
+        """Drain: idle connections close now, busy ones once their response is done (release
+        closes them), and no new connection opens."""
+        self.closed = True
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+
     def close(self) -> None:
         """Close every connection, busy or idle; exchanges on them see a failure."""
         self.closed = True

@@ -36,13 +36,23 @@ def normalise_host(raw: bytes | str | None) -> str | None:
 
 
 class HostTable:
-    def __init__(self, specs: Iterable[WorkspaceSpec] = ()) -> None:
+    """``fallback``: the workspace a Host nobody names reaches (default_workspace), unless one
+    claims the catch-all pattern itself."""
+
+    def __init__(self, specs: Iterable[WorkspaceSpec] = (), fallback: str | None = None) -> None:
         self.exact: dict[str, str] = {}
         self.suffixes: dict[str, str] = {}  # ".example.org" -> name, from "*.example.org"
         self.catch_all: str | None = None
         self._memo: dict[bytes | str | None, str | None] = {}
         for spec in specs:
             self.claim(spec)
+        if fallback is not None:
+            if self.catch_all not in (None, fallback):
+                raise SettingError(
+                    "default_workspace",
+                    f"workspace {self.catch_all!r} already answers every Host ('*')",
+                )
+            self.catch_all = fallback
 
     def claim(self, spec: WorkspaceSpec) -> None:
         """Add ``spec``'s hosts; a host another workspace already has is a SettingError."""

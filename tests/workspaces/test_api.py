@@ -4,6 +4,7 @@ and the metrics' workspace label. (The CLI proxy with real processes: tests/e2e/
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -254,3 +255,44 @@ async def test_each_workspaces_status_and_events_follow_the_host(start: Starter)
     status, _, health = await fetch(server, "nobody.test", "/__dumont/healthz")
     assert status == 200
     assert '"workspaces": 2' in health
+
+
+async def test_delete_drains_requests_in_flight_and_closes_websockets_with_1001(
+    start: Starter,
+) -> None:
+    server = await start()
+    async with aiohttp.ClientSession() as session:
+        socket = await session.ws_connect(public_url(server) / "ws", headers={"Host": "alice.test"})
+        slow = asyncio.ensure_future(fetch(server, "alice.test", "/slow?s=1"))  # noqa: TID251 - awaited below
+        await until(
+            lambda: server.sites.get("alice").workspace.backends["primary"].pool.busy_count > 0,
+            "in flight",
+        )
+        status, body = await admin(server, "DELETE", "/admin/workspaces/alice")
+        assert status == 200, body
+        closed = await socket.receive()
+        assert closed.type == aiohttp.WSMsgType.CLOSE
+        assert closed.data == 1001
+        status, _, answer = await slow
+        assert status == 200, answer
+    assert (await fetch(server, "alice.test", "/who"))[0] == 404
+    assert await backend_of(server, "q.bob.test") == "bob-gpu"
+
+
+async def test_a_backend_replaced_through_the_api_is_listed_and_kept_across_a_restart(
+    start: Starter, backends: Backends
+) -> None:
+    server = await start()
+    new = str(url_of(backends["carol-gpu"]))
+    status, body = await admin(
+        server, "PUT", "/admin/workspaces/alice/backends/primary", {"url": new}
+    )
+    assert status == 200, body
+    assert await backend_of(server, "alice.test") == "carol-gpu"
+    _, listed = await admin(server, "GET", "/admin/workspaces/alice")
+    assert listed["primary"] == new + "/"
+    status, _ = await admin(server, "PUT", "/admin/workspaces/alice/backends/standby", {"url": new})
+    assert status == 409
+    await server.stop()
+    again = await start()
+    assert await backend_of(again, "alice.test") == "carol-gpu"

@@ -131,7 +131,8 @@ def test_the_toml_gives_workspaces_overrides_and_a_default(tmp_path: Path) -> No
     )
     config = load_config(file=toml)
     alice, bob = configured_workspaces(config)
-    assert bob.hosts == ("bob.test", "*")
+    assert bob.hosts == ("bob.test",)  # the fallback is the table's, not bob's document's
+    assert HostTable([alice, bob], config.default_workspace).lookup(b"10.0.0.1") == "bob"
     seen = workspace_config(config, alice)
     assert (seen.health.interval, seen.health.timeout, seen.health.fall) == (0.5, 0.5, 3)
     assert seen.failback == "manual"
@@ -152,6 +153,16 @@ def test_the_toml_gives_workspaces_overrides_and_a_default(tmp_path: Path) -> No
             "workspaces.b.hosts: 'x.test' is already claimed by workspace 'a'",
         ),
         ('primary = "http://a:1"\n', "standby: missing: give --standby or DUMONT_STANDBY"),
+        (
+            'default_workspace = "zed"\n[workspaces.a]\nhosts = ["x.test"]\n'
+            'primary = "http://a:1"\nstandby = "http://a:2"\n',
+            "default_workspace: no workspace 'zed' is configured",
+        ),
+        (
+            'default_workspace = "a"\nprimary = "http://d:1"\nstandby = "http://d:2"\n'
+            '[workspaces.a]\nhosts = ["x.test"]\nprimary = "http://a:1"\nstandby = "http://a:2"\n',
+            "default_workspace: workspace 'default' already answers every Host",
+        ),
         ("", "primary: missing"),
     ],
 )
