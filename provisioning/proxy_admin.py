@@ -69,10 +69,11 @@ async def report_sync(
     state: SyncState,
     lag_seconds: float | None = None,
     *,
+    workspace: str | None = None,
     timeout: float = 10.0,
 ) -> None:
     body = {"state": state, "lag_seconds": lag_seconds}
-    await _put(control_url, token, "/admin/sync", body, timeout)
+    await _put(control_url, token, _scoped("/admin/sync", workspace), body, timeout)
 
 
 async def report_park(
