@@ -221,6 +221,7 @@ class Dumont:
     port: int
     control: int
     started_at: float  # time.monotonic() just before the process was started
+    started_wall: float  # the same moment by the wall clock (nginx logs by it)
     expected: set[str] = field(default_factory=set)
 
     def url(self, path: str = "/") -> str:
@@ -278,10 +279,10 @@ def start_dumont(workdir: Path, tag: str, tables: list[str], interval: float) ->
     config = workdir / f"{tag}.toml"
     config.write_text(proxy_toml(port, control, interval, tables))
     argv = [sys.executable, "-m", "proxy", "--config", str(config)]
-    started_at = time.monotonic()
+    started_at, started_wall = time.monotonic(), time.time()
     group = ProcessGroup(tag, argv, workdir / f"{tag}.log", cwd=REPO_DIR).start()
     expected = {table.split("]", 1)[0].removeprefix("[workspaces.") for table in tables}
-    return Dumont(group, port, control, started_at, expected)
+    return Dumont(group, port, control, started_at, started_wall, expected)
 
 
 def wait_all_healthy(proxy: Dumont, timeout: float) -> float:
@@ -635,7 +636,7 @@ def profile_idle(proxy: Dumont, args: argparse.Namespace) -> str:
     """py-spy on the idle proxy: where the health checks' CPU goes."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out = args.workdir / "idle-profile.txt"
-    argv = [py_spy, "record", "--pid", str(proxy.group.pgid), "--duration", str(args.idle),
+    argv = [py_spy, "record", "--pid", str(proxy.group.pgid), "--duration", str(round(args.idle)),
             "--rate", "250", "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=args.idle + 60, check=False)
     if not out.exists():
@@ -643,11 +644,21 @@ def profile_idle(proxy: Dumont, args: argparse.Namespace) -> str:
     return f"Profile of the idle proxy ({out}):\n" + summarize_raw_profile(out.read_text(), 25)
 
 
+def spread_row(proxy: Dumont, log: Path, since: float, until: float) -> Row:
+    time.sleep(max(0.0, until + 1.5 - time.time()))  # nginx flushes its log every second
+    row = probe_spread(log, since, until)
+    row["after_start_s"] = since - proxy.started_wall
+    return row
+
+
 def scale_phase(the_bed: Bed, args: argparse.Namespace) -> dict[str, Any]:
-    """Start-up, idle CPU, RSS and probe spread; then the kills and the API adds under load."""
+    """Start-up, idle CPU, RSS and probe spread; then the kills and the API adds under load;
+    then the probe spread once more, idle again, minutes after the start."""
     tables = bed_tables(the_bed, args.workspaces, with_victim=True)
     proxy = start_dumont(args.workdir, "dumont-scale", tables, args.interval)
     the_bed.groups.append(proxy.group)
+    log = args.workdir / "probes.log"
+    spreads: dict[str, Row] = {}
     try:
         scale: Row = {"startup_s": wait_all_healthy(proxy, timeout=args.startup_cap)}
         scale["startup_load"] = load1()
@@ -657,40 +668,69 @@ def scale_phase(the_bed: Bed, args: argparse.Namespace) -> dict[str, Any]:
         until = time.time()
         scale["rss_mb"] = proxy.group.rss_bytes() / (1 << 20)
         scale["load"] = f"{load_before}-{load1()}"
-        time.sleep(1.5)  # nginx flushes its log every second
-        spread = probe_spread(args.workdir / "probes.log", since, until)
-        scale.update(spread)
-        per_s = float(spread["probes_per_s"] or 1)
-        scale["cpu_us_per_probe"] = 1e4 * float(scale["idle_cpu_pct"] or 0) / per_s
+        early = spread_row(proxy, log, since, until)
+        early["load"] = scale["load"]
+        scale.update(early)
+        scale["cpu_us_per_probe"] = (
+            1e4 * float(scale["idle_cpu_pct"] or 0) / max(1.0, float(early["probes_per_s"] or 0))
+        )
         profile = profile_idle(proxy, args) if args.profile else None
         others = [host_of(n) for n in names(args.workspaces) if n != VICTIM]
         kills = failover_phase(proxy, the_bed, others, args)
         adds = add_phase(proxy, the_bed, others, args)
         scale["rss_end_mb"] = proxy.group.rss_bytes() / (1 << 20)
+        since, load_before = time.time(), load1()
+        time.sleep(args.late_window)
+        late = spread_row(proxy, log, since, time.time())
+        late["load"] = f"{load_before}-{load1()}"
+        scale["late_busiest_100ms_pct"] = late["busiest_100ms_pct"]
+        spreads = {"idle, after start-up": early, "idle, after the load phases": late}
     except BaseException:
         print(f"proxy log tail:\n{proxy.group.log_tail()}", file=sys.stderr)
         raise
     finally:
         proxy.group.stop()
-    return {"scale": scale, "kills": kills, "adds": adds, "profile": profile}
+    return {"scale": scale, "spreads": spreads, "kills": kills, "adds": adds, "profile": profile}
 
 
 # ------------------------------------------------------------------- routing by Host
 
 
-def routing_run(the_bed: Bed, count: int, args: argparse.Namespace) -> Row:
-    """A fresh proxy with ``count`` workspaces on nginx; wrk rotating over all their Hosts."""
-    tables = bed_tables(the_bed, count, with_victim=False)
-    proxy = start_dumont(args.workdir, f"dumont-routing-{count}", tables, args.interval)
-    hosts = [host_of(n) for n in names(count)]
+@dataclass(frozen=True)
+class Routing:
+    """One shape of the routing runs: how many workspaces, and the Hosts wrk rotates over."""
+
+    label: str
+    count: int
+    hosts: list[str]
+
+
+def routing_shapes(count: int) -> list[Routing]:
+    """One workspace and one Host (the issue's baseline); one workspace and ``count`` spellings
+    of its Host (``NAME:1``, ``NAME:2``...: the port is ignored), so that, as with ``count``
+    workspaces, every request on a connection names another Host; and ``count`` workspaces."""
+    one = host_of(names(1)[0])
+    return [
+        Routing(routing_label(1), 1, [one]),
+        Routing(
+            f"1 workspace, {count:,} Host spellings", 1, [f"{one}:{i + 1}" for i in range(count)]
+        ),
+        Routing(routing_label(count), count, [host_of(n) for n in names(count)]),
+    ]
+
+
+def routing_run(the_bed: Bed, shape: Routing, args: argparse.Namespace) -> Row:
+    """A fresh proxy with ``shape.count`` workspaces on nginx; wrk rotating over its Hosts."""
+    tables = bed_tables(the_bed, shape.count, with_victim=False)
+    proxy = start_dumont(args.workdir, f"dumont-routing-{shape.count}", tables, args.interval)
     try:
         row: Row = {"startup_s": wait_all_healthy(proxy, timeout=args.startup_cap)}
         time.sleep(args.settle)
         load_before = load1()
         idle_pct = cpu_percent(proxy.group, args.routing_idle)
-        run_wrk(proxy.url(), hosts, args.wrk_warmup, args.workdir)
+        run_wrk(proxy.url(), shape.hosts, args.wrk_warmup, args.workdir)
         cpu = proxy.group.cpu_seconds()
-        result = run_wrk(proxy.url(), hosts, args.duration, args.workdir)
+        result = run_wrk(proxy.url(), shape.hosts, args.duration, args.workdir)
         cpu = proxy.group.cpu_seconds() - cpu
         proxy.group.check_alive()
     finally:
@@ -709,15 +749,16 @@ def routing_run(the_bed: Bed, count: int, args: argparse.Namespace) -> Row:
 
 
 def routing_phase(the_bed: Bed, args: argparse.Namespace) -> list[dict[str, Row]]:
-    """One workspace and N alternate, the order flipping each run, to cancel drift."""
+    """The shapes alternate, the order rotating each run, to cancel drift."""
+    shapes = routing_shapes(args.workspaces)
     runs = []
     for run in range(args.runs):
-        order = [1, args.workspaces] if run % 2 == 0 else [args.workspaces, 1]
+        shift = run % len(shapes)
         rows = {}
-        for count in order:
-            print(f"routing run {run + 1}/{args.runs}: {count} workspace(s)", file=sys.stderr)
-            rows[routing_label(count)] = routing_run(the_bed, count, args)
-        runs.append(rows)
+        for shape in shapes[shift:] + shapes[:shift]:
+            print(f"routing run {run + 1}/{args.runs}: {shape.label}", file=sys.stderr)
+            rows[shape.label] = routing_run(the_bed, shape, args)
+        runs.append({shape.label: rows[shape.label] for shape in shapes})
     return runs
 
 
@@ -729,18 +770,21 @@ def routing_label(count: int) -> str:
 
 SCALE_COLUMNS = (
     Column("startup_s", "start-up to all healthy s", digits=2),
+    Column("startup_load", "load at start-up"),
     Column("idle_cpu_pct", "idle CPU % of a core", digits=1),
+    Column("cpu_us_per_probe", "CPU us/probe", digits=1),
     Column("rss_mb", "RSS MB", digits=1),
     Column("rss_end_mb", "RSS at end MB", digits=1),
-    Column("probes_per_s", "probes/s", digits=0),
-    Column("cpu_us_per_probe", "CPU us/probe", digits=1),
-    Column("busiest_100ms_pct", "busiest 100 ms %", digits=1),
-    Column("busiest_slot_pct", "busiest 20 ms %", digits=1),
-    Column("empty_slots", "empty 20 ms slots of 50"),
     Column("load", "load (1 min)"),
 )
-SPREAD_COLUMNS = tuple(
-    Column(f"tenth_{i}", f"{i * 100}-{i * 100 + 99} ms", digits=1) for i in range(10)
+SPREAD_COLUMNS = (
+    Column("after_start_s", "s after start"),
+    Column("probes_per_s", "probes/s"),
+    Column("busiest_100ms_pct", "busiest 100 ms %", digits=1),
+    Column("busiest_slot_pct", "busiest 20 ms %", digits=1),
+    Column("empty_slots", "empty 20 ms of 50"),
+    *(Column(f"tenth_{i}", f"{i}00 ms", digits=1) for i in range(10)),
+    Column("load", "load (1 min)"),
 )
 KILL_COLUMNS = (
     Column("victim_switch_s", "switch s", digits=3),
@@ -783,6 +827,7 @@ def bars(args: argparse.Namespace) -> tuple[Bar, ...]:
         Bar("RSS at most 250 MB", "rss_mb", "<=", 250.0),
         Bar("start-up to all healthy within 5 s", "startup_s", "<=", 5.0),
         Bar("checks spread: busiest 100 ms under 20 % (even: 10 %)", "busiest_100ms_pct", "<", 20),
+        Bar("... and still after the load phases", "late_busiest_100ms_pct", "<", 20),
         Bar("loud death: the victim switches under 0.1 s", "loud_victim_switch_s", "<", 0.1),
         Bar("silent death: the victim switches under 1.5 s", "silent_victim_switch_s", "<", 1.5),
         Bar("loud death: the others see no failed request", "loud_others_failed", "<=", 0),
@@ -824,6 +869,12 @@ def summary_row(
     one_us, many_us = one.get("cpu_us_per_req"), many.get("net_cpu_us_per_req")
     if isinstance(one_us, float) and isinstance(many_us, float):
         row["routing_us"] = many_us - one_us
+    # The same difference in two steps: a Host that changes on the connection (one workspace,
+    # N spellings of its name), then N workspaces behind those Hosts.
+    spelled = routing.get(routing_shapes(n)[1].label, {}).get("net_cpu_us_per_req")
+    if isinstance(one_us, float) and isinstance(many_us, float) and isinstance(spelled, float):
+        row["host_change_us"] = spelled - one_us
+        row["many_workspaces_us"] = many_us - spelled
     return row
 
 
@@ -839,8 +890,9 @@ def print_report(result: dict[str, Any], routing_runs: list[dict[str, Row]], n: 
     args_n = f"{n:,} workspaces"
     print(f"\nScale: {args_n}, health checks every {result['interval']:g} s, one proxy:\n")
     print(render_table({"dumont": result["scale"]}, SCALE_COLUMNS, (), first="proxy"))
-    print("\nWhen the probes reached the backends, % of them per 100 ms of the second:\n")
-    print(render_table({"dumont": result["scale"]}, SPREAD_COLUMNS, (), first="proxy"))
+    print("\nWhen the probes reached the backends (time modulo 1 s): % of them in the busiest")
+    print("100 ms and 20 ms, and in each 100 ms of the second (an even spread: 10 % each):\n")
+    print(render_table(result["spreads"], SPREAD_COLUMNS, (), first="window"))
     kills = {death: median(rows) for death, rows in result["kills"].items()}
     print(f"\nOne workspace's primary killed under wrk load over the {n - 1:,} others "
           f"(medians of {len(result['kills']['loud'])}):\n")  # fmt: skip
@@ -855,7 +907,15 @@ def print_report(result: dict[str, Any], routing_runs: list[dict[str, Row]], n: 
     print(f"\nRouting by Host: one workspace against {args_n}, fresh proxies, alternating, "
           f"medians of {len(routing_runs)}; (ratio) to the best:\n")  # fmt: skip
     print(render_table(routing, ROUTING_COLUMNS, list(routing)))
-    return summary_row(result, kills, worst(result["adds"]), routing, n)
+    summary = summary_row(result, kills, worst(result["adds"]), routing, n)
+    if "host_change_us" in summary:
+        print(
+            f"\nCPU per request over one workspace and one Host: "
+            f"{summary['routing_us']:+.1f} us with {n:,} workspaces (net of checks), of which "
+            f"{summary['host_change_us']:+.1f} us a Host changing on each request of a connection "
+            f"and {summary['many_workspaces_us']:+.1f} us the {n:,} workspaces behind the Hosts."
+        )
+    return summary
 
 
 # ----------------------------------------------------------------------------------- main
@@ -885,6 +945,7 @@ def parse_args() -> argparse.Namespace:
     args.observe = 0.5 if args.quick else 1.0
     args.cap = 2.5 if args.quick else 6.0
     args.startup_cap = 60.0
+    args.late_window = 3.0 if args.quick else 10.0
     args.sample = 0.2 if args.quick else 1.0
     return args
 
@@ -920,7 +981,8 @@ def main() -> int:
         settings = {k: v for k, v in vars(args).items() if k not in ("json", "workdir")}
         write_json(args.json, {
             "benchmark": "workspaces", "machine": machine, "settings": settings,
-            "scale": result["scale"], "kills": result["kills"], "adds": result["adds"],
+            "scale": result["scale"], "spreads": result["spreads"], "kills": result["kills"],
+            "adds": result["adds"],
             "routing_runs": routing_runs, "summary": summary, "bars": results,
             "profile": result["profile"],
         })  # fmt: skip
