@@ -304,6 +304,13 @@ def wait_all_healthy(proxy: Dumont, timeout: float) -> float:
     raise TimeoutError(f"not all workspaces healthy {timeout} s after start ({last})")
 
 
+def switched(proxy: Dumont, skip: tuple[str, ...] = ()) -> float:
+    """How many workspaces (but ``skip``) switched backends since the start: a false failover
+    (checks timed out while the proxy was too busy to read the answers) shows here."""
+    found = proxy.workspaces()
+    return float(sum(1 for w in found if w["last_switch"] is not None and w["name"] not in skip))
+
+
 def cpu_percent(group: ProcessGroup, seconds: float) -> float:
     before, start = group.cpu_seconds(), time.monotonic()
     time.sleep(seconds)
@@ -661,7 +668,9 @@ def scale_phase(the_bed: Bed, args: argparse.Namespace) -> dict[str, Any]:
     spreads: dict[str, Row] = {}
     try:
         scale: Row = {"startup_s": wait_all_healthy(proxy, timeout=args.startup_cap)}
+        scale["startup_cpu_s"] = proxy.group.cpu_seconds()
         scale["startup_load"] = load1()
+        scale["switched_at_start"] = switched(proxy)
         time.sleep(args.settle)
         since, load_before = time.time(), load1()
         scale["idle_cpu_pct"] = cpu_percent(proxy.group, args.idle)
@@ -679,6 +688,7 @@ def scale_phase(the_bed: Bed, args: argparse.Namespace) -> dict[str, Any]:
         kills = failover_phase(proxy, the_bed, others, args)
         adds = add_phase(proxy, the_bed, others, args)
         scale["rss_end_mb"] = proxy.group.rss_bytes() / (1 << 20)
+        scale["switched_others"] = switched(proxy, skip=(VICTIM,))
         since, load_before = time.time(), load1()
         time.sleep(args.late_window)
         late = spread_row(proxy, log, since, time.time())
@@ -725,6 +735,7 @@ def routing_run(the_bed: Bed, shape: Routing, args: argparse.Namespace) -> Row:
     proxy = start_dumont(args.workdir, f"dumont-routing-{shape.count}", tables, args.interval)
     try:
         row: Row = {"startup_s": wait_all_healthy(proxy, timeout=args.startup_cap)}
+        row["startup_cpu_s"] = proxy.group.cpu_seconds()
         time.sleep(args.settle)
         load_before = load1()
         idle_pct = cpu_percent(proxy.group, args.routing_idle)
@@ -733,6 +744,7 @@ def routing_run(the_bed: Bed, shape: Routing, args: argparse.Namespace) -> Row:
         result = run_wrk(proxy.url(), shape.hosts, args.duration, args.workdir)
         cpu = proxy.group.cpu_seconds() - cpu
         proxy.group.check_alive()
+        row["switched"] = switched(proxy)
     finally:
         proxy.group.stop()
     row.update(
@@ -770,6 +782,9 @@ def routing_label(count: int) -> str:
 
 SCALE_COLUMNS = (
     Column("startup_s", "start-up to all healthy s", digits=2),
+    Column("startup_cpu_s", "its CPU s", digits=2),
+    Column("switched_at_start", "switched at start"),
+    Column("switched_others", "others switched by the end"),
     Column("startup_load", "load at start-up"),
     Column("idle_cpu_pct", "idle CPU % of a core", digits=1),
     Column("cpu_us_per_probe", "CPU us/probe", digits=1),
@@ -816,6 +831,8 @@ ROUTING_COLUMNS = (
     Column("net_cpu_us_per_req", "CPU us/req net of checks", digits=1),
     Column("idle_cpu_pct", "idle CPU %", digits=1),
     Column("startup_s", "start-up s", digits=2),
+    Column("startup_cpu_s", "its CPU s", digits=2),
+    Column("switched", "switched"),
     Column("load", "load (1 min)"),
 )
 
@@ -826,6 +843,9 @@ def bars(args: argparse.Namespace) -> tuple[Bar, ...]:
         Bar("idle CPU at most 10 % of one core", "idle_cpu_pct", "<=", 10.0),
         Bar("RSS at most 250 MB", "rss_mb", "<=", 250.0),
         Bar("start-up to all healthy within 5 s", "startup_s", "<=", 5.0),
+        Bar("no workspace switched at start-up", "switched_at_start", "<=", 0),
+        Bar("none of the others switched during the load phases", "switched_others", "<=", 0),
+        Bar("no workspace switched in the routing runs", "routing_switched", "<=", 0),
         Bar("checks spread: busiest 100 ms under 20 % (even: 10 %)", "busiest_100ms_pct", "<", 20),
         Bar("... and still after the load phases", "late_busiest_100ms_pct", "<", 20),
         Bar("loud death: the victim switches under 0.1 s", "loud_victim_switch_s", "<", 0.1),
@@ -908,6 +928,10 @@ def print_report(result: dict[str, Any], routing_runs: list[dict[str, Row]], n: 
           f"medians of {len(routing_runs)}; (ratio) to the best:\n")  # fmt: skip
     print(render_table(routing, ROUTING_COLUMNS, list(routing)))
     summary = summary_row(result, kills, worst(result["adds"]), routing, n)
+    switches = [
+        v for run in routing_runs for r in run.values() if isinstance(v := r.get("switched"), float)
+    ]
+    summary["routing_switched"] = max(switches, default=None)
     if "host_change_us" in summary:
         print(
             f"\nCPU per request over one workspace and one Host: "

@@ -83,5 +83,5 @@ def test_every_bar_is_judged(run: tuple[str, dict[str, object]]) -> None:
     _, payload = run
     bars = payload["bars"]
     assert isinstance(bars, list)
-    assert len(bars) == 15
+    assert len(bars) == 18
     assert all(isinstance(bar["met"], bool) for bar in bars), bars
