@@ -60,6 +60,7 @@ from failover import (
     PRIMARY,
     REQUEST_TIMEOUT,
     SIGNALS,
+    STANDBY,
     Answer,
     Death,
     measure,
@@ -519,7 +520,7 @@ async def kill_under_load(
         fault()
         deadline = fault_at + args.cap
         while time.monotonic() < deadline and not poller.done():
-            switched = [a.end for a in answers if a.end > fault_at and a.outcome == "cpu"]
+            switched = [a.end for a in answers if a.end > fault_at and a.outcome == STANDBY]
             if switched and time.monotonic() > switched[0] + args.observe:
                 break
             await asyncio.sleep(0.05)
