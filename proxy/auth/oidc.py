@@ -31,7 +31,7 @@ log = logging.getLogger("dumont.auth")
 # Asymmetric signatures only: the JWKS holds public keys, and an HMAC "keyed" with one is forgeable.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
               "EdDSA")  # fmt: skip
-JWKS_REFETCH = 30.0
+JWKS_REFETCH = 10.0
 # Clocks differ a little between the issuer and the proxy.
 LEEWAY = 60
 
@@ -52,15 +52,21 @@ class Metadata:
 
 class Issuer:
     def __init__(
-        self, issuer: str, client_id: str, client_secret: str, client: httpx.AsyncClient
+        self,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        client: httpx.AsyncClient,
+        jwks_refetch: float = JWKS_REFETCH,
     ) -> None:
+        self.jwks_refetch = jwks_refetch
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self.client_secret = client_secret
         self.client = client
         self.metadata: Metadata | None = None
         self.keys: KeySet | None = None
-        self.keys_fetched = -JWKS_REFETCH
+        self.keys_fetched = -jwks_refetch
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         try:
@@ -141,7 +147,7 @@ class Issuer:
     async def _key_set(self, kid: str | None) -> KeySet:
         known = self.keys is not None and (kid is None or any(k.kid == kid for k in self.keys.keys))
         now = time.monotonic()
-        if not known and now - self.keys_fetched >= JWKS_REFETCH:
+        if not known and now - self.keys_fetched >= self.jwks_refetch:
             metadata = await self.discover()
             data = await self._get_json(metadata.jwks_uri)
             try:
