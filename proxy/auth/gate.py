@@ -39,21 +39,27 @@ FORBIDDEN = b"X-Dumont-Auth: 403"
 # health check deploy scripts ask for.
 OPEN_PATHS = (f"{PREFIX}/auth/", f"{PREFIX}/static/", f"{PREFIX}/healthz")
 _NEEDLE = SESSION_COOKIE.encode() + b"="
+_SEPARATORS = b" ;"
 
 
 def session_cookie(head: RequestHead) -> str | None:
-    """The session cookie's value from the head's Cookie fields (RFC 6265 5.4: "; " between)."""
-    for name, (_, value) in zip(head.names, head.raw_headers, strict=True):
-        if name != b"cookie":
-            continue
+    """The session cookie's value from the head's Cookie fields (RFC 6265 5.4: "; " between).
+    list.index finds the field in C: a loop over a dozen fields in Python cost 1.4 us."""
+    names, raw = head.names, head.raw_headers
+    at = -1
+    while True:
+        try:
+            at = names.index(b"cookie", at + 1)
+        except ValueError:
+            return None
+        value = raw[at][1]
         start = value.find(_NEEDLE)
-        while start > 0 and value[start - 1 : start] not in (b" ", b";"):
+        while start > 0 and value[start - 1] not in _SEPARATORS:
             start = value.find(_NEEDLE, start + 1)
         if start >= 0:
             begin = start + len(_NEEDLE)
             end = value.find(b";", begin)
             return value[begin : end if end >= 0 else len(value)].decode("latin-1").strip()
-    return None
 
 
 class SignInGate:
@@ -73,16 +79,19 @@ class SignInGate:
         if site is None:
             return None  # the pages app's 404: nobody's workspace to protect
         session = self.session_of(head)
-        navigation = is_navigation_of(
-            head.method, head.first(b"sec-fetch-mode"), head.first(b"accept") or "",
-            b"upgrade" in head.fields,
-        )  # fmt: skip
         if session is None:
-            if navigation:
+            if _navigation(head):
                 return LOGIN
             self.metrics.refused("no_session")
             return UNAUTHORIZED
         if not may_open(session, site.spec.owners):
             self.metrics.refused("not_owner")
-            return FORBIDDEN_PAGE if navigation else FORBIDDEN
+            return FORBIDDEN_PAGE if _navigation(head) else FORBIDDEN
         return None
+
+
+def _navigation(head: RequestHead) -> bool:
+    return is_navigation_of(
+        head.method, head.first(b"sec-fetch-mode"), head.first(b"accept") or "",
+        b"upgrade" in head.fields,
+    )  # fmt: skip

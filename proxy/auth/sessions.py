@@ -41,6 +41,10 @@ class Session:
     expires: float  # wall-clock seconds
 
 
+# What the cache answers for a cookie value it has not seen (one lookup instead of two).
+_UNSEEN = Session("", "", frozenset(), 0.0)
+
+
 class SessionBook:
     def __init__(
         self,
@@ -69,9 +73,8 @@ class SessionBook:
     def open(self, value: str) -> Session | None:
         """The live session a cookie value holds, or None (forged, tampered, expired, revoked)."""
         opened = self.opened
-        if value in opened:
-            session = opened[value]
-        else:
+        session = opened.get(value, _UNSEEN)
+        if session is _UNSEEN:
             session = self._unseal(value)
             opened[value] = session
             if len(opened) > CACHE_SIZE:
