@@ -59,7 +59,7 @@ def browser_headers(cookie: str) -> list[tuple[str, str]]:
 
 def gate_alone(keys: Path) -> dict[str, float]:
     book = SessionBook(Sealer(read_keys("k", str(keys))), 3600.0, None)
-    _, value = book.issue("alice@example.com", frozenset({"dev"}))
+    _, value = book.issue("alice@example.com", frozenset({"dev"}), "alice.ide.example.com")
     # A Site as the gate reads it, and the Host table's memoised lookup (a dict's get).
     site = SimpleNamespace(spec=SimpleNamespace(owners=("alice@example.com",)))
     sites = SimpleNamespace(for_host={"alice.ide.example.com": site}.get)
@@ -120,9 +120,6 @@ def main() -> int:
             f"gate alone: {alone['cached_us']:.2f} us per request with an opened session,"
             f" {alone['first_open_us']:.1f} us to open a cookie seen for the first time"
         )
-        book = SessionBook(Sealer(read_keys("k", str(keys))), 3600.0, None)
-        _, value = book.issue("alice@example.com", frozenset())
-        headers = browser_headers(f"dumont_session={value}")
         oidc_env = {
             "DUMONT_AUTH_MODE": "oidc", "DUMONT_AUTH_ISSUER": "http://127.0.0.1:9",
             "DUMONT_AUTH_CLIENT_ID": "bench", "DUMONT_AUTH_CLIENT_SECRET": "bench",
@@ -136,6 +133,10 @@ def main() -> int:
             groups.append(plain)
             gated, gated_port = start_dumont("oidc", origin, workdir, oidc_env)
             groups.append(gated)
+            # wrk sends Host: 127.0.0.1:PORT; a session works only at the Host it was issued at.
+            book = SessionBook(Sealer(read_keys("k", str(keys))), 3600.0, None)
+            _, value = book.issue("alice@example.com", frozenset(), f"127.0.0.1:{gated_port}")
+            headers = browser_headers(f"dumont_session={value}")
             rates: dict[str, list[float]] = {"none": [], "oidc": []}
             for _ in range(args.runs):
                 rates["none"].append(wrk(plain_port, headers, args.seconds))

@@ -68,9 +68,12 @@ class SignInGate:
         self.sessions = sessions
         self.metrics = metrics
 
-    def session_of(self, head: RequestHead) -> Session | None:
+    def session_of(self, head: RequestHead, host: str | None) -> Session | None:
         value = session_cookie(head)
-        return None if value is None else self.sessions.open(value)
+        if value is None:
+            return None
+        session = self.sessions.open(value)
+        return session if session is not None and session.host == host else None
 
     def refusal(self, head: RequestHead, host: str | None) -> bytes | None:
         if head.target.startswith(OPEN_PATHS):
@@ -78,7 +81,7 @@ class SignInGate:
         site = self.sites.for_host(host)
         if site is None:
             return None  # the pages app's 404: nobody's workspace to protect
-        session = self.session_of(head)
+        session = self.session_of(head, host)
         if session is None:
             if _navigation(head):
                 return LOGIN

@@ -185,7 +185,7 @@ async def callback(request: web.Request) -> web.Response:
         email, groups = admitted_identity(sign_in.auth, claims)
     except SignInRefused as problem:
         raise _refuse(sign_in, request, problem) from None
-    session, value = sign_in.sessions.issue(email, groups)
+    session, value = sign_in.sessions.issue(email, groups, request.headers.get(hdrs.HOST, ""))
     sign_in.metrics.sign_ins.inc()
     log.info("auth: %s signed in (session %s…) from %s", email, session.sid[:6],
              _client_address(request))  # fmt: skip

@@ -39,10 +39,13 @@ class Session:
     email: str
     groups: frozenset[str]
     expires: float  # wall-clock seconds
+    # The Host it was issued at, as the browser sent it. A session works only there: a backend
+    # (a rented machine) that reads the cookie cannot take it to another workspace of that user.
+    host: str
 
 
 # What the cache answers for a cookie value it has not seen (one lookup instead of two).
-_UNSEEN = Session("", "", frozenset(), 0.0)
+_UNSEEN = Session("", "", frozenset(), 0.0, "")
 
 
 class SessionBook:
@@ -60,18 +63,20 @@ class SessionBook:
         self.revoked: dict[str, float] = self._load()  # sid -> when its cookie expires anyway
         self.opened: OrderedDict[str, Session | None] = OrderedDict()
 
-    def issue(self, email: str, groups: frozenset[str]) -> tuple[Session, str]:
-        """A new session and its cookie value."""
+    def issue(self, email: str, groups: frozenset[str], host: str) -> tuple[Session, str]:
+        """A new session at ``host`` and its cookie value."""
         expires = self.clock() + self.lifetime
-        session = Session(secrets.token_urlsafe(16), email, groups, expires)
-        value = self.sealer.seal(
-            _PURPOSE,
-            {"sid": session.sid, "email": email, "groups": sorted(groups), "exp": expires},
-        )
+        session = Session(secrets.token_urlsafe(16), email, groups, expires, host)
+        payload = {
+            "sid": session.sid, "email": email, "groups": sorted(groups), "exp": expires,
+            "host": host,
+        }  # fmt: skip
+        value = self.sealer.seal(_PURPOSE, payload)
         return session, value
 
     def open(self, value: str) -> Session | None:
-        """The live session a cookie value holds, or None (forged, tampered, expired, revoked)."""
+        """The live session a cookie value holds, or None (forged, tampered, expired, revoked);
+        whoever asks checks its host."""
         opened = self.opened
         session = opened.get(value, _UNSEEN)
         if session is _UNSEEN:
@@ -93,6 +98,7 @@ class SessionBook:
                 str(payload["email"]),
                 frozenset(str(g) for g in payload["groups"]),
                 float(payload["exp"]),
+                str(payload["host"]),
             )
         except (KeyError, TypeError, ValueError):
             return None

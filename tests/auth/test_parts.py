@@ -62,8 +62,8 @@ def test_sessions_expire_and_revocations_survive_a_restart(tmp_path: Path) -> No
     now = [1000.0]
     revoked = tmp_path / "state" / "auth-revoked.json"
     book = SessionBook(Sealer([KEY_A]), 60.0, revoked, clock=lambda: now[0])
-    alice, alice_cookie = book.issue("alice@example.com", frozenset({"dev"}))
-    bob, bob_cookie = book.issue("bob@example.com", frozenset())
+    alice, alice_cookie = book.issue("alice@example.com", frozenset({"dev"}), "a.test")
+    bob, bob_cookie = book.issue("bob@example.com", frozenset(), "a.test")
     assert book.open(alice_cookie) == alice
     book.revoke(alice)
     assert book.open(alice_cookie) is None
@@ -108,7 +108,7 @@ def test_who_may_sign_in() -> None:
 
 
 def test_owners() -> None:
-    alice = Session("s", "alice@example.com", frozenset({"dev"}), 0.0)
+    alice = Session("s", "alice@example.com", frozenset({"dev"}), 0.0, "a.test")
     assert may_open(alice, ())
     assert may_open(alice, ("bob@example.com", "alice@example.com"))
     assert may_open(alice, ("group:dev",))

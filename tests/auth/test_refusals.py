@@ -28,7 +28,7 @@ from joserfc.jwk import RSAKey
 
 from proxy.auth.oidc import Issuer
 from proxy.server import ProxyServer
-from tests.auth.conftest import ALICE, AuthBed
+from tests.auth.conftest import ALICE, BOB, AuthBed
 from tests.auth.idp import CLIENT_ID, CLIENT_SECRET, FakeIssuer, UserAgent, signing_key
 
 pytestmark = pytest.mark.timeout(30)
@@ -200,6 +200,18 @@ async def test_a_tampered_cookie_is_no_session(fake_bed: FakeStarter, agent: Use
         jar.set("dumont_session", value)
         assert (await agent.get(f"{bed.alice}/echo")).status_code == 401
         assert (await agent.navigate(f"{bed.alice}/")).status_code == 302  # to sign in
+
+
+async def test_a_session_works_only_at_the_host_it_was_issued_at(
+    fake_bed: FakeStarter, agent: UserAgent
+) -> None:
+    bed = await fake_bed()
+    await agent.sign_in(ALICE, "/", "alice")
+    cookie = agent.client(bed.alice).cookies["dumont_session"]
+    bob = bed.auth_bed.origin(BOB)  # a workspace without owners: any signed-in user may open it
+    agent.client(bob).cookies.set("dumont_session", cookie)
+    assert (await agent.get(f"{bob}/echo")).status_code == 401
+    assert (await agent.get(f"{bed.alice}/echo")).status_code == 200
 
 
 async def test_an_expired_session_is_no_session(fake_bed: FakeStarter, agent: UserAgent) -> None:
