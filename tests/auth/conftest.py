@@ -62,7 +62,10 @@ async def auth_bed(
     urls = [f"http://127.0.0.1:{s.port}" for s in backends]
     keys = keys_file(tmp_path)
 
-    async def make(issuer: str, *, state_dir: Path | None = None, **auth: Any) -> ProxyServer:
+    async def make(
+        issuer: str, *, state_dir: Path | None = None, proxy: Any = None, **auth: Any
+    ) -> ProxyServer:
+        """``proxy``: other settings of the proxy (a dict), ``auth``: of [auth]."""
         workspaces = (
             parse_workspace(
                 "alice",
@@ -92,6 +95,7 @@ async def auth_bed(
             shutdown_timeout=1.0,
             state_dir=state_dir,
             auth=AuthConfig(**settings),
+            **(proxy or {}),
         )
         server = ProxyServer(config)
         await server.start()

@@ -31,7 +31,15 @@ from joserfc.jwk import RSAKey
 from tests.support.ports import free_port
 from tests.support.processes import REPO, Proc
 
-__all__ = ["NAVIGATE", "FakeIssuer", "UserAgent", "provider_entry", "running_provider"]
+__all__ = [
+    "NAVIGATE",
+    "FakeIssuer",
+    "UserAgent",
+    "provider_entry",
+    "query_of",
+    "running_provider",
+    "signing_key",
+]
 
 HERE = Path(__file__).resolve().parent
 NAVIGATE = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import socket
 import time
@@ -29,7 +30,14 @@ from joserfc.jwk import RSAKey
 from proxy.auth.oidc import Issuer
 from proxy.server import ProxyServer
 from tests.auth.conftest import ALICE, BOB, AuthBed
-from tests.auth.idp import CLIENT_ID, CLIENT_SECRET, FakeIssuer, UserAgent, signing_key
+from tests.auth.idp import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FakeIssuer,
+    UserAgent,
+    query_of,
+    signing_key,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -220,6 +228,22 @@ async def test_an_expired_session_is_no_session(fake_bed: FakeStarter, agent: Us
     assert (await agent.get(f"{bed.alice}/echo")).status_code == 200
     await asyncio.sleep(1.2)
     assert (await agent.get(f"{bed.alice}/echo")).status_code == 401
+
+
+async def test_cookies_are_secure_under_tls(fake_bed: FakeStarter, agent: UserAgent) -> None:
+    """Behind a trusted TLS-terminating front proxy (X-Forwarded-Proto: https) the cookies are
+    Secure and the callback is an https URL; over plain HTTP they cannot be."""
+    bed = await fake_bed(proxy={"trusted_proxies": (ipaddress.ip_network("127.0.0.1/32"),)})
+    login = f"{bed.alice}/__dumont/auth/login"
+    over_tls = await agent.get(login, headers={"X-Forwarded-Proto": "https"})
+    assert over_tls.status_code == 302
+    assert "; Secure" in over_tls.headers["set-cookie"]
+    assert "HttpOnly" in over_tls.headers["set-cookie"]
+    sent_to = query_of(over_tls.headers["location"])["redirect_uri"]
+    assert sent_to == f"https://{ALICE}:{bed.auth_bed.port}/__dumont/auth/callback"
+    plain = await agent.get(login)
+    assert "Secure" not in plain.headers["set-cookie"]
+    assert query_of(plain.headers["location"])["redirect_uri"].startswith("http://")
 
 
 def _raw(port: int, request: bytes) -> bytes:
