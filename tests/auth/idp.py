@@ -197,8 +197,8 @@ class UserAgent:
         return await self.get(url, headers=NAVIGATE)
 
     async def through_provider(self, location: str, login: str) -> str:
-        """Follows the issuer's redirects and fills its dev login and consent forms; returns
-        the URL it finally sends the browser to (the proxy's callback)."""
+        """Follows the issuer's redirects and fills its dev login and consent forms (and its
+        logout confirmation); returns the URL it finally sends the browser back to."""
         for _ in range(12):
             if not location.startswith("http://127.0.0.1"):
                 return location
@@ -208,10 +208,13 @@ class UserAgent:
                 continue
             action = re.search(r'action="([^"]+)"', response.text)
             assert action is not None, response.text[:500]
+            form = dict(
+                re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', response.text)
+            )
             if 'name="login"' in response.text:
-                form = {"prompt": "login", "login": login, "password": "any"}
-            else:
-                form = {"prompt": "consent"}
+                form.update(login=login, password="any")
+            elif 'name="logout"' in response.text:  # the end-session confirmation
+                form["logout"] = "yes"
             target = urljoin(location, action.group(1))
             parts = urlsplit(target)
             posted = await self.client(f"{parts.scheme}://{parts.netloc}").post(

@@ -222,6 +222,18 @@ async def test_a_session_works_only_at_the_host_it_was_issued_at(
     assert (await agent.get(f"{bed.alice}/echo")).status_code == 200
 
 
+async def test_a_browser_cannot_send_the_gates_header(
+    fake_bed: FakeStarter, agent: UserAgent
+) -> None:
+    """X-Dumont-* is the proxy's own: dropped from what a browser sends, so nobody can ask the
+    pages app for someone else's refusal page or a sign-in without the gate."""
+    bed = await fake_bed()
+    await agent.sign_in(ALICE, "/", "alice")
+    echoed = await agent.get(f"{bed.alice}/echo", headers={"X-Dumont-Auth": "403-page"})
+    assert echoed.status_code == 200
+    assert not any(n.lower() == "x-dumont-auth" for n, _ in echoed.json()["headers"])
+
+
 async def test_an_expired_session_is_no_session(fake_bed: FakeStarter, agent: UserAgent) -> None:
     bed = await fake_bed(session_lifetime=1.0)
     await agent.sign_in(ALICE, "/", "alice")

@@ -41,10 +41,24 @@ async def test_sign_in_then_the_ide_then_logout(auth_bed: AuthBed, agent: UserAg
         page = await agent.navigate(f"{alice}/")
         assert page.status_code == 200
         assert "a1" in page.text  # alice's primary answered
-        # Logout: the session is revoked, the issuer's end-session endpoint is next.
+        # Logout: the session is revoked, the issuer's end-session endpoint is next, and it
+        # sends the browser back to the proxy's signed-out page.
+        cookie = agent.client(alice).cookies["dumont_session"]
         out = await agent.get(f"{alice}/__dumont/auth/logout")
         assert out.status_code == 302
         assert out.headers["location"].startswith(issuer)
+        back = await agent.through_provider(out.headers["location"], "alice")
+        assert back.startswith(f"{alice}/__dumont/auth/signed-out")
+        signed_out = await agent.navigate(back)
+        assert signed_out.status_code == 200
+        assert "You are signed out" in signed_out.text
+        assert (await agent.get(f"{alice}/api/thing")).status_code == 401
+        replay = UserAgent(auth_bed.port)
+        try:  # the cookie itself, kept by someone: revoked at the proxy
+            replay.client(alice).cookies.set("dumont_session", cookie)
+            assert (await replay.get(f"{alice}/api/thing")).status_code == 401
+        finally:
+            await replay.close()
 
 
 async def test_a_non_owner_gets_the_403_page(auth_bed: AuthBed, agent: UserAgent) -> None:
