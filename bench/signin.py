@@ -35,7 +35,10 @@ from proxy.auth.gate import SignInGate
 from proxy.auth.metrics import AuthMetrics
 from proxy.auth.seal import Sealer, read_keys
 from proxy.auth.sessions import SessionBook
+from proxy.config import workspace_setting
 from proxy.dataplane.messages import RequestHead
+from proxy.workspaces.hosts import HostTable
+from proxy.workspaces.spec import parse_workspace
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,10 +63,20 @@ def browser_headers(cookie: str) -> list[tuple[str, str]]:
 def gate_alone(keys: Path) -> dict[str, float]:
     book = SessionBook(Sealer(read_keys("k", str(keys))), 3600.0, None)
     _, value = book.issue("alice@example.com", frozenset({"dev"}), "alice.ide.example.com")
-    # A Site as the gate reads it, and the Host table's memoised lookup (a dict's get).
-    site = SimpleNamespace(spec=SimpleNamespace(owners=("alice@example.com",)))
-    sites = SimpleNamespace(for_host={"alice.ide.example.com": site}.get)
-    gate = SignInGate(sites, book, AuthMetrics())  # type: ignore[arg-type]
+    # Sites.for_host as it is: the real Host table's memoised lookup, then the Site by name.
+    spec = parse_workspace(
+        "alice",
+        {"hosts": ["alice.ide.example.com"], "primary": "http://10.0.0.1:1",
+         "standby": "http://10.0.0.2:1", "owners": ["alice@example.com"]},
+        workspace_setting,
+    )  # fmt: skip
+    table, by_name = HostTable([spec]), {"alice": SimpleNamespace(spec=spec)}
+
+    def for_host(raw: bytes | str | None) -> object:
+        name = table.lookup(raw)
+        return None if name is None else by_name.get(name)
+
+    gate = SignInGate(SimpleNamespace(for_host=for_host), book, AuthMetrics())  # type: ignore[arg-type]
     raw = [(n.encode(), v.encode()) for n, v in browser_headers(f"dumont_session={value}")]
     head = RequestHead("GET", "/stable-x/static/out/vs/workbench.js", "1.1", raw, keep_alive=True)
     assert gate.refusal(head, "alice.ide.example.com") is None
