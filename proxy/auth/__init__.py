@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Auth", "AuthConfig", "add_auth_routes", "build_auth", "check_auth"]
 
+log = logging.getLogger("dumont.auth")
 # The issuer answers discovery, JWKS and token requests at once or is down.
 ISSUER_TIMEOUT = 10.0
 REVOCATIONS_FILE = "auth-revoked.json"
@@ -67,6 +69,12 @@ def build_auth(config: Config, sites: Sites) -> Auth | None:
         sealer = Sealer(read_keys("auth.cookie_keys_file", auth.cookie_keys_file))
     except SettingError as exc:
         raise ConfigError(exc.key, exc.problem) from None
+    if config.tls.cert is None and not config.trusted_proxies and not config.listen.is_loopback:
+        # Without TLS here or a TLS front proxy saying so, the session cookie cannot be Secure.
+        log.warning(
+            "auth: sign-in without TLS (no tls.cert, no trusted_proxies): session cookies"
+            " cross the network in clear"
+        )
     revocations = None if config.state_dir is None else config.state_dir / REVOCATIONS_FILE
     sessions = SessionBook(sealer, auth.session_lifetime, revocations)
     metrics = AuthMetrics()

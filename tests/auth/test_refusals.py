@@ -38,6 +38,7 @@ from tests.auth.idp import (
     query_of,
     signing_key,
 )
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -256,6 +257,42 @@ async def test_cookies_are_secure_under_tls(fake_bed: FakeStarter, agent: UserAg
     plain = await agent.get(login)
     assert "Secure" not in plain.headers["set-cookie"]
     assert query_of(plain.headers["location"])["redirect_uri"].startswith("http://")
+
+
+async def test_the_proxys_own_paths(fake_bed: FakeStarter, agent: UserAgent) -> None:
+    """Static files and the health check stay open (the 403 page needs its CSS); the workspace's
+    events and status are gated like the IDE."""
+    bed = await fake_bed()
+    assert (await agent.get(f"{bed.alice}/__dumont/healthz")).status_code == 200
+    assert (await agent.get(f"{bed.alice}/__dumont/static/transition.css")).status_code == 200
+    assert (await agent.get(f"{bed.alice}/__dumont/status")).status_code == 401
+    events = await agent.get(
+        f"{bed.alice}/__dumont/events", headers={"Accept": "text/event-stream"}
+    )
+    assert events.status_code == 401
+    await agent.sign_in(ALICE, "/", "alice")
+    assert (await agent.get(f"{bed.alice}/__dumont/status")).status_code == 200
+
+
+async def test_the_provider_saying_no(fake_bed: FakeStarter, agent: UserAgent) -> None:
+    bed = await fake_bed()
+    start = await agent.navigate(f"{bed.alice}/")
+    state = query_of(start.headers["location"])["state"]
+    answer = await agent.navigate(
+        f"{bed.alice}/__dumont/auth/callback?error=access_denied&state={state}"
+    )
+    assert answer.status_code == 403
+    assert bed.refusals("provider_error") == 1
+
+
+async def test_an_unreachable_issuer_is_a_502_not_a_crash(
+    auth_bed: AuthBed, agent: UserAgent
+) -> None:
+    await auth_bed.make(f"http://127.0.0.1:{free_port()}")
+    answer = await agent.navigate(auth_bed.origin(ALICE) + "/")
+    assert answer.status_code == 502
+    assert answer.json()["error"] == "the sign-in provider did not answer"
+    assert (await agent.get(auth_bed.origin(ALICE) + "/echo")).status_code == 401
 
 
 def _raw(port: int, request: bytes) -> bytes:
