@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -35,7 +36,10 @@ from .sessions import SESSION_COOKIE, SessionBook
 __all__ = ["AUTH", "SignIn", "add_auth_routes", "answer_refusal"]
 
 log = logging.getLogger("dumont.auth")
-LOGIN_COOKIE = "dumont_login"
+# One login cookie per sign-in under way, named after its state: two tabs that both found their
+# session expired sign in side by side instead of the second overwriting the first's state.
+LOGIN_COOKIE = "dumont_login_"
+_STATE_TAG = re.compile(r"[A-Za-z0-9_-]{12}")
 LOGIN_PATH = f"{PREFIX}/auth/"
 CALLBACK = f"{PREFIX}/auth/callback"
 SIGNED_OUT = f"{PREFIX}/auth/signed-out"
@@ -138,7 +142,7 @@ async def start_login(request: web.Request, wanted: str) -> web.Response:
     }
     response = _redirect(location)
     response.set_cookie(
-        LOGIN_COOKIE,
+        login_cookie(state),
         sign_in.sealer.seal(_LOGIN_PURPOSE, login),
         path=LOGIN_PATH,
         max_age=int(LOGIN_LIFETIME),
@@ -148,6 +152,10 @@ async def start_login(request: web.Request, wanted: str) -> web.Response:
     )
     sign_in.metrics.starts.inc()
     return response
+
+
+def login_cookie(state: str) -> str:
+    return LOGIN_COOKIE + state[:12]
 
 
 async def login(request: web.Request) -> web.Response:
@@ -164,9 +172,10 @@ def _refuse(sign_in: SignIn, request: web.Request, problem: SignInRefused) -> Si
 async def callback(request: web.Request) -> web.Response:
     sign_in = request.app[AUTH]
     _limit(sign_in, request, "callback")
-    sealed = request.cookies.get(LOGIN_COOKIE)
-    login = None if sealed is None else sign_in.sealer.open(_LOGIN_PURPOSE, sealed)
     state = request.query.get("state", "")
+    tag_ok = _STATE_TAG.fullmatch(state[:12]) is not None
+    sealed = request.cookies.get(login_cookie(state)) if tag_ok else None
+    login = None if sealed is None else sign_in.sealer.open(_LOGIN_PURPOSE, sealed)
     if login is None or float(login.get("exp", 0)) < time.time():
         raise _refuse(sign_in, request, SignInRefused("state", "no sign-in under way here"))
     if not hmac.compare_digest(str(login.get("state", "")), state):
@@ -200,7 +209,7 @@ async def callback(request: web.Request) -> web.Response:
         secure=_secure(request),
         samesite="Lax",
     )
-    response.del_cookie(LOGIN_COOKIE, path=LOGIN_PATH)
+    response.del_cookie(login_cookie(state), path=LOGIN_PATH)
     return response
 
 

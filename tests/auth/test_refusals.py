@@ -163,7 +163,9 @@ async def test_state_replayed_or_mismatched_is_refused(
     first = await agent.navigate(f"{bed.alice}/")
     back = await agent.through_provider(first.headers["location"], "alice")
     proxy = agent.client(bed.alice)
-    login_cookie = proxy.cookies.get("dumont_login")
+    state = query_of(back)["state"]
+    name = f"dumont_login_{state[:12]}"
+    login_cookie = proxy.cookies.get(name)
     assert login_cookie is not None
     mismatched = back.replace("state=", "state=x")
     assert (await agent.navigate(mismatched)).status_code == 403
@@ -171,7 +173,7 @@ async def test_state_replayed_or_mismatched_is_refused(
     # An attacker replaying the callback with the captured login cookie:
     thief, stranger = UserAgent(bed.auth_bed.port), UserAgent(bed.auth_bed.port)
     try:
-        thief.client(bed.alice).cookies.set("dumont_login", login_cookie, path="/__dumont/auth/")
+        thief.client(bed.alice).cookies.set(name, login_cookie, path="/__dumont/auth/")
         assert (await thief.navigate(back)).status_code == 403
         # and a callback with no sign-in under way at all
         assert (await stranger.navigate(back)).status_code == 403
@@ -179,6 +181,17 @@ async def test_state_replayed_or_mismatched_is_refused(
         await thief.close()
         await stranger.close()
     assert bed.refusals("state") == 3
+
+
+async def test_two_tabs_sign_in_side_by_side(fake_bed: FakeStarter, agent: UserAgent) -> None:
+    """Both tabs found the session gone and went to the issuer; each comes back to its page."""
+    bed = await fake_bed()
+    first = await agent.navigate(f"{bed.alice}/tab-one")
+    second = await agent.navigate(f"{bed.alice}/tab-two")
+    back_two = await agent.through_provider(second.headers["location"], "alice")
+    back_one = await agent.through_provider(first.headers["location"], "alice")
+    assert (await agent.navigate(back_two)).headers["location"] == "/tab-two"
+    assert (await agent.navigate(back_one)).headers["location"] == "/tab-one"
 
 
 @pytest.mark.parametrize(
