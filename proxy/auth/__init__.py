@@ -76,7 +76,10 @@ def build_auth(config: Config, sites: Sites) -> Auth | None:
             " cross the network in clear"
         )
     revocations = None if config.state_dir is None else config.state_dir / REVOCATIONS_FILE
-    sessions = SessionBook(sealer, auth.session_lifetime, revocations)
+    try:
+        sessions = SessionBook(sealer, auth.session_lifetime, revocations)
+    except SettingError as exc:
+        raise ConfigError(exc.key, exc.problem) from None
     metrics = AuthMetrics()
     client = httpx.AsyncClient(timeout=ISSUER_TIMEOUT, follow_redirects=False)
     issuer = Issuer(auth.issuer, auth.client_id, secret, client)

@@ -79,6 +79,13 @@ def test_sessions_expire_and_revocations_survive_a_restart(tmp_path: Path) -> No
     )
 
 
+def test_an_unreadable_revocation_list_stops_start_up(tmp_path: Path) -> None:
+    revoked = tmp_path / "auth-revoked.json"
+    revoked.write_text("{not json")
+    with pytest.raises(SettingError, match="move it away"):
+        SessionBook(Sealer([KEY_A]), 60.0, revoked)
+
+
 def test_the_opened_sessions_cache_is_bounded() -> None:
     book = SessionBook(Sealer([KEY_A]), 60.0, None)
     for i in range(CACHE_SIZE + 10):
