@@ -34,6 +34,7 @@ from proxy.settings import (
 )
 from proxy.settings import SettingError as _SettingError
 
+from .auth.config import AuthConfig, check_auth
 from .errors import ConfigError
 from .failover import Policy
 from .pages.config import PagesConfig
@@ -380,6 +381,7 @@ class Config:
     metrics: bool = _flag(True, "Prometheus /metrics on the control listener")
     prices: PricesConfig = table(PricesConfig)
     pages: PagesConfig = table(PagesConfig)
+    auth: AuthConfig = table(AuthConfig)
     assets_dir: Path = setting(
         DEFAULT_ASSETS,
         help="directory holding templates/ and static/",
@@ -438,6 +440,10 @@ def _checked(config: Config) -> Config:
             raise ConfigError(exc.key, exc.problem) from None
     try:
         configured_workspaces(config)
+    except _SettingError as exc:
+        raise ConfigError(exc.key, exc.problem) from None
+    try:
+        check_auth(config.auth)
     except _SettingError as exc:
         raise ConfigError(exc.key, exc.problem) from None
     health = config.health

@@ -10,6 +10,11 @@ the transition page's style for a navigation, a JSON 404 otherwise, never anothe
 Every route is about the workspace the request's Host names (proxy.sites), as the data plane saw
 it: the same Host reaches the same workspace's events, status and buttons.
 
+With sign-in at the proxy (issue 17) this app also signs people in and out (/__dumont/auth/...,
+proxy.auth.routes) and answers what the data plane's gate refused: a request carrying
+``X-Dumont-Auth`` (which a browser cannot send: the data plane drops X-Dumont-* from browsers) gets
+the redirect to the issuer, a 401, or the 403 page, whatever its path.
+
 The reserved prefix never collides with code-server's paths (/, /stable-*, /vscode-remote-resource,
 /proxy/<port>, /absproxy/<port>, /healthz, /login, /mint-key).
 """
@@ -18,7 +23,10 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from .boundary import error_boundary
+from .auth import Auth, add_auth_routes
+from .auth.gate import AUTH_HEADER
+from .auth.routes import answer_refusal
+from .boundary import Handler, error_boundary
 from .dataplane.exchange import TRANSITION_HEADER
 from .errors import NotFound
 from .pages import PAGES, PREFIX, SwitchView, TipBook, is_navigation, render_transition, setup_pages
@@ -82,9 +90,20 @@ async def fallback(request: web.Request) -> web.Response:
     return web.Response(text=html, status=404, content_type="text/html", headers=headers)
 
 
-def make_public_app(sites: Sites, tips: TipBook) -> web.Application:
-    app = web.Application(middlewares=[error_boundary], client_max_size=0)
+@web.middleware
+async def refused_by_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refusal = request.headers.get(AUTH_HEADER)
+    if refusal is not None:
+        return await answer_refusal(request, refusal)
+    return await handler(request)
+
+
+def make_public_app(sites: Sites, tips: TipBook, auth: Auth | None = None) -> web.Application:
+    middlewares = [error_boundary] if auth is None else [error_boundary, refused_by_gate]
+    app = web.Application(middlewares=middlewares, client_max_size=0)
     app[SITES] = sites
+    if auth is not None:
+        add_auth_routes(app, auth.sign_in)
     app.router.add_get(f"{PREFIX}/healthz", proxy_health)
     app.router.add_get(f"{PREFIX}/status", proxy_status)
     assets = sites.config.assets_dir
