@@ -92,6 +92,8 @@ class ProxyServer:
         )
         # Sign-in at the proxy (issue 17); None with auth.mode = "none": no gate at all.
         self.auth: Auth | None = build_auth(config, self.sites)
+        if self.auth is not None:
+            self.sites.process_metrics.append(self.auth.metrics.render)
         self.public: Listener | None = None
         self.control: Listener | None = None
         self._apps: list[LocalApp] = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -132,6 +132,8 @@ class Sites:
             given = default_workspace if spec.name == "default" else None
             self.by_name[spec.name] = self._site(spec, given)
         self.hosts = self._table(self.by_name.values())
+        # Series that belong to the proxy, not to a workspace (sign-in's dumont_auth_*).
+        self.process_metrics: list[Callable[[], bytes]] = []
         fallback = config.default_workspace
         if fallback is not None and fallback not in self.by_name:
             raise ConfigError("default_workspace", f"no workspace {fallback!r}")
@@ -201,13 +203,12 @@ class Sites:
             return None
         if not self.named:
             default = self.by_name.get("default")
-            return (
-                None
-                if default is None or default.board.metrics is None
-                else (default.board.metrics.render())
-            )
-        parts = [(s.name, s.board.metrics) for s in self if s.board.metrics is not None]
-        return render_by_workspace(parts)
+            metrics = None if default is None else default.board.metrics
+            body = b"" if metrics is None else metrics.render()
+        else:
+            parts = [(s.name, s.board.metrics) for s in self if s.board.metrics is not None]
+            body = render_by_workspace(parts)
+        return b"".join([body, *(render() for render in self.process_metrics)])
 
     def get(self, name: str) -> Site:
         site = self.by_name.get(name)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from aiohttp.test_utils import TestServer
@@ -39,6 +40,7 @@ from tests.auth.idp import (
     signing_key,
 )
 from tests.support.ports import free_port
+from tests.support.proxies import control_url
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -94,9 +96,13 @@ class Bed:
         self.server = server
         self.alice = auth_bed.origin(ALICE)
 
-    def refusals(self, reason: str) -> float:
-        assert self.server.auth is not None
-        text = self.server.auth.metrics.render().decode()
+    async def refusals(self, reason: str) -> float:
+        """From the control listener's /metrics, as Prometheus scrapes it."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(control_url(self.server) / "metrics") as answer,
+        ):
+            text = await answer.text()
         for line in text.splitlines():
             if line.startswith(f'dumont_auth_refusals_total{{reason="{reason}"}}'):
                 return float(line.split()[-1])
@@ -151,7 +157,7 @@ async def test_bad_id_tokens_are_refused(fake_bed: FakeStarter, agent: UserAgent
     done = await agent.sign_in(ALICE, "/", "alice")
     assert done.status_code == 403, done.text
     assert "dumont_session" not in done.headers.get("set-cookie", "")
-    assert bed.refusals("token") == 1
+    assert await bed.refusals("token") == 1
     # and the user is still not signed in
     assert (await agent.get(f"{bed.alice}/echo")).status_code == 401
 
@@ -180,7 +186,7 @@ async def test_state_replayed_or_mismatched_is_refused(
     finally:
         await thief.close()
         await stranger.close()
-    assert bed.refusals("state") == 3
+    assert await bed.refusals("state") == 3
 
 
 async def test_two_tabs_sign_in_side_by_side(fake_bed: FakeStarter, agent: UserAgent) -> None:
@@ -295,7 +301,7 @@ async def test_the_provider_saying_no(fake_bed: FakeStarter, agent: UserAgent) -
         f"{bed.alice}/__dumont/auth/callback?error=access_denied&state={state}"
     )
     assert answer.status_code == 403
-    assert bed.refusals("provider_error") == 1
+    assert await bed.refusals("provider_error") == 1
 
 
 async def test_an_unreachable_issuer_is_a_502_not_a_crash(
@@ -337,7 +343,7 @@ async def test_sign_in_attempts_are_rate_limited(fake_bed: FakeStarter, agent: U
     bed = await fake_bed(attempts_per_minute=1.0, attempts_burst=2)
     statuses = [(await agent.navigate(f"{bed.alice}/p{i}")).status_code for i in range(4)]
     assert statuses == [302, 302, 429, 429]
-    assert bed.refusals("rate_limited") == 2
+    assert await bed.refusals("rate_limited") == 2
 
 
 async def test_key_rotation_refetches_the_jwks(
