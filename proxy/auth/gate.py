@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from .metrics import AuthMetrics
 
-__all__ = ["AUTH_HEADER", "SignInGate", "session_cookie"]
+__all__ = ["AUTH_HEADER", "SignInGate", "session_cookie", "strip_session_cookie"]
 
 AUTH_HEADER = "X-Dumont-Auth"
 LOGIN = b"X-Dumont-Auth: login"
@@ -90,7 +90,28 @@ class SignInGate:
         if not may_open(session, site.spec.owners):
             self.metrics.refused("not_owner")
             return FORBIDDEN_PAGE if _navigation(head) else FORBIDDEN
+        strip_session_cookie(head)
         return None
+
+
+def strip_session_cookie(head: RequestHead) -> None:
+    """The session is the proxy's: the backend (a rented machine) never sees its cookie, so it
+    cannot replay it at another workspace. The head's other cookies pass as they came."""
+    names, raw = head.names, head.raw_headers
+    for at in range(len(names) - 1, -1, -1):  # backwards: a field may be deleted
+        if names[at] != b"cookie":
+            continue
+        name, value = raw[at]
+        if _NEEDLE in value:
+            kept = b"; ".join(
+                pair
+                for part in value.split(b";")
+                if (pair := part.strip()) and not pair.startswith(_NEEDLE)
+            )
+            if kept:
+                raw[at] = (name, kept)
+            else:
+                del raw[at], names[at]
 
 
 def _navigation(head: RequestHead) -> bool:

@@ -41,6 +41,10 @@ async def test_sign_in_then_the_ide_then_logout(auth_bed: AuthBed, agent: UserAg
         page = await agent.navigate(f"{alice}/")
         assert page.status_code == 200
         assert "a1" in page.text  # alice's primary answered
+        # The backend never sees the session's cookie; the IDE's own cookies pass.
+        agent.client(alice).cookies.set("theme", "dark")
+        echoed = (await agent.get(f"{alice}/echo")).json()
+        assert [v for k, v in echoed["headers"] if k.lower() == "cookie"] == ["theme=dark"]
         # Logout: the session is revoked, the issuer's end-session endpoint is next, and it
         # sends the browser back to the proxy's signed-out page.
         cookie = agent.client(alice).cookies["dumont_session"]
