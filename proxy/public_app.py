@@ -21,6 +21,8 @@ The reserved prefix never collides with code-server's paths (/, /stable-*, /vsco
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import hdrs, web
 
 from .auth import Auth, add_auth_routes
@@ -47,6 +49,11 @@ def site_of(request: web.Request) -> Site:
     return site
 
 
+def _tips_of(sites: Sites, shared: TipBook, request: web.Request) -> TipBook:
+    site = sites.for_host(request.headers.get(hdrs.HOST))
+    return shared if site is None else site.tips
+
+
 def _view_of(request: web.Request) -> SwitchView:
     return site_of(request).view
 
@@ -69,7 +76,7 @@ async def proxy_status(request: web.Request) -> web.Response:
     status = site_of(request).workspace.status()
     status["tips"] = {
         tip_id: {"impressions": counts.impressions, "clicks": counts.clicks}
-        for tip_id, counts in request.app[PAGES].tip_book.snapshot().items()
+        for tip_id, counts in request.app[PAGES].tips_for(request).snapshot().items()
     }
     return web.json_response(status, headers={"Cache-Control": "no-store"})
 
@@ -114,6 +121,7 @@ def make_public_app(sites: Sites, tips: TipBook, auth: Auth | None = None) -> we
         assets / "templates",
         assets / "static",
         tip_book=tips,
+        tip_books=partial(_tips_of, sites, tips),
         views=_view_of,
     )
     app.router.add_route("*", "/{tail:.*}", fallback)

@@ -31,7 +31,8 @@ from .failover import Role
 from .health import ProbeSchedule
 from .ide_view import IdeView
 from .metrics import render_by_workspace
-from .observe import NullTrafficObserver, TipSource, TrafficObserver
+from .observe import NullTrafficObserver, TrafficObserver
+from .pages import TipBook
 from .park_actions import ParkActions
 from .settings import SettingError
 from .workspace import CLOSE_SHUTDOWN, CLOSE_SWITCHED, Workspace
@@ -51,7 +52,7 @@ class Site:
         self,
         spec: WorkspaceSpec,
         config: Config,
-        tips: TipSource | None,
+        tips: TipBook,
         schedule: ProbeSchedule | None,
         workspace: Workspace | None = None,
     ) -> None:
@@ -61,7 +62,10 @@ class Site:
         self.workspace = workspace or Workspace(config, name=spec.name, schedule=schedule)
         self.router: Workspace = self.workspace  # the data plane's Route
         self.switch_wait = config.switch_wait
-        self.board: Board = build_board(self.workspace, tips)
+        # Its own tip cards (and their A/B counts) when its overrides give [pages] tips.
+        own_tips = any(key.startswith("pages.") for key in spec.overrides)
+        self.tips = TipBook.for_config(config.pages) if own_tips else tips
+        self.board: Board = build_board(self.workspace, self.tips)
         self.workspace.observers.extend(self.board.observers())
         self.park = ParkActions(self.workspace, self.board.park)  # issue 18: keep it, resume
         self.view = IdeView(self.workspace, self.park)  # what the watcher follows
@@ -115,7 +119,7 @@ class Sites:
         self,
         config: Config,
         specs: tuple[WorkspaceSpec, ...],
-        tips: TipSource | None,
+        tips: TipBook,
         *,
         default_workspace: Workspace | None = None,
     ) -> None:

@@ -37,7 +37,7 @@ _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 CATCH_ALL = "*"
 # The proxy settings a workspace may set for itself (dotted keys, or a whole table by its name).
 OVERRIDABLE = ("health", "hooks", "prices", "failback", "failback_hold", "connect_timeout",
-               "switch_wait")  # fmt: skip
+               "switch_wait", "pages.tips", "pages.tips_enabled")  # fmt: skip
 _FIELDS = frozenset({"hosts", "primary", "standby", "overrides", "owners"})
 # An owner is an e-mail address or a group of the sign-in provider's groups claim.
 OWNER_GROUP = "group:"
@@ -152,15 +152,14 @@ def parse_workspace(
         raise SettingError(f"{key}.overrides", "expected a table of settings")
     written: dict[str, Any] = {}
     for field, value in document.items():
-        if field in _FIELDS:
-            continue
-        if field.replace("-", "_").split(".")[0] not in OVERRIDABLE:
-            raise SettingError(f"{key}.{field}", _unknown_field())
-        _flatten(field, value, written)
+        if field not in _FIELDS:
+            _flatten(field, value, written)
     for field, value in overrides_given.items():
-        if field.replace("-", "_").split(".")[0] not in OVERRIDABLE:
-            raise SettingError(f"{key}.overrides.{field}", _unknown_field())
         _flatten(field, value, written)
+    for dotted in written:
+        if not any(dotted == o or dotted.startswith(f"{o}.") for o in OVERRIDABLE):
+            where = key if dotted.split(".")[0] in document else f"{key}.overrides"
+            raise SettingError(f"{where}.{dotted}", _unknown_field())
     if "hosts" not in document:
         raise SettingError(f"{key}.hosts", "missing: the Host names this workspace answers")
     hosts_raw = document["hosts"]
