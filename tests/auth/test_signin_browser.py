@@ -6,13 +6,12 @@ is the same switch without sign-in)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, async_playwright
 
 from proxy.auth import AuthConfig
 from proxy.config import Config, HealthConfig, HostPort, workspace_setting
@@ -20,8 +19,8 @@ from proxy.server import ProxyServer
 from proxy.workspaces.spec import parse_workspace
 from tests.auth.conftest import keys_file
 from tests.auth.idp import CLIENT_ID, CLIENT_SECRET, running_provider, signing_key
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.support.codeserver import CodeServer, start_code_server
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, wait_for_title
+from tests.support.codeserver import CodeServer, code_server_pair
 from tests.support.ports import free_port
 
 pytestmark = [
@@ -33,38 +32,10 @@ PASSWORD = "signin-switch-password"
 HOST = "ide.test"
 
 
-def machine(base: Path, name: str, workspace: Path) -> CodeServer:
-    settings = base / name / "user-data" / "User"
-    settings.mkdir(parents=True)
-    (settings / "settings.json").write_text(json.dumps({"window.title": f"dumont-{name}"}))
-    return start_code_server(base / name, PASSWORD, workspace=workspace)
-
-
 @pytest.fixture
 def machines(tmp_path: Path) -> Iterator[dict[str, CodeServer]]:
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
-    (workspace / "train.py").write_text("print('hello')\n")
-    started: dict[str, CodeServer] = {}
-    try:
-        for name in ("gpu", "cpu"):
-            started[name] = machine(tmp_path, name, workspace)
+    with code_server_pair(tmp_path, PASSWORD) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
-
-
-async def wait_for_title(page: Page, name: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if f"dumont-{name}" in await page.title():
-                return
-        except Exception:  # the page is mid-navigation
-            pass
-        await page.wait_for_timeout(100)
-    raise AssertionError(f"the workbench never showed dumont-{name}; title: {await page.title()}")
 
 
 async def test_signed_in_user_lands_in_the_standby_still_signed_in(
