@@ -75,7 +75,7 @@ class SignIn:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        self.page = env.get_template("auth.html")
+        self.page = env.get_template("message.html")
 
     def render(self, code: int, **fields: Any) -> web.Response:
         headers = {**SECURITY_HEADERS, hdrs.CACHE_CONTROL: "no-store"}
