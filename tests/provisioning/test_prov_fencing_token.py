@@ -73,7 +73,9 @@ async def lsyncd_running(controller: SyncController) -> bool:
     return (await controller.lsyncd_report()).running
 
 
-async def test_an_older_fence_or_unfence_is_refused_and_changes_nothing(sync_bed: SyncBed) -> None:
+async def test_an_older_fence_flush_or_unfence_is_refused_and_changes_nothing(
+    sync_bed: SyncBed,
+) -> None:
     bed = sync_bed
     controller = await start_synced(bed, delete="running")
     flags = bed.cli_flags()
@@ -97,6 +99,11 @@ async def test_an_older_fence_or_unfence_is_refused_and_changes_nothing(sync_bed
     await until(
         lambda: (bed.standby_workspace / "still-flowing.txt").exists(), "forward sync after"
     )
+
+    # So does the deposed leader's late switchover: lsyncd is not even stopped for the flush.
+    assert_refused(cli("sync", "flush", *flags, token=6), 6, 8)
+    assert not await is_fenced(bed.sshd.host(), str(bed.standby_state))
+    assert await lsyncd_running(controller), "a refused flush stopped the GPU's lsyncd"
 
     # Equal passes (a retried hook); then an older unfence cannot lift the newer fence.
     assert cli("sync", "fence", "--fencing-token=8", *flags).returncode == 0
