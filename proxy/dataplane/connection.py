@@ -36,12 +36,19 @@ import httptools
 from proxy.headers import ClientFacts
 from proxy.validation import Rejected, is_websocket_upgrade, screen_request
 
+from .exchange import HttpExchange
 from .messages import RequestHead, closing_response
 from .plain import plain_request
 from .upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER
+from .websocket import WebSocketExchange
 
 if TYPE_CHECKING:
+    from proxy.observe import TrafficObserver
+
+    from .exchange import Destination
     from .listener import ListenerContext
+    from .router import Router
+    from .upstream import UpstreamPool
 
 __all__ = ["ClientConnection", "Exchange"]
 
@@ -398,6 +405,34 @@ class ClientConnection(asyncio.Protocol):
         item.body.clear()
         if item.complete:
             self.exchange.body_complete()
+
+    def http_exchange(
+        self,
+        head: RequestHead,
+        destination: Destination,
+        facts: ClientFacts,
+        *,
+        pages: UpstreamPool,
+        watcher: bool,
+        hsts: str | None,
+        extra_out: tuple[bytes, ...] = (),
+    ) -> Exchange:
+        return HttpExchange(
+            self, head, destination, facts,
+            pages=pages, watcher=watcher, hsts=hsts, extra_out=extra_out,
+        )  # fmt: skip
+
+    def websocket_exchange(
+        self,
+        head: RequestHead,
+        router: Router,
+        traffic: TrafficObserver,
+        facts: ClientFacts,
+        *,
+        wait: float,
+        hsts: str | None,
+    ) -> Exchange:
+        return WebSocketExchange(self, head, router, traffic, facts, wait=wait, hsts=hsts)
 
     @property
     def body_complete(self) -> bool:
