@@ -37,6 +37,7 @@ from proxy.headers import ClientFacts
 from proxy.validation import Rejected, is_websocket_upgrade, screen_request
 
 from .exchange import HttpExchange
+from .h2_connection import H2Connection
 from .messages import RequestHead, closing_response
 from .plain import plain_request
 from .upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER
@@ -88,6 +89,11 @@ class _Queued:
     complete: bool = False
 
 
+def _chose_h2(transport: asyncio.BaseTransport) -> bool:
+    tls = transport.get_extra_info("ssl_object")
+    return tls is not None and tls.selected_alpn_protocol() == "h2"
+
+
 class ClientConnection(asyncio.Protocol):
     def __init__(self, context: ListenerContext) -> None:
         self.context = context
@@ -134,7 +140,15 @@ class ClientConnection(asyncio.Protocol):
     # ------------------------------------------------------------------- the door and the head
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        settings = self.context.http2
+        if settings is not None and _chose_h2(transport):
+            # The browser chose HTTP/2 by ALPN: the connection is an H2Connection's from now on.
+            protocol = H2Connection(self.context, settings)
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            return
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.context.protocols.connection_opened("h1")
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "unix"
         refusal = self.context.counter.admit(self.peer)
@@ -399,6 +413,7 @@ class ClientConnection(asyncio.Protocol):
         if not item.complete:
             self._body_seen = self.loop.time()
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_check)
+        self.context.protocols.request_started("h1")
         self.exchange = self.context.handler.start(self, item.head)
         for chunk in item.body:
             self.exchange.body_received(chunk)

@@ -417,6 +417,9 @@ class UpstreamPool:
         if self.closed or not conn.reusable or len(self._idle) >= self.max_idle:
             conn.close()
             return
+        # The exchange may have paused reading (its browser was slow) as the last bytes came:
+        # an idle connection must read, or the next response on it would never arrive.
+        conn.reading(True)
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
 
