@@ -27,10 +27,18 @@ from h2.events import (
     StreamReset,
 )
 from h2.exceptions import ProtocolError
+from hpack import Encoder, NeverIndexedHeaderTuple
 
 from proxy.config import TLSConfig
 
-__all__ = ["H2Client", "Reply", "certificate", "make_certificate", "tls_settings"]
+__all__ = [
+    "H2Client",
+    "Reply",
+    "certificate",
+    "header_block",
+    "make_certificate",
+    "tls_settings",
+]
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -56,6 +64,12 @@ def make_certificate(where: Path) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
     return cert, key
+
+
+def header_block(fields: Fields) -> bytes:
+    """An HPACK block of literal, never-indexed fields: it leaves the server's dynamic table as
+    it was, so hand-built frames can go beside the h2 client's own on one connection."""
+    return Encoder().encode([NeverIndexedHeaderTuple(name, value) for name, value in fields])
 
 
 @dataclass
