@@ -19,6 +19,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from .h2_exchange import H2Exchange
+from .h2_websocket import H2WebSocketExchange
 from .upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER
 
 if TYPE_CHECKING:
@@ -87,8 +89,6 @@ class H2Stream:
         hsts: str | None,
         extra_out: tuple[bytes, ...] = (),
     ) -> Exchange:
-        from .h2_exchange import H2Exchange  # it imports this module's class for its type
-
         return H2Exchange(
             self, head, destination, facts,
             pages=pages, watcher=watcher, hsts=hsts, extra_out=extra_out,
@@ -104,8 +104,6 @@ class H2Stream:
         wait: float,
         hsts: str | None,
     ) -> Exchange:
-        from .h2_websocket import H2WebSocketExchange
-
         return H2WebSocketExchange(self, head, router, traffic, facts, wait=wait, hsts=hsts)
 
     # ------------------------------------------------------------------ the request's body
