@@ -90,6 +90,7 @@ class H2Connection(asyncio.Protocol):
         self.facts: ClientFacts | None = None
         self.streams: dict[int, H2Stream] = {}
         self._sending: dict[int, H2Stream] = {}  # streams with DATA or END_STREAM to send
+        self._answered_early: list[H2Stream] = []  # answered while their request still comes
         self._admitted = False
         self._closing = False
         self.draining = False
@@ -100,6 +101,7 @@ class H2Connection(asyncio.Protocol):
         self._idle_since = 0.0
         self._served = False
         self._stalled_since = 0.0
+        self._body_deadline = 0.0  # when the next request body may have stalled (0: none)
         # flood accounting over ``reset_interval``
         self._window_began = 0.0
         self._resets = 0
@@ -214,7 +216,10 @@ class H2Connection(asyncio.Protocol):
             return
         stream = H2Stream(self, stream_id)
         stream.head = request.head
+        stream.websocket = request.websocket
         self.streams[stream_id] = stream
+        if event.stream_ended is None and not request.websocket:
+            self._arm_body(stream)
         self.context.protocols.request_started("h2")
         exchange = self.context.handler.start(stream, request.head)
         if not stream.response_done and not stream.reset:
@@ -338,6 +343,24 @@ class H2Connection(asyncio.Protocol):
             self._access(stream, status, sent, agent, None)
         if stream.request_complete or stream.reset:
             self._forget(stream)
+        else:
+            # Answered before the browser finished its request body (a refusal, a WebSocket's
+            # end): once the answer is out, RST_STREAM(NO_ERROR) tells it to stop sending
+            # (RFC 9113 8.1), and the stream stops counting.
+            self._answered_early.append(stream)
+            self._schedule_write()
+
+    def _stop_early_streams(self) -> None:
+        waiting = []
+        for stream in self._answered_early:
+            if stream.reset or stream.request_complete:
+                self._forget(stream)
+            elif stream.stream_id in self._sending:
+                waiting.append(stream)  # its answer is still going out
+            else:
+                self._forget(stream)
+                self._reset(stream.stream_id, ErrorCodes.NO_ERROR)
+        self._answered_early = waiting
 
     def _access(
         self, stream: H2Stream | None, status: int, sent: int, agent: str, note: str | None
@@ -374,6 +397,8 @@ class H2Connection(asyncio.Protocol):
             return
         if self._sending and not self.writing_paused:
             self._send_data()
+        if self._answered_early:
+            self._stop_early_streams()
         data = self.h2.data_to_send()
         if data:
             transport.write(data)
@@ -395,27 +420,41 @@ class H2Connection(asyncio.Protocol):
                 if stream.reset:
                     del sending[stream_id]
                     continue
-                if stream.outbox:
-                    window = h2.local_flow_control_window(stream_id)
-                    if window <= 0:
-                        continue  # the browser has not read: this stream waits, others go on
-                    piece = stream.take(min(window, max_frame))
-                    last = stream.end_after_outbox and not stream.outbox
-                    h2.send_data(stream_id, piece, end_stream=last)
-                    budget -= len(piece)
-                    progressed = True
-                    if last:
-                        del sending[stream_id]
-                elif stream.end_after_outbox:
+                try:
+                    sent = self._send_some(stream_id, stream, max_frame)
+                except ProtocolError:  # closed in h2 before the proxy heard of it
                     del sending[stream_id]
-                    if not stream.reset and stream.response_started:
-                        h2.end_stream(stream_id)
-                    progressed = True
-                else:
-                    del sending[stream_id]
+                    stream.lost()
+                    continue
+                if sent is None:
+                    continue  # the browser has not read: this stream waits, others go on
+                budget -= sent
+                progressed = True
             if not progressed:
                 break
             self._sent_any = True
+        if sending and budget <= 0:
+            # More to send: after the loop has served the other connections.
+            self._schedule_write()
+
+    def _send_some(self, stream_id: int, stream: H2Stream, max_frame: int) -> int | None:
+        """One DATA frame (or the END_STREAM) of ``stream``: bytes sent, None if its window is
+        shut. A stream with nothing more to send leaves ``_sending``."""
+        h2 = self.h2
+        if stream.outbox:
+            window = h2.local_flow_control_window(stream_id)
+            if window <= 0:
+                return None
+            piece = stream.take(min(window, max_frame))
+            last = stream.end_after_outbox and not stream.outbox
+            h2.send_data(stream_id, piece, end_stream=last)
+            if last:
+                del self._sending[stream_id]
+            return len(piece)
+        del self._sending[stream_id]
+        if stream.end_after_outbox and stream.response_started:
+            h2.end_stream(stream_id)
+        return 0
 
     _sent_any = False
 
@@ -443,7 +482,7 @@ class H2Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ deadlines
 
     def _arm(self) -> None:
-        """One timer for the idle and stall deadlines, set to the sooner."""
+        """One timer for the idle, stall and body deadlines, set to the soonest."""
         if self._closing:
             return
         limits = self.limits
@@ -453,11 +492,20 @@ class H2Connection(asyncio.Protocol):
             deadlines.append(self._idle_since + idle)
         if self._stalled_since:
             deadlines.append(self._stalled_since + limits.send_timeout)
+        if self._body_deadline:
+            deadlines.append(self._body_deadline)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if deadlines:
             self._timer = self.loop.call_at(min(deadlines), self._tick)
+
+    def _arm_body(self, stream: H2Stream) -> None:
+        """A request body is coming: check it does not stall (``limits.body_timeout``)."""
+        stream.body_seen = self.loop.time()
+        if not self._body_deadline:
+            self._body_deadline = stream.body_seen + self.limits.body_timeout
+            self._arm()
 
     def _tick(self) -> None:
         self._timer = None
@@ -474,7 +522,33 @@ class H2Connection(asyncio.Protocol):
             if now - self._idle_since >= idle:
                 self._end_connection(None, ErrorCodes.NO_ERROR)
                 return
+        if self._body_deadline and now >= self._body_deadline:
+            self._check_bodies(now)
         self._arm()
+
+    def _check_bodies(self, now: float) -> None:
+        """Streams whose request body stalled for ``body_timeout`` while the proxy waited for
+        it: their backend requests are dropped and they get a 408 (or a reset, once answering
+        began). Without it a slow body would hold a backend connection for ever."""
+        timeout = self.limits.body_timeout
+        soonest = 0.0
+        for stream in list(self.streams.values()):
+            if stream.request_complete or stream.websocket or stream.exchange is None:
+                continue
+            if stream.reading_paused:
+                stream.body_seen = now  # the proxy's side is slow, not the browser
+            if now - stream.body_seen < timeout:
+                deadline = stream.body_seen + timeout
+                soonest = min(soonest, deadline) if soonest else deadline
+                continue
+            log.info("408 for %s over HTTP/2: request body stalled for %gs", self.peer, timeout)
+            if stream.response_started:
+                self.reset_stream(stream, internal=False)
+                continue
+            self._forget(stream)
+            stream.lost()  # drops its backend request
+            self._refuse(stream.stream_id, 408, f"request body stalled for {timeout:g}s", True)
+        self._body_deadline = soonest
 
     # ------------------------------------------------------------------ the end
 

@@ -59,6 +59,8 @@ class H2Stream:
         self.request_complete = False
         self.response_done = False  # the exchange called ``finished`` (or the stream was reset)
         self.reset = False
+        self.websocket = False  # an RFC 8441 stream: its request "body" is the browser's frames
+        self.body_seen = 0.0  # when request body bytes last came (the body timeout)
         # browser -> backend
         self._paused_for: set[str] = set()
         self._unacked = 0  # flow-controlled bytes received while paused, not yet given back
@@ -109,6 +111,7 @@ class H2Stream:
     # ------------------------------------------------------------------ the request's body
 
     def data_received(self, data: bytes, flow_controlled: int) -> None:
+        self.body_seen = self.connection.loop.time()
         if self.exchange is not None and data:
             self.exchange.body_received(data)
         if self._paused_for:
@@ -120,6 +123,10 @@ class H2Stream:
         self.request_complete = True
         if self.exchange is not None:
             self.exchange.body_complete()
+
+    @property
+    def reading_paused(self) -> bool:
+        return bool(self._paused_for)
 
     def pause_reading_for(self, reason: str) -> None:
         self._paused_for.add(reason)
@@ -175,8 +182,7 @@ class H2Stream:
     def finished(self, status: int, sent: int, received: int) -> None:
         """The exchange has handed over its whole response."""
         self.response_done = True
-        exchange, self.exchange = self.exchange, None
-        del exchange
+        self.exchange = None
         if self.head is not None:
             self.connection.stream_finished(self, status, sent)
 

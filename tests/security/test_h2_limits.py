@@ -190,3 +190,26 @@ async def test_nothing_but_a_handshake_is_closed_after_the_head_timeout(
     assert time.monotonic() - started < 6  # header_timeout is 2 s here
     await client.close()
     await asyncio.sleep(0)
+
+
+async def test_a_stalled_request_body_gets_408_and_frees_its_backend_request(
+    make_proxy: ProxyFactory, upstream: CountingUpstream, certificate: tuple[Path, Path]
+) -> None:
+    server = await make_proxy(
+        URL(f"http://127.0.0.1:{upstream.port}"),
+        URL(f"http://localhost:{upstream.port}"),
+        tls=tls_settings(certificate),
+        limits=LimitsConfig(body_timeout=1.0),
+    )
+    client = await H2Client.open(_port(server))
+    fields = [*H2Client.request_fields("/h2-slow-body", "POST"), (b"content-length", b"100")]
+    stream_id = client.start(fields, b"only ten b", end=False)  # then nothing more
+    await client.flush()
+    started = time.monotonic()
+    await client.wait_for(lambda: client.done(stream_id), 10)
+    assert client.replies[stream_id].status == 408
+    assert time.monotonic() - started < 6
+    # The connection goes on; the backend never got a whole request.
+    assert (await client.request(H2Client.request_fields("/h2-after-slow-body"))).status == 200
+    await client.close()
+    assert [s for s in upstream.requests("/h2-slow-body") if s.complete] == []
