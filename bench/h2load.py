@@ -248,7 +248,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args()
     if opts.quick:
-        opts.runs, opts.seconds, opts.many_requests = 1, 2, 20_000
+        opts.runs, opts.seconds, opts.many_requests = 1, 2, 10_000
     for tool in ("h2load", "haproxy", "nginx", "openssl"):
         if shutil.which(tool) is None:
             print(f"{tool} is missing (scripts/debian-packages.txt)", file=sys.stderr)
