@@ -6,6 +6,7 @@ client: ALPN, forwarding both ways, flow control, the exchange's behaviour share
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -328,3 +329,19 @@ async def test_access_log_says_http2(
     assert (await client.request(fields("/logged"))).status == 200
     await client.close()
     assert any('"GET /logged HTTP/2" 200' in r.getMessage() for r in caplog.records)
+
+
+async def test_hsts_on_every_http2_answer(
+    upstreams: Upstreams, make_proxy: ProxyFactory, certificate: tuple[Path, Path]
+) -> None:
+    gpu, cpu = upstreams
+    tls = dataclasses.replace(tls_settings(certificate), hsts=600.0)
+    proxy = await make_proxy(url_of(gpu), url_of(cpu), tls=tls)
+    client = await H2Client.open(_port(proxy))
+    forwarded = await client.request(fields("/hsts"))
+    document = await client.request(fields("/page") + NAVIGATE)
+    own = await client.request(fields("/__dumont/healthz"))
+    await client.close()
+    for reply in (forwarded, document, own):
+        assert reply.status == 200
+        assert reply.header(b"strict-transport-security") == b"max-age=600"
