@@ -281,7 +281,7 @@ class Http2Config:
         parse=count, metavar="N",
     )  # fmt: skip
     max_control_frames: int = setting(
-        200, help="SETTINGS, PING and empty frames a client may send per reset_interval",
+        200, help="SETTINGS, PING and empty DATA frames a client may send per reset_interval",
         parse=count, metavar="N",
     )  # fmt: skip
     reset_interval: float = _seconds(10.0, "the window over which resets and floods are counted")

@@ -13,8 +13,9 @@ What one client may cost, and what ends its connection with GOAWAY (the others g
 - rapid reset (CVE-2023-44487): more than ``http2.max_resets`` streams reset by the client per
   ``http2.reset_interval``. A reset stream drops its backend request at once, so the cost between
   two checks is bounded too;
-- SETTINGS, PING and PRIORITY floods: more than ``http2.max_control_frames`` per interval (each
-  SETTINGS and PING costs an answer);
+- SETTINGS, PING and empty-DATA floods: more than ``http2.max_control_frames`` per interval
+  (each SETTINGS and PING costs an answer; CVE-2019-9512, -9515, -9518). PRIORITY is not
+  counted: Chromium flags every HEADERS with one, and h2 keeps no priority tree to churn;
 - a stalled reader: response bytes waiting, with the browser's windows at zero or the socket full,
   for ``limits.send_timeout`` (the zero-window attack);
 - an idle connection: no stream for ``limits.keepalive_timeout`` (``header_timeout`` before the
@@ -42,7 +43,6 @@ from h2.events import (
     DataReceived,
     Event,
     PingReceived,
-    PriorityUpdated,
     RemoteSettingsChanged,
     RequestReceived,
     StreamEnded,
@@ -133,7 +133,6 @@ class H2Connection(asyncio.Protocol):
             WindowUpdated: self._window_updated,
             RemoteSettingsChanged: self._control_frame,
             PingReceived: self._control_frame,
-            PriorityUpdated: self._control_frame,
             ConnectionTerminated: self._terminated,
         }
 
@@ -231,11 +230,19 @@ class H2Connection(asyncio.Protocol):
         assert stream_id is not None
         assert event.data is not None
         length = event.flow_controlled_length or 0
+        if not event.data and event.stream_ended is None and self._empty_data():
+            return
         stream = self.streams.get(stream_id)
         if stream is None:
             self.acknowledge(stream_id, length)  # a refused stream's body: give the window back
             return
         stream.data_received(event.data, length)
+
+    def _empty_data(self) -> bool:
+        """An empty DATA frame that ends nothing costs a wake-up and carries nothing: counted
+        with the control frames (CVE-2019-9518). True when the connection is ending for it."""
+        self._control += 1
+        return self._over("control frames", self._control, self.settings.max_control_frames)
 
     def _stream_ended(self, event: Event) -> None:
         assert isinstance(event, StreamEnded)

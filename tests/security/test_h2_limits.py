@@ -14,12 +14,18 @@ from pathlib import Path
 
 import pytest
 from h2.errors import ErrorCodes
-from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, SettingsFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    HeadersFrame,
+    PingFrame,
+    SettingsFrame,
+)
 from yarl import URL
 
 from proxy.config import Http2Config, LimitsConfig
 from proxy.server import ProxyServer
-from tests.support.h2client import H2Client, header_block, tls_settings
+from tests.support.h2client import H2Client, Reply, header_block, tls_settings
 from tests.support.proxies import ProxyFactory
 from tests.support.rawnet import CountingUpstream
 
@@ -88,14 +94,22 @@ async def test_rapid_reset_closes_the_connection(
 
 @pytest.mark.parametrize(
     "frame",
-    [SettingsFrame(0).serialize(), PingFrame(0, opaque_data=b"12345678").serialize()],
-    ids=["settings", "ping"],
+    [
+        SettingsFrame(0).serialize(),
+        PingFrame(0, opaque_data=b"12345678").serialize(),
+        # Empty DATA on an open stream (its HEADERS without END_STREAM go first, below).
+        DataFrame(1, data=b"").serialize(),
+    ],
+    ids=["settings", "ping", "empty-data"],
 )
 async def test_control_frame_floods_close_the_connection(
     h2_proxy: ProxyServer, frame: bytes
 ) -> None:
     client = await H2Client.open(_port(h2_proxy))
-    await _flood(client, frame * 500)
+    opening = HeadersFrame(
+        1, data=header_block(H2Client.request_fields("/slow", "POST")), flags=["END_HEADERS"]
+    )
+    await _flood(client, opening.serialize() + frame * 500)
     assert client.goaway == ENHANCE_YOUR_CALM
     await client.close()
     await _others_still_served(h2_proxy)
@@ -213,3 +227,24 @@ async def test_a_stalled_request_body_gets_408_and_frees_its_backend_request(
     assert (await client.request(H2Client.request_fields("/h2-after-slow-body"))).status == 200
     await client.close()
     assert [s for s in upstream.requests("/h2-slow-body") if s.complete] == []
+
+
+async def test_priority_on_every_request_is_no_flood(h2_proxy: ProxyServer) -> None:
+    """Chromium flags each HEADERS with a priority: a page of many requests must not count as a
+    control-frame flood (max_control_frames is 50 here)."""
+    client = await H2Client.open(_port(h2_proxy))
+    for n in range(4):
+        ids = []
+        for m in range(LIMITS.max_concurrent_streams):
+            stream_id = client.conn.get_next_available_stream_id()
+            client.replies[stream_id] = Reply()
+            client.conn.send_headers(
+                stream_id, H2Client.request_fields(f"/h2-priority/{n}/{m}"), end_stream=True,
+                priority_weight=220, priority_depends_on=0, priority_exclusive=True,
+            )  # fmt: skip
+            ids.append(stream_id)
+        await client.flush()
+        await client.wait_for(lambda ids=ids: all(client.done(i) for i in ids), 20)
+        assert all(client.replies[i].status == 200 for i in ids)
+    assert client.goaway is None
+    await client.close()
