@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
+from proxy.config import HealthConfig
 from tests.support.browser import chromium, open_workbench
 from tests.support.codeserver import start_code_server_async
 from tests.support.h2client import tls_settings
@@ -25,7 +26,13 @@ async def test_workbench_loads_over_http2_with_its_websockets_inside(
     (server.workspace / "hello.txt").write_text("hello over h2\n")
     try:
         dead = URL(f"http://127.0.0.1:{free_port()}")  # no standby: every request to the primary
-        proxy = await make_proxy(URL(server.url), dead, tls=tls_settings(certificate))
+        # Health checks that a busy machine cannot fail: this test is about the protocol, and a
+        # code-server slow to answer /healthz under load would send the browser to the
+        # transition page.
+        health = HealthConfig(interval=0.5, timeout=3.0, fall=10, rise=1, warmup_path=None)
+        proxy = await make_proxy(
+            URL(server.url), dead, tls=tls_settings(certificate), health=health
+        )
         assert proxy.public is not None
         url = f"https://127.0.0.1:{proxy.public.address.port}/"
         async with chromium() as browser:
