@@ -345,3 +345,35 @@ async def test_hsts_on_every_http2_answer(
     for reply in (forwarded, document, own):
         assert reply.status == 200
         assert reply.header(b"strict-transport-security") == b"max-age=600"
+
+
+async def test_server_sent_events_stream_a_switch_over_http2(
+    upstreams: Upstreams, make_proxy: ProxyFactory, certificate: tuple[Path, Path]
+) -> None:
+    """The transition page's and the watcher's event stream (the pages app, no length) flows
+    in a stream as it is written, and cancelling it leaves the connection serving."""
+    proxy = await _proxy(make_proxy, upstreams, certificate)
+    client = await H2Client.open(_port(proxy))
+    events = client.start([*fields("/__dumont/events"), (b"accept", b"text/event-stream")])
+    await client.flush()
+    reply = client.replies[events]
+    await client.wait_for(lambda: _events(reply.body), 10)
+    assert (reply.header(b"content-type") or b"").startswith(b"text/event-stream")
+    assert _events(reply.body)[0]["active"] == "primary"
+    reply.body.clear()
+    proxy.workspace.failover()
+    await client.wait_for(lambda: _events(reply.body), 10)
+    assert _events(reply.body)[0]["active"] == "standby"
+    client.conn.reset_stream(events)  # the tab went away
+    after = await client.request(fields("/after-events"))
+    await client.close()
+    assert after.status == 200
+
+
+def _events(body: bytearray) -> list[dict[str, object]]:
+    """The whole ``data:`` lines of a server-sent event stream so far, parsed."""
+    return [
+        json.loads(line[5:])
+        for line in bytes(body).split(b"\n")
+        if line.startswith(b"data:") and line.rstrip().endswith(b"}")
+    ]
