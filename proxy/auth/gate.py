@@ -36,8 +36,10 @@ UNAUTHORIZED = b"X-Dumont-Auth: 401"
 FORBIDDEN_PAGE = b"X-Dumont-Auth: 403-page"
 FORBIDDEN = b"X-Dumont-Auth: 403"
 # The proxy's own paths anyone may load: signing in itself, the pages' CSS and icons, and the
-# health check deploy scripts ask for.
-OPEN_PATHS = (f"{PREFIX}/auth/", f"{PREFIX}/static/", f"{PREFIX}/healthz")
+# health check deploy scripts ask for. And the admin surface, which checks sessions itself
+# (proxy.auth.admin): an admin need not own the Host's workspace, and its guard reads the
+# session cookie that a request let through here would lose.
+OPEN_PATHS = (f"{PREFIX}/auth/", f"{PREFIX}/static/", f"{PREFIX}/healthz", f"{PREFIX}/admin")
 _NEEDLE = SESSION_COOKIE.encode() + b"="
 _SEPARATORS = b" ;"
 
