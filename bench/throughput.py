@@ -18,8 +18,18 @@ everything to one primary, so the WebSocket cell uses a second instance whose pr
 
 Each cell is the median over ``--runs`` runs (the idle phase's errors: the worst run; connections
 still open: the fewest); a ratio in parentheses compares with the best peer.
-Usage: ``.venv/bin/python bench/throughput.py [--quick] [--runs N] [--only dumont] [--json F]
-[--idle-connections N]``.
+
+Sign-in (issue 17's bar: at most 5 us of CPU per request; ``--only signin`` runs it alone, in about
+two minutes): two instances of our proxy in front of the same origin, one with ``auth.mode =
+"none"`` and one with ``"oidc"``, and wrk sending both the same browser-like request (a dozen
+fields, code-server's cookie) carrying a valid session cookie, sealed with the proxy's own code
+and the test key the gated instance reads. No provider runs: a valid session needs none. The two
+are measured alternately, ``--runs`` times each; CPU per request is the instance's CPU time over
+wrk's requests, and the bar is the difference of the medians. Every answer must be a 2xx, so a
+refused cookie cannot pass for a cheap request.
+
+Usage: ``.venv/bin/python bench/throughput.py [--quick] [--runs N] [--only dumont,signin]
+[--json F] [--idle-connections N]``.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -36,13 +47,21 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, WSMsgType
 from peers.idle import hold_idle, raise_nofile_limit
-from peers.procs import ProcessGroup, stopping
-from peers.proxies import POOL_PROXIES, RunningProxy, Upstreams, render_config, start_proxy
+from peers.procs import REPO_DIR, ProcessGroup, stopping, wait_http
+from peers.proxies import (
+    POOL_PROXIES,
+    RunningProxy,
+    Upstreams,
+    dumont_argv,
+    render_config,
+    start_proxy,
+)
 from peers.report import (
     Bar,
     Column,
@@ -57,6 +76,11 @@ from peers.report import (
     write_json,
 )
 from peers.upstreams import BIG_PATH, SMALL_PATH, make_docroot, start_nginx_origin, start_ws_echo
+from signin import browser_headers
+
+from proxy.auth.seal import Sealer, read_keys
+from proxy.auth.sessions import SESSION_COOKIE, SessionBook
+from tests.support.ports import free_port
 
 PEERS = ("nginx", "haproxy", "caddy")
 COLUMNS = (
@@ -88,6 +112,9 @@ BARS = (
     Bar("download at least 1.0x nginx's MB/s", "bulk_mb_s", ">=", "nginx", factor=1.0),
     Bar("idle RSS under 60 MB", "rss_idle_mb", "<", 60.0),
 )
+# Issue 17's bar, and the name ``--only`` knows the sign-in case by.
+SIGNIN = "signin"
+SIGNIN_BAR = 5.0
 # The idle phase sums up each run's worst, not its median: one run with errors is a miss.
 WORST_OVER_RUNS = {"idle_errors": max, "idle_open_end": min}
 
@@ -110,8 +137,15 @@ def _ms(text: str) -> float:
     return float(match[1]) * _UNITS[match[2]]
 
 
-def run_wrk(url: str, seconds: int, connections: int = 32, threads: int = 2) -> dict[str, float]:
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+def run_wrk(
+    url: str,
+    seconds: int,
+    connections: int = 32,
+    threads: int = 2,
+    headers: Sequence[tuple[str, str]] = (),
+) -> dict[str, float]:
+    fields = [arg for name, value in headers for arg in ("-H", f"{name}: {value}")]
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *fields, url]
     out = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 30, check=True
     ).stdout
@@ -252,6 +286,95 @@ def bench_idle(name: str, origin: int, echo: int, workdir: Path, args: argparse.
         proxy.group.stop()
 
 
+def start_signin_pair(
+    origin: int, echo: int, workdir: Path
+) -> tuple[RunningProxy, RunningProxy, str]:
+    """Our proxy twice, the same flags, ``auth.mode`` none and oidc; and the session cookie the
+    second accepts (a session lives at the Host it was issued at: wrk's 127.0.0.1:PORT)."""
+    keys = workdir / "cookie-keys"
+    keys.write_text(secrets.token_hex(32) + "\n")
+    oidc = {
+        # Never contacted: discovery happens at the first sign-in, and nobody signs in here.
+        "DUMONT_AUTH_MODE": "oidc", "DUMONT_AUTH_ISSUER": "http://127.0.0.1:9",
+        "DUMONT_AUTH_CLIENT_ID": "bench", "DUMONT_AUTH_CLIENT_SECRET": "bench",
+        "DUMONT_AUTH_ALLOWED_EMAILS": "alice@example.com",
+        "DUMONT_AUTH_COOKIE_KEYS_FILE": str(keys),
+    }  # fmt: skip
+    started: list[RunningProxy] = []
+    try:
+        for tag, env in (("signin-none", {}), ("signin-oidc", oidc)):
+            port = free_port()
+            argv = dumont_argv(port, free_port(), Upstreams(primary=origin, standby=echo))
+            group = ProcessGroup(tag, argv, workdir / f"{tag}.log", cwd=REPO_DIR, env=env)
+            started.append(RunningProxy(tag, port, group.start()))
+            wait_http(f"http://127.0.0.1:{port}/__dumont/healthz", 20.0, watch=group.check_alive)
+    except BaseException:
+        for proxy in started:
+            proxy.group.stop()
+        raise
+    book = SessionBook(Sealer(read_keys("bench", str(keys))), 3600.0, None)
+    _, value = book.issue("alice@example.com", frozenset(), f"127.0.0.1:{started[1].port}")
+    return started[0], started[1], f"{SESSION_COOKIE}={value}"
+
+
+def bench_signin(origin: int, echo: int, workdir: Path, args: argparse.Namespace) -> Row:
+    """CPU per request of our proxy without and with sign-in, alternated (module docstring)."""
+    plain, gated, cookie = start_signin_pair(origin, echo, workdir)
+    headers = [(n, v) for n, v in browser_headers(cookie) if n not in ("Host", "Connection")]
+    samples: dict[str, list[float]] = {"none": [], "oidc": []}
+    rates: dict[str, list[float]] = {"none": [], "oidc": []}
+    try:
+        time.sleep(args.settle + 1.0)  # the first health checks pick the primary
+        for run in range(args.runs):
+            pair = [("none", plain), ("oidc", gated)]
+            for mode, proxy in pair if run % 2 == 0 else pair[::-1]:
+                print(f"sign-in run {run + 1}/{args.runs}: auth {mode}", file=sys.stderr)
+                url = proxy.url(SMALL_PATH)
+                if args.warmup:
+                    run_wrk(url, args.warmup, headers=headers)
+                before = proxy.group.cpu_seconds()
+                wrk = run_wrk(url, args.duration, headers=headers)
+                cpu = proxy.group.cpu_seconds() - before
+                if wrk["wrk_non2xx"] or wrk["wrk_socket_errors"]:
+                    # A refused session would be a cheap 401: it must not count as a request.
+                    raise RuntimeError(f"auth {mode}: wrk saw non-2xx answers or socket errors")
+                samples[mode].append(1e6 * cpu / wrk["wrk_requests"])
+                rates[mode].append(wrk["req_s"])
+    finally:
+        plain.group.stop()
+        gated.group.stop()
+    none, oidc = (statistics.median(samples[m]) for m in ("none", "oidc"))
+    return {
+        "cpu_us_per_req_none": none,
+        "cpu_us_per_req_oidc": oidc,
+        "signin_added_cpu_us": oidc - none,
+        "req_s_none": statistics.median(rates["none"]),
+        "req_s_oidc": statistics.median(rates["oidc"]),
+        "samples_none": json.dumps([round(x, 2) for x in samples["none"]]),
+        "samples_oidc": json.dumps([round(x, 2) for x in samples["oidc"]]),
+    }
+
+
+def print_signin(row: Row, runs: int) -> dict[str, Any]:
+    print(f"\nSign-in: our proxy, auth none vs oidc with a valid session cookie on every request;"
+          f" medians of {runs} alternated run(s):\n")  # fmt: skip
+    print("| auth | CPU us/req | req/s | CPU us/req per run |")
+    print("|---|---|---|---|")
+    for mode in ("none", "oidc"):
+        print(f"| {mode} | {row[f'cpu_us_per_req_{mode}']:.2f} | {row[f'req_s_{mode}']:.0f} |"
+              f" {row[f'samples_{mode}']} |")  # fmt: skip
+    added = row["signin_added_cpu_us"]
+    assert isinstance(added, float)
+    bars = check_bars(
+        row,
+        {},
+        (Bar(f"sign-in adds at most {SIGNIN_BAR:g} us of CPU per request", "signin_added_cpu_us",
+             "<=", SIGNIN_BAR),),
+    )  # fmt: skip
+    print(f"\ndifference: {added:+.2f} us of CPU per request\n" + render_bars(bars), flush=True)
+    return bars[0]
+
+
 def _frame_name(frame: str) -> str:
     """``handle (aiohttp/web_protocol.py:512)`` -> ``handle (aiohttp/web_protocol.py)``."""
     return re.sub(r":\d+\)$", ")", frame.strip())
@@ -369,11 +492,15 @@ def parse_args() -> argparse.Namespace:
     if args.idle_connections is None:
         args.idle_connections = 1000 if args.quick else 10_000
     args.sample = 0.2 if args.quick else 1.0  # seconds to watch what else runs
-    names = args.only.split(",") if args.only else list(POOL_PROXIES)
-    unknown = set(names) - set(POOL_PROXIES) - {"direct"}
+    names = args.only.split(",") if args.only else [*POOL_PROXIES, SIGNIN]
+    unknown = set(names) - set(POOL_PROXIES) - {"direct", SIGNIN}
     if unknown:
-        parser.error(f"unknown proxies {sorted(unknown)}; known: {', '.join(POOL_PROXIES)}")
-    args.names = ["direct", *(n for n in POOL_PROXIES if n in names)]
+        known = ", ".join([*POOL_PROXIES, SIGNIN])
+        parser.error(f"unknown proxies {sorted(unknown)}; known: {known}")
+    args.signin = SIGNIN in names
+    proxies = [n for n in POOL_PROXIES if n in names]
+    # "direct" is the peers' baseline: the sign-in case alone needs none of the table.
+    args.names = ["direct", *proxies] if proxies or "direct" in names else []
     return args
 
 
@@ -458,15 +585,28 @@ def main() -> int:
             groups.append(origin_group)
             echo_group, echo = start_ws_echo(workdir)
             groups.append(echo_group)
-            runs = [one_run(run, origin, echo, workdir, args) for run in range(args.runs)]
-            medians = median_rows(runs)
+            runs = (
+                [one_run(run, origin, echo, workdir, args) for run in range(args.runs)]
+                if args.names
+                else []
+            )
+            medians = median_rows(runs) if runs else {}
             worst_over_runs(runs, medians)
-            print_tables(medians, args.runs)
+            if medians:
+                print_tables(medians, args.runs)
             bars: list[dict[str, Any]] = []
             every_bar = BARS + (idle_bars(args.idle_connections) if args.idle_connections else ())
             if "dumont" in medians:
                 bars = check_bars(medians["dumont"], medians, every_bar)
                 print("\nBars for our proxy:\n" + render_bars(bars), flush=True)
+            signin: Row | None = None
+            if args.signin:
+                try:
+                    signin = bench_signin(origin, echo, workdir, args)
+                    bars.append(print_signin(signin, args.runs))
+                except Exception as exc:  # the table above still stands
+                    print(f"  sign-in case failed: {exc!r}", file=sys.stderr)
+                    signin = {"error": repr(exc)}
             profile = profile_dumont(origin, echo, workdir, args) if args.profile else None
             if profile:
                 print("\n" + profile)
@@ -477,9 +617,12 @@ def main() -> int:
         payload = {"benchmark": "throughput", "machine": machine, "settings": settings}
         write_json(
             args.json,
-            {**payload, "runs": runs, "median": medians, "bars": bars, "profile": profile},
-        )
+            {**payload, "runs": runs, "median": medians, "bars": bars, "profile": profile,
+             "signin": signin},
+        )  # fmt: skip
     errors = [row["error"] for run in runs for row in run.values() if "error" in row]
+    if signin is not None and "error" in signin:
+        errors.append(signin["error"])
     return 1 if errors else 0
 
 
