@@ -55,9 +55,7 @@ def session_cookie(head: RequestHead) -> str | None:
         except ValueError:
             return None
         value = raw[at][1]
-        start = value.find(_NEEDLE)
-        while start > 0 and value[start - 1] not in _SEPARATORS:
-            start = value.find(_NEEDLE, start + 1)
+        start = _find_pair(value)
         if start >= 0:
             begin = start + len(_NEEDLE)
             end = value.find(b";", begin)
@@ -98,22 +96,37 @@ class SignInGate:
 
 def strip_session_cookie(head: RequestHead) -> None:
     """The session is the proxy's: the backend (a rented machine) never sees its cookie, so it
-    cannot replay it at another workspace. The head's other cookies pass as they came."""
+    cannot replay it at another workspace. The head's other cookies pass as they came, every
+    session cookie goes (a sibling Host can toss in a second one). Slices around the pair found,
+    rather than split and join every pair: this runs on every request let through, and the split
+    cost 1.5 us with code-server's cookies beside ours."""
     names, raw = head.names, head.raw_headers
     for at in range(len(names) - 1, -1, -1):  # backwards: a field may be deleted
         if names[at] != b"cookie":
             continue
         name, value = raw[at]
-        if _NEEDLE in value:
-            kept = b"; ".join(
-                pair
-                for part in value.split(b";")
-                if (pair := part.strip()) and not pair.startswith(_NEEDLE)
-            )
-            if kept:
-                raw[at] = (name, kept)
-            else:
-                del raw[at], names[at]
+        start = _find_pair(value)
+        if start < 0:
+            continue
+        while start >= 0:
+            end = value.find(b";", start)
+            before = value[:start].rstrip(b"; ")
+            after = b"" if end < 0 else value[end + 1 :].lstrip(b"; ")
+            value = before + b"; " + after if before and after else before or after
+            start = _find_pair(value)
+        if value:
+            raw[at] = (name, value)
+        else:
+            del raw[at], names[at]
+
+
+def _find_pair(value: bytes) -> int:
+    """Where the session cookie's pair starts in a Cookie value, or -1 (``xdumont_session=`` is
+    another cookie)."""
+    start = value.find(_NEEDLE)
+    while start > 0 and value[start - 1] not in _SEPARATORS:
+        start = value.find(_NEEDLE, start + 1)
+    return start
 
 
 def _navigation(head: RequestHead) -> bool:

@@ -13,7 +13,7 @@ import pytest
 
 from proxy.auth.config import AuthConfig
 from proxy.auth.errors import SignInRefused
-from proxy.auth.gate import session_cookie
+from proxy.auth.gate import session_cookie, strip_session_cookie
 from proxy.auth.policy import admitted_identity, may_open
 from proxy.auth.seal import Sealer, read_keys
 from proxy.auth.sessions import CACHE_SIZE, Session, SessionBook
@@ -211,3 +211,25 @@ def test_a_proxy_without_sign_in_never_loads_its_libraries() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert run.stdout.strip() == "[]", run.stderr
+
+
+@pytest.mark.parametrize(
+    ("cookie", "left"),
+    [
+        (b"a=1; dumont_session=x; b=2", b"a=1; b=2"),
+        (b"a=1;dumont_session=x;b=2", b"a=1; b=2"),
+        (b"dumont_session=x; b=2", b"b=2"),
+        (b"a=1; dumont_session=x", b"a=1"),
+        (b"dumont_session=x", None),
+        (b"xdumont_session=1; dumont_session=x", b"xdumont_session=1"),
+        (b"dumont_session=x; a=1; dumont_session=tossed", b"a=1"),
+        (b"a=1; b=2", b"a=1; b=2"),
+    ],
+)
+def test_the_gate_takes_only_its_own_cookie_out(cookie: bytes, left: bytes | None) -> None:
+    fields = [(b"Host", b"h"), (b"Cookie", cookie), (b"Cookie", b"theme=dark")]
+    head = RequestHead("GET", "/", "1.1", fields, keep_alive=True)
+    strip_session_cookie(head)
+    kept = [value for name, value in head.raw_headers if name == b"Cookie"]
+    assert kept == ([] if left is None else [left]) + [b"theme=dark"]
+    assert head.names.count(b"cookie") == len(kept)
