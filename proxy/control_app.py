@@ -34,7 +34,7 @@ from yarl import URL
 
 from .boundary import error_boundary
 from .config import parse_backend_url
-from .dashboard import add_routes
+from .dashboard import ADMIN_EMAIL, add_routes
 from .errors import BadRequest, ConfigError, Conflict, NotFound, Unauthorized
 from .failover import Cause, Role
 from .hooks import run_hook
@@ -96,7 +96,12 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def _command(request: web.Request, reason: str, cause: Cause) -> tuple[str, Cause]:
     """The optional ``{"reason": ..., "cause": ...}`` of an admin command: the sentence for
     people, and the cause as data (one of COMMAND_CAUSES). A body without a cause gets the one
-    its reason's prefix names, else ``cause``; an empty body keeps both defaults."""
+    its reason's prefix names, else ``cause``; an empty body keeps both defaults. An admin's
+    browser session (proxy.auth.admin) puts their address in the default reason: the switch
+    record and the hooks' DUMONT_REASON say who pressed the button."""
+    who = request.get(ADMIN_EMAIL)
+    if who is not None:
+        reason = f"{reason} by {who}"
     if not request.can_read_body:
         return reason, cause
     body = await _json_body(request)

@@ -152,9 +152,14 @@ def _session_checked(request: web.Request) -> None:
         raise Unauthorized("admins only: no admin session")
 
 
+async def _to_dashboard(request: web.Request) -> web.Response:
+    raise web.HTTPFound(f"{ADMIN_ROOT}/dashboard")
+
+
 def make_admin_app(sites: Sites, guard: AdminGuard) -> web.Application:
     """The control app with the guard in front, for ``app.add_subapp(ADMIN_ROOT, ...)``."""
     app = make_control_app(sites, root=ADMIN_ROOT, access=_session_checked)
+    app.router.add_get("/", _to_dashboard)  # /__dumont/admin/: what an admin types
     app[GUARD] = guard
     # After the control app's error boundary, so that the guard's refusals are answered there.
     app.middlewares.append(guard_admin)

@@ -65,6 +65,8 @@ async def test_an_admin_presses_a_button_and_it_takes_effect(
         done = await agent.sign_in(ALICE, PAGE, "carol")  # carol owns no workspace: an admin
         assert done.status_code == 302
         assert done.headers["location"] == PAGE
+        home = await agent.navigate(alice + "/__dumont/admin/")
+        assert home.headers["location"] == "/__dumont/admin/dashboard"
         page = await agent.navigate(alice + PAGE)
         assert page.status_code == 200
         assert "carol@example.com" in page.text
@@ -86,6 +88,8 @@ async def test_an_admin_presses_a_button_and_it_takes_effect(
         pressed = await client.post(FAILOVER, headers={**browser_post, "X-CSRF-Token": token})
         assert pressed.status_code == 200, pressed.text
         assert pressed.json()["state"] == "serving_standby"
+        switch = pressed.json()["switches"][-1]
+        assert switch["reason"] == "admin: failover requested by carol@example.com"
         assert _state(server) == "serving_standby"
         assert any(
             "carol@example.com POST " + FAILOVER in r.getMessage() and "-> 200" in r.getMessage()
