@@ -24,10 +24,10 @@ two minutes): two instances of our proxy in front of the same origin, one with `
 "none"`` and one with ``"oidc"``, and wrk sending both the same browser-like request (a dozen
 fields, code-server's cookie) carrying a valid session cookie, sealed with the proxy's own code
 and the test key the gated instance reads. No provider runs: a valid session needs none. The two
-are measured alternately, in ``--signin-rounds`` rounds of short runs, with 32 connections and
-with 1; CPU per request is the instance's CPU time over wrk's requests, and the bar is the median
-of the rounds' differences. Every answer must be a 2xx, so a refused cookie cannot pass for a
-cheap request.
+are measured at the same time (one wrk each), in ``--signin-rounds`` rounds of short runs, with
+32 connections and with 1; CPU per request is the instance's CPU time over wrk's requests, and
+the bar is the median of the rounds' differences. Every answer must be a 2xx, so a refused
+cookie cannot pass for a cheap request.
 
 Usage: ``.venv/bin/python bench/throughput.py [--quick] [--runs N] [--only dumont,signin]
 [--json F] [--idle-connections N]``.
@@ -50,6 +50,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -328,8 +329,9 @@ SIGNIN_CONNECTIONS = (32, 1)
 
 def bench_signin(origin: int, echo: int, workdir: Path, args: argparse.Namespace) -> Row:
     """CPU per request of our proxy without and with sign-in, in ``--signin-rounds`` rounds of
-    short wrk runs, the two alternated in each (module docstring). Short and many, because a
-    busy machine's noise comes in bursts: a burst then spoils a round, not a whole side."""
+    short wrk runs against both at once (module docstring). At once, and many short rounds,
+    because a busy machine's noise comes in bursts: one alternated run after the other let a
+    burst land on one side only, and moved the difference by +-30 us at load 5."""
     plain, gated, cookie = start_signin_pair(origin, echo, workdir)
     headers = [(n, v) for n, v in browser_headers(cookie) if n not in ("Host", "Connection")]
     samples: dict[tuple[str, int], list[float]] = {}
@@ -342,11 +344,16 @@ def bench_signin(origin: int, echo: int, workdir: Path, args: argparse.Namespace
             pair = [("none", plain), ("oidc", gated)]
             print(f"sign-in round {rnd + 1}/{args.signin_rounds}", file=sys.stderr)
             for connections in SIGNIN_CONNECTIONS:
-                for mode, proxy in pair if rnd % 2 == 0 else pair[::-1]:
-                    before = proxy.group.cpu_seconds()
-                    wrk = run_wrk(
-                        proxy.url(SMALL_PATH), args.signin_seconds, connections, 1, headers
-                    )
+                # Both at once: whatever else the machine runs then weighs on both alike.
+                befores = [proxy.group.cpu_seconds() for _, proxy in pair]
+                with ThreadPoolExecutor(2) as pool:
+                    runs = [
+                        pool.submit(run_wrk, proxy.url(SMALL_PATH), args.signin_seconds,
+                                    connections, 1, headers)
+                        for _, proxy in pair
+                    ]  # fmt: skip
+                    answers = [run.result() for run in runs]
+                for (mode, proxy), before, wrk in zip(pair, befores, answers, strict=True):
                     cpu = proxy.group.cpu_seconds() - before
                     if wrk["wrk_non2xx"] or wrk["wrk_socket_errors"]:
                         # A refused session would be a cheap 401: it must not pass for a request.
@@ -371,7 +378,7 @@ def bench_signin(origin: int, echo: int, workdir: Path, args: argparse.Namespace
 
 def print_signin(row: Row, rounds: int) -> list[dict[str, Any]]:
     print(f"\nSign-in: our proxy, auth none vs oidc with a valid session cookie on every request;"
-          f" wrk -t1, medians of {rounds} alternated round(s):\n")  # fmt: skip
+          f" wrk -t1 at both at once, medians of {rounds} round(s):\n")  # fmt: skip
     print("| connections | auth | CPU us/req | req/s | CPU us/req per round |")
     print("|---|---|---|---|---|")
     for c in SIGNIN_CONNECTIONS:
