@@ -233,3 +233,15 @@ def test_the_gate_takes_only_its_own_cookie_out(cookie: bytes, left: bytes | Non
     kept = [value for name, value in head.raw_headers if name == b"Cookie"]
     assert kept == ([] if left is None else [left]) + [b"theme=dark"]
     assert head.names.count(b"cookie") == len(kept)
+
+
+def test_the_gate_takes_a_session_cookie_out_of_every_cookie_field() -> None:
+    fields = [
+        (b"Cookie", b"dumont_session=a"), (b"Host", b"h"), (b"Cookie", b"t=1; dumont_session=b"),
+        (b"Cookie", b"dumont_session=c"), (b"Cookie", b"u=2"),
+    ]  # fmt: skip
+    head = RequestHead("GET", "/", "1.1", fields, keep_alive=True)
+    assert session_cookie(head) == "a"
+    strip_session_cookie(head)
+    assert head.raw_headers == [(b"Host", b"h"), (b"Cookie", b"t=1"), (b"Cookie", b"u=2")]
+    assert head.names == [b"host", b"cookie", b"cookie"]
