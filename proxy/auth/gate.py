@@ -52,18 +52,18 @@ def session_cookie(head: RequestHead) -> str | None:
 
 def _locate(head: RequestHead, first: int) -> tuple[int, int]:
     """The first Cookie field from index ``first`` on holding the session cookie, and where its
-    pair starts in the field's value; (-1, -1) if none does. list.index finds the field in C: a
-    loop over a dozen fields in Python cost 1.4 us."""
+    pair starts in the field's value; (-1, -1) if none does. In C as far as it goes: a loop over
+    a dozen fields in Python cost 1.4 us, and list.index's ValueError on a miss 0.6 us, hence
+    count the fields first and ask index only for those that are there."""
     names, raw = head.names, head.raw_headers
+    left = (names[first:] if first else names).count(b"cookie")
     at = first - 1
-    while True:
-        try:
-            at = names.index(b"cookie", at + 1)
-        except ValueError:
-            return -1, -1
+    for _ in range(left):
+        at = names.index(b"cookie", at + 1)
         start = _find_pair(raw[at][1])
         if start >= 0:
             return at, start
+    return -1, -1
 
 
 def _value_at(value: bytes, start: int) -> str:
