@@ -47,7 +47,7 @@ _SEPARATORS = b" ;"
 def session_cookie(head: RequestHead) -> str | None:
     """The session cookie's value from the head's Cookie fields (RFC 6265 5.4: "; " between)."""
     at, start = _locate(head, 0)
-    return None if at < 0 else _value_at(head.raw_headers[at][1], start)
+    return None if at < 0 else _value_at(head.raw_headers[at][1], start).decode("latin-1").strip()
 
 
 def _locate(head: RequestHead, first: int) -> tuple[int, int]:
@@ -66,10 +66,10 @@ def _locate(head: RequestHead, first: int) -> tuple[int, int]:
     return -1, -1
 
 
-def _value_at(value: bytes, start: int) -> str:
+def _value_at(value: bytes, start: int) -> bytes:
     begin = start + len(_NEEDLE)
     end = value.find(b";", begin)
-    return value[begin : end if end >= 0 else len(value)].decode("latin-1").strip()
+    return value[begin:end] if end >= 0 else value[begin:]
 
 
 class SignInGate:
