@@ -14,6 +14,11 @@ guard in front of every route of the mounted app:
   in X-CSRF-Token (proxy.auth.csrf), or it is refused with 403 and one line, nothing changed;
 - each state-changing request an admin makes is logged with their address, with its outcome.
 
+A page of the Host's backend (code-server, or whatever a user serves through its /proxy/PORT/) is
+same-origin with /__dumont/admin/ at that Host: a script there can read the dashboard's CSRF
+token as the admin's own page can. ``[auth] admin_host`` closes that: the surface then answers
+only at that Host (404 elsewhere), and stays shut (403) while any workspace serves it.
+
 Why not the session cookie on the control listener instead: that listener is loopback (or a
 private network) by default and has no Host of its own a provider could send a browser back to;
 the session cookie belongs to the public Host it was issued at (a cookie is per host, and the
@@ -36,11 +41,12 @@ from aiohttp import hdrs, web
 from proxy.boundary import Handler
 from proxy.control_app import make_control_app
 from proxy.dashboard import ADMIN_EMAIL, CSRF_TOKEN
-from proxy.errors import HTTPProblem, Unauthorized
+from proxy.errors import HTTPProblem, NotFound, Unauthorized
 from proxy.pages import PREFIX, cross_origin_problem, is_navigation
+from proxy.workspaces.hosts import normalise_host
 
 from .csrf import CSRF_HEADER, CsrfTokens
-from .errors import CsrfRefused, NotAdmin, SignInRequired
+from .errors import CsrfRefused, NotAdmin, SharedAdminHost, SignInRequired
 from .policy import is_admin
 from .routes import SignIn, start_login
 from .sessions import SESSION_COOKIE, Session
@@ -60,10 +66,36 @@ SAFE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 class AdminGuard:
     """Who may use the admin surface, and the answers to those who may not."""
 
-    def __init__(self, sign_in: SignIn, admins: Collection[str], csrf: CsrfTokens) -> None:
+    def __init__(
+        self,
+        sign_in: SignIn,
+        admins: Collection[str],
+        csrf: CsrfTokens,
+        sites: Sites,
+        admin_host: str | None = None,
+    ) -> None:
         self.sign_in = sign_in
         self.admins = admins
         self.csrf = csrf
+        self.sites = sites
+        self.admin_host = admin_host
+
+    def check_host(self, request: web.Request) -> None:
+        """With ``admin_host``: that Host only, and only while no workspace serves it (workspaces
+        come and go through the control API, so this is asked per request, not at start-up)."""
+        if self.admin_host is None:
+            return
+        host = request.headers.get(hdrs.HOST)
+        if normalise_host(host) != self.admin_host:
+            self.refused("wrong_host")
+            raise NotFound(f"no such page: {request.path}")
+        if self.sites.for_host(host) is not None:
+            self.refused("wrong_host")
+            log.error("auth: the admin surface is shut: a workspace serves admin_host %s",
+                      self.admin_host)  # fmt: skip
+            raise SharedAdminHost(
+                f"a workspace serves {self.admin_host}; give [auth] admin_host a name none serves"
+            )
 
     def session_of(self, request: web.Request) -> Session | None:
         value = request.cookies.get(SESSION_COOKIE)
@@ -77,6 +109,7 @@ class AdminGuard:
 
     async def check(self, request: web.Request) -> Session | web.Response:
         """The admin's session, or the answer for someone who is not one (raises for calls)."""
+        self.check_host(request)
         session = self.session_of(request)
         if session is None:
             self.refused("no_session")

@@ -20,6 +20,7 @@ from proxy.settings import (
     text,
     texts,
 )
+from proxy.workspaces.hosts import normalise_host
 from proxy.workspaces.spec import owner
 
 __all__ = ["AuthConfig", "check_auth", "read_secret"]
@@ -33,6 +34,16 @@ def _lower_texts(key: str, raw: Any) -> tuple[str, ...]:
 def _admins(key: str, raw: Any) -> tuple[str, ...]:
     # The same entries as a workspace's owners (an address or group:NAME), read by the same rule.
     return tuple(dict.fromkeys(owner(key, item) for item in texts(key, raw)))
+
+
+def _admin_host(key: str, raw: Any) -> str | None:
+    given = optional_text(key, raw)
+    if given is None:
+        return None
+    host = normalise_host(given)
+    if host is None or host.startswith("*"):
+        raise SettingError(key, f"expected a host name, got {raw!r}")
+    return host
 
 
 def _list(help: str, metavar: str) -> Any:
@@ -88,6 +99,13 @@ class AuthConfig:
         parse=_admins,
         metavar="ADMINS",
         shown_default="none",
+    )
+    admin_host: str | None = setting(
+        None,
+        help="the one Host at which /__dumont/admin/ answers (recommended: a name no workspace"
+        " serves, so that no backend's pages share the dashboard's origin); none: every Host",
+        parse=_admin_host,
+        metavar="HOST",
     )
     session_lifetime: float = setting(
         12 * 3600.0,

@@ -6,6 +6,8 @@ HTTPProblem
 ├── Forbidden
 │   ├── SignInRefused       403  the callback failed a check; ``why`` is the metric's reason label
 │   ├── NotAdmin            403  signed in, but not one of [auth] admins (the admin surface)
+│   ├── SharedAdminHost     403  [auth] admin_host is also a workspace's: its backend shares the
+│                                admin surface's origin, so the surface stays shut
 │   └── CsrfRefused         403  a state-changing admin request without this session's CSRF
 │                                token, or from another origin; ``why`` is the metric's label
 ├── TooManySignIns          429  sign-in starts or callbacks from one address over the limit
@@ -21,6 +23,7 @@ __all__ = [
     "CsrfRefused",
     "IssuerUnavailable",
     "NotAdmin",
+    "SharedAdminHost",
     "SignInRefused",
     "SignInRequired",
     "TooManySignIns",
@@ -41,6 +44,10 @@ class SignInRefused(Forbidden):
 
 class NotAdmin(Forbidden):
     reason = "admins only"
+
+
+class SharedAdminHost(Forbidden):
+    reason = "the admin surface is shut at a Host a workspace serves"
 
 
 class CsrfRefused(Forbidden):

@@ -27,6 +27,7 @@ REFUSAL_REASONS = (
 # Why the admin surface refused a request: a series of their own, so that a sign-in problem and
 # someone probing the dashboard do not add up to one number.
 ADMIN_REFUSAL_REASONS = (
+    "wrong_host",  # not [auth] admin_host, or a Host a workspace's backend also serves
     "no_session",  # no valid session at this Host: a redirect to sign in, or 401
     "not_admin",  # signed in, not one of [auth] admins: 403
     "cross_site",  # a state-changing request another origin sent (Origin, Sec-Fetch-Site): 403

@@ -89,5 +89,6 @@ def build(config: Config, sites: Sites) -> Auth:
     issuer = Issuer(auth.issuer, auth.client_id, secret, client)
     templates = config.assets_dir / "templates"
     sign_in = SignIn(auth, issuer, sealer, sessions, metrics, templates)
-    admin = make_admin_app(sites, AdminGuard(sign_in, auth.admins, CsrfTokens(keys)))
+    guard = AdminGuard(sign_in, auth.admins, CsrfTokens(keys), sites, auth.admin_host)
+    admin = make_admin_app(sites, guard)
     return Auth(sign_in, SignInGate(sites, sessions, metrics), metrics, client, admin)

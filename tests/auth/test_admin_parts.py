@@ -67,3 +67,13 @@ def test_the_admins_setting_reads_like_owners() -> None:
     with pytest.raises(ConfigError) as error:
         load_config(None, {**BACKENDS, "DUMONT_AUTH_ADMINS": "not an address"})
     assert error.value.key == "auth.admins"
+
+
+def test_the_admin_host_setting_is_one_host_name() -> None:
+    env = {**BACKENDS, "DUMONT_AUTH_ADMIN_HOST": "Dumont.Example.com:443"}
+    assert load_config(None, env).auth.admin_host == "dumont.example.com"
+    assert load_config(None, BACKENDS).auth.admin_host is None
+    for bad in ("10.0.0.1", "*.example.com", "[::1]"):
+        with pytest.raises(ConfigError) as error:
+            load_config(None, {**BACKENDS, "DUMONT_AUTH_ADMIN_HOST": bad})
+        assert error.value.key == "auth.admin_host"

@@ -176,3 +176,43 @@ async def test_a_signed_in_non_admin_gets_403(auth_bed: AuthBed, agent: UserAgen
         assert _metric(server, 'dumont_auth_admin_refusals_total{reason="not_admin"}') == 3.0
         # Her own IDE is still hers: the admin surface changes nothing for owners.
         assert (await agent.navigate(alice + "/")).status_code == 200
+
+
+ADMIN_HOST = "dumont.ide.test"
+
+
+async def test_admin_host_keeps_the_surface_off_every_workspaces_origin(
+    auth_bed: AuthBed, agent: UserAgent
+) -> None:
+    """A backend's pages share the origin of /__dumont/admin/ at its Host; admin_host moves the
+    surface to a Host of its own, and keeps it shut if a workspace ever serves that Host."""
+    admin = auth_bed.origin(ADMIN_HOST)
+    with running_provider(
+        [*auth_bed.redirect_uris, f"{admin}/__dumont/auth/callback"],
+        auth_bed.post_logout_uris, ACCOUNTS, [signing_key()],
+    ) as issuer:  # fmt: skip
+        server = await auth_bed.make(issuer, admins=ADMINS, admin_host=ADMIN_HOST)
+        # At a workspace's Host the surface is not there at all, signed in or not.
+        assert (await agent.navigate(auth_bed.origin(ALICE) + PAGE)).status_code == 404
+        done = await agent.sign_in(ADMIN_HOST, PAGE, "carol")
+        assert done.headers["location"] == PAGE
+        token = await _csrf_token(agent, admin)
+        pressed = await agent.client(admin).post(
+            FAILOVER,
+            headers={"Origin": admin, "Sec-Fetch-Site": "same-origin", "X-CSRF-Token": token},
+        )
+        assert pressed.status_code == 200, pressed.text
+        assert _state(server) == "serving_standby"
+        # Someone gives a workspace that Host: the surface shuts rather than share its origin.
+        control = str(control_url(server))
+        async with httpx.AsyncClient(base_url=control) as automation:
+            created = await automation.put(
+                "/admin/workspaces/squatter",
+                json={"hosts": [ADMIN_HOST], "primary": "http://127.0.0.1:9",
+                      "standby": "http://127.0.0.1:10"},
+            )  # fmt: skip
+            assert created.status_code == 200, created.text
+        shut = await agent.get(admin + PAGE + "/state", headers=JSON)
+        assert shut.status_code == 403
+        assert "give [auth] admin_host a name none serves" in shut.json()["detail"]
+        assert _metric(server, 'dumont_auth_admin_refusals_total{reason="wrong_host"}') == 2.0
