@@ -9,6 +9,7 @@ from playwright.async_api import async_playwright, expect
 
 from tests.auth.conftest import ALICE, AuthBed
 from tests.auth.idp import running_provider, signing_key
+from tests.auth.test_admin_surface import PATIENT
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.oidc, pytest.mark.timeout(120)]
@@ -21,7 +22,7 @@ async def test_an_admin_fails_over_from_the_dashboard_in_chromium(auth_bed: Auth
     with running_provider(
         auth_bed.redirect_uris, auth_bed.post_logout_uris, ACCOUNTS, [signing_key()]
     ) as issuer:
-        server = await auth_bed.make(issuer, admins=("carol@example.com",))
+        server = await auth_bed.make(issuer, admins=("carol@example.com",), proxy=PATIENT)
         origin = auth_bed.origin(ALICE)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(

@@ -5,12 +5,15 @@ bearer token working as before."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 
 import httpx
 import pytest
 
+from proxy.config import HealthConfig
 from proxy.server import ProxyServer
 from tests.auth.conftest import ALICE, BOB, AuthBed
 from tests.auth.idp import UserAgent, running_provider, signing_key
@@ -25,6 +28,9 @@ ACCOUNTS = {
 }
 ADMINS = ("carol@example.com", "group:ops")
 TOKEN = "a-bearer-token-for-automation"
+# Checks that a loaded machine does not fail: a backend marked down mid-test would move the
+# workspace by itself, and these tests are about who may move it.
+PATIENT = {"health": HealthConfig(interval=0.3, timeout=3.0, fall=5, rise=2, warmup_path=None)}
 JSON = {"Accept": "application/json"}
 PAGE = "/__dumont/admin/dashboard/workspaces/alice"
 FAILOVER = "/__dumont/admin/admin/workspaces/alice/failover"
@@ -43,6 +49,13 @@ def _state(server: ProxyServer) -> str:
     return str(server.sites.get("alice").workspace.machine.state)
 
 
+async def _serving_primary(server: ProxyServer) -> None:
+    deadline = time.monotonic() + 15
+    while _state(server) != "serving_primary":
+        assert time.monotonic() < deadline, _state(server)
+        await asyncio.sleep(0.05)
+
+
 async def _csrf_token(agent: UserAgent, origin: str) -> str:
     page = await agent.navigate(origin + PAGE)
     assert page.status_code == 200, page.text[:300]
@@ -58,7 +71,8 @@ async def test_an_admin_presses_a_button_and_it_takes_effect(
     with running_provider(
         auth_bed.redirect_uris, auth_bed.post_logout_uris, ACCOUNTS, [signing_key()]
     ) as issuer:
-        server = await auth_bed.make(issuer, admins=ADMINS, proxy={"admin_token": TOKEN})
+        server = await auth_bed.make(issuer, admins=ADMINS, proxy={"admin_token": TOKEN, **PATIENT})
+        await _serving_primary(server)
         alice = auth_bed.origin(ALICE)
         # No session: a call gets 401, a navigation goes to sign in and comes back to the page.
         assert (await agent.get(alice + PAGE + "/state", headers=JSON)).status_code == 401
@@ -156,7 +170,8 @@ async def test_a_signed_in_non_admin_gets_403(auth_bed: AuthBed, agent: UserAgen
     with running_provider(
         auth_bed.redirect_uris, auth_bed.post_logout_uris, ACCOUNTS, [signing_key()]
     ) as issuer:
-        server = await auth_bed.make(issuer, admins=ADMINS)
+        server = await auth_bed.make(issuer, admins=ADMINS, proxy=PATIENT)
+        await _serving_primary(server)
         alice = auth_bed.origin(ALICE)
         done = await agent.sign_in(ALICE, PAGE, "alice")  # alice owns the workspace: no admin
         assert done.status_code == 302
@@ -191,7 +206,8 @@ async def test_admin_host_keeps_the_surface_off_every_workspaces_origin(
         [*auth_bed.redirect_uris, f"{admin}/__dumont/auth/callback"],
         auth_bed.post_logout_uris, ACCOUNTS, [signing_key()],
     ) as issuer:  # fmt: skip
-        server = await auth_bed.make(issuer, admins=ADMINS, admin_host=ADMIN_HOST)
+        server = await auth_bed.make(issuer, admins=ADMINS, admin_host=ADMIN_HOST, proxy=PATIENT)
+        await _serving_primary(server)
         # At a workspace's Host the surface is not there at all, signed in or not.
         assert (await agent.navigate(auth_bed.origin(ALICE) + PAGE)).status_code == 404
         done = await agent.sign_in(ADMIN_HOST, PAGE, "carol")
