@@ -72,11 +72,34 @@ def _value_at(value: bytes, start: int) -> bytes:
     return value[begin:end] if end >= 0 else value[begin:]
 
 
+# Cookie field values remembered with what the gate made of them (below); past it, all forgotten.
+FIELD_MEMO = 4096
+
+
 class SignInGate:
     def __init__(self, sites: Sites, sessions: SessionBook, metrics: AuthMetrics) -> None:
         self.sites = sites
         self.sessions = sessions
         self.metrics = metrics
+        # A browser sends the same Cookie field with every request until a cookie changes: for
+        # each field value seen, the session in it (None: no valid one) and the value without
+        # the session cookie. A request with one Cookie field then costs one dict lookup where
+        # finding, reading and cutting out the cookie cost about 1.3 us. Liveness (expiry,
+        # revocation) is still asked every time.
+        self.fields: dict[bytes, tuple[Session | None, bytes]] = {}
+
+    def _one_field(self, value: bytes) -> tuple[Session | None, bytes]:
+        seen = self.fields.get(value)
+        if seen is None:
+            start = _find_pair(value)
+            if start < 0:
+                seen = (None, value)
+            else:
+                seen = (self.sessions.open(_value_at(value, start)), _cut(value, start))
+            if len(self.fields) >= FIELD_MEMO:
+                self.fields.clear()
+            self.fields[value] = seen
+        return seen
 
     def session_of(self, head: RequestHead, host: str | None) -> Session | None:
         return self._session_at(head, host, *_locate(head, 0))
@@ -95,9 +118,16 @@ class SignInGate:
         site = self.sites.for_host(host)
         if site is None:
             return None  # the pages app's 404: nobody's workspace to protect
-        # Found once, used twice: to read the session, then to take the cookie out.
-        at, start = _locate(head, 0)
-        session = self._session_at(head, host, at, start)
+        names = head.names
+        kept: bytes | None = None  # with one Cookie field: its value without the session cookie
+        if names.count(b"cookie") == 1:  # a browser's request
+            at = names.index(b"cookie")
+            session, kept = self._one_field(head.raw_headers[at][1])
+            if session is not None and (session.host != host or not self.sessions.live(session)):
+                session = None
+        else:  # none, or several (a tossed second cookie, a front proxy's split fields)
+            at, start = _locate(head, 0)
+            session = self._session_at(head, host, at, start)
         if session is None:
             if _navigation(head):
                 return LOGIN
@@ -106,7 +136,12 @@ class SignInGate:
         if not may_open(session, site.spec.owners):
             self.metrics.refused("not_owner")
             return FORBIDDEN_PAGE if _navigation(head) else FORBIDDEN
-        _strip_from(head, at, start)
+        if kept is None:
+            _strip_from(head, at, start)
+        elif kept:
+            head.raw_headers[at] = (head.raw_headers[at][0], kept)
+        else:  # the session cookie was the field's only cookie
+            del head.raw_headers[at], names[at]
         return None
 
 
@@ -124,18 +159,24 @@ def _strip_from(head: RequestHead, at: int, start: int) -> None:
     names, raw = head.names, head.raw_headers
     while at >= 0:
         name, value = raw[at]
-        while start >= 0:
-            end = value.find(b";", start)
-            before = value[:start].rstrip(b"; ")
-            after = b"" if end < 0 else value[end + 1 :].lstrip(b"; ")
-            value = before + b"; " + after if before and after else before or after
-            start = _find_pair(value)
+        value = _cut(value, start)
         if value:
             raw[at] = (name, value)
             at += 1
         else:
             del raw[at], names[at]
         at, start = _locate(head, at)
+
+
+def _cut(value: bytes, start: int) -> bytes:
+    """A Cookie value without the session cookie's pair at ``start``, nor any later one."""
+    while start >= 0:
+        end = value.find(b";", start)
+        before = value[:start].rstrip(b"; ")
+        after = b"" if end < 0 else value[end + 1 :].lstrip(b"; ")
+        value = before + b"; " + after if before and after else before or after
+        start = _find_pair(value)
+    return value
 
 
 def _find_pair(value: bytes) -> int:

@@ -89,9 +89,11 @@ class SessionBook:
             opened[value] = session
             if len(opened) > CACHE_SIZE:
                 opened.popitem(last=False)
-        if session is None or session.expires <= self.clock() or session.sid in self.revoked:
-            return None
-        return session
+        return session if session is not None and self.live(session) else None
+
+    def live(self, session: Session) -> bool:
+        """Not expired, not revoked."""
+        return session.expires > self.clock() and session.sid not in self.revoked
 
     def _unseal(self, value: str) -> Session | None:
         payload = self.sealer.open(_PURPOSE, value)
