@@ -230,14 +230,19 @@ class DelayLink:
     def far_pids(self) -> set[int]:
         return {int(p) for p in _run(["ip", "netns", "pids", self.netns], check=False).split()}
 
-    def close(self) -> None:
-        """Kill what runs in the namespace and the program (by pid), delete the namespace."""
+    def kill_far_processes(self) -> None:
+        """SIGKILL, by pid, every process in the far namespace, until none is left: a browser
+        started there puts its processes in sessions of their own, out of its caller's group."""
         deadline = time.monotonic() + 10
         while (pids := self.far_pids()) and time.monotonic() < deadline:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
+
+    def close(self) -> None:
+        """Kill what runs in the namespace and the program (by pid), delete the namespace."""
+        self.kill_far_processes()
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
