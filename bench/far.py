@@ -200,6 +200,10 @@ def summarize(runs: list[dict[str, Row]]) -> dict[str, Row]:
     return medians
 
 
+def _ms(rtt: tuple[float, float, float]) -> str:
+    return "/".join(f"{v:.1f}" for v in rtt)
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
@@ -257,11 +261,13 @@ def main() -> int:
             groups.append(front.group)
             urls[name] = front.url
         urls = {name: f"{url}/?folder={workspace}" for name, url in urls.items()}
-        print(f"link: {link.rtt_ms:g} ms round trip; Chromium in namespace {link.netns}")
+        rtt_before = link.ping()
+        print(f"link: {link.rtt_ms:g} ms round trip, ping min/avg/max {_ms(rtt_before)} ms")
         for round_ in range(args.warmup):
             print(f"warm-up round {round_ + 1} (not measured)", file=sys.stderr, flush=True)
             one_run(round_, urls, link, tls, args)
         runs = [one_run(run, urls, link, tls, args) for run in range(args.runs)]
+        rtt_after = link.ping()
     load_after = uptime()
     machine["at_end"] = machine_load()
     medians = summarize(runs)
@@ -271,9 +277,11 @@ def main() -> int:
     if "dumont" in medians and "haproxy" in medians:
         bars = check_bars(medians["dumont"], medians, BARS)
         print("\nIssue 19's bar for our proxy:\n" + render_bars(bars))
-    print(f"\nbefore: {load_before}\nafter:  {load_after}")
+    print(f"\nping across the link (ms): before {_ms(rtt_before)}, after {_ms(rtt_after)}")
+    print(f"before: {load_before}\nafter:  {load_after}")
     if args.json:
         settings = {k: str(v) for k, v in vars(args).items() if k != "json"}
+        settings["ping_ms"] = f"before {_ms(rtt_before)}, after {_ms(rtt_after)}"
         payload = {"benchmark": "far", "machine": machine, "settings": settings}
         write_json(args.json, {**payload, "runs": runs, "median": medians, "bars": bars})
     errors = [row["error"] for run in runs for row in run.values() if "error" in row]

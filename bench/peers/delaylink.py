@@ -37,6 +37,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import struct
@@ -226,6 +227,16 @@ class DelayLink:
                 data += chunk
         counts: dict[str, int] = json.loads(data)["syns"]
         return counts
+
+    def ping(self, count: int = 5) -> tuple[float, float, float]:
+        """Round trips in ms (min, avg, max) of ``count`` pings from the far side to ``near``."""
+        argv = ["ping", "-q", "-c", str(count), "-i", "0.2", "-W", "2", self.near]
+        out = _run(self.exec_argv(argv))
+        stats = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/", out)
+        if stats is None or f"{count} received" not in out:
+            raise RuntimeError(f"ping across the link lost packets:\n{out}")
+        low, avg, high = (float(v) for v in stats.groups())
+        return low, avg, high
 
     def far_pids(self) -> set[int]:
         return {int(p) for p in _run(["ip", "netns", "pids", self.netns], check=False).split()}
