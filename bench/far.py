@@ -161,24 +161,30 @@ def to_row(result: dict[str, Any]) -> Row:
 
 
 def one_run(
-    run: int, urls: dict[str, str], link: DelayLink, tls: Certificate, args: argparse.Namespace
+    run: int,
+    urls: dict[str, str],
+    link: DelayLink,
+    tls: Certificate,
+    args: argparse.Namespace,
+    label: str = "",
 ) -> dict[str, Row]:
     """Every proxy once; the order rotates per run so that none always runs first or last."""
+    label = label or f"run {run + 1}/{args.runs}"
     names = list(urls)
     shift = run % len(names)
     rows: dict[str, Row] = {}
     for name in names[shift:] + names[:shift]:
-        profile = args.workdir / "profiles" / f"{name}-{run}"
+        profile = Path(tempfile.mkdtemp(prefix=f"profile-{name}-", dir=args.workdir))
         try:
             result = browse(link, urls[name], tls, profile, args)
         except Exception as exc:  # one broken proxy must not cost the other rows
-            print(f"  run {run + 1} {name} failed: {exc!r}", file=sys.stderr, flush=True)
+            print(f"  {label} {name} failed: {exc!r}", file=sys.stderr, flush=True)
             rows[name] = {"error": repr(exc)}
             continue
         rows[name] = to_row(result)
         rows[name]["raw"] = json.dumps(result)
         print(
-            f"run {run + 1}/{args.runs} {name:8} cold {rows[name]['cold_s']:.2f} s "
+            f"{label} {name:8} cold {rows[name]['cold_s']:.2f} s "
             f"warm {rows[name]['warm_s']:.2f} s  conns {rows[name]['conns_cold']:.0f}"
             f"+{rows[name]['conns_warm']:.0f}  {rows[name]['protocol']}",
             file=sys.stderr,
@@ -264,8 +270,7 @@ def main() -> int:
         rtt_before = link.ping()
         print(f"link: {link.rtt_ms:g} ms round trip, ping min/avg/max {_ms(rtt_before)} ms")
         for round_ in range(args.warmup):
-            print(f"warm-up round {round_ + 1} (not measured)", file=sys.stderr, flush=True)
-            one_run(round_, urls, link, tls, args)
+            one_run(round_, urls, link, tls, args, label=f"warm-up {round_ + 1} (not measured)")
         runs = [one_run(run, urls, link, tls, args) for run in range(args.runs)]
         rtt_after = link.ping()
     load_after = uptime()
