@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,6 +207,31 @@ def summarize(runs: list[dict[str, Row]]) -> dict[str, Row]:
     return medians
 
 
+def paired_ratios(runs: list[dict[str, Row]], name: str, peer: str) -> dict[str, list[float]]:
+    """``name``'s load time over ``peer``'s, per round: the two ran within a minute of each
+    other, so drift in what else the machine runs cancels out more than across medians."""
+    ratios: dict[str, list[float]] = {"cold_s": [], "warm_s": []}
+    for run in runs:
+        ours, theirs = run.get(name, {}), run.get(peer, {})
+        for key, values in ratios.items():
+            mine, base = ours.get(key), theirs.get(key)
+            if isinstance(mine, float) and isinstance(base, float) and base > 0:
+                values.append(mine / base)
+    return ratios
+
+
+def render_paired(ratios: dict[str, list[float]], name: str, peer: str) -> str:
+    parts = []
+    for key, values in ratios.items():
+        if values:
+            parts.append(
+                f"{key.removesuffix('_s')} median {statistics.median(values):.2f} "
+                f"(min {min(values):.2f}, max {max(values):.2f}, "
+                f"{sum(v <= 1.0 for v in values)} of {len(values)} rounds no slower)"
+            )
+    return f"{name} / {peer} per round: " + "; ".join(parts)
+
+
 def _ms(rtt: tuple[float, float, float]) -> str:
     return "/".join(f"{v:.1f}" for v in rtt)
 
@@ -279,16 +305,20 @@ def main() -> int:
     print(f"\nMedians of {args.runs} runs, {args.rtt_ms:g} ms round trip; (ratio) to HAProxy's:\n")
     print(render_table(medians, COLUMNS, ("haproxy",)))
     bars: list[dict[str, Any]] = []
+    paired: dict[str, list[float]] = {}
     if "dumont" in medians and "haproxy" in medians:
         bars = check_bars(medians["dumont"], medians, BARS)
         print("\nIssue 19's bar for our proxy:\n" + render_bars(bars))
+        paired = paired_ratios(runs, "dumont", "haproxy")
+        print(render_paired(paired, "dumont", "haproxy"))
     print(f"\nping across the link (ms): before {_ms(rtt_before)}, after {_ms(rtt_after)}")
     print(f"before: {load_before}\nafter:  {load_after}")
     if args.json:
         settings = {k: str(v) for k, v in vars(args).items() if k != "json"}
         settings["ping_ms"] = f"before {_ms(rtt_before)}, after {_ms(rtt_after)}"
         payload = {"benchmark": "far", "machine": machine, "settings": settings}
-        write_json(args.json, {**payload, "runs": runs, "median": medians, "bars": bars})
+        results = {"runs": runs, "median": medians, "bars": bars, "paired": paired}
+        write_json(args.json, {**payload, **results})
     errors = [row["error"] for run in runs for row in run.values() if "error" in row]
     return 1 if errors else 0
 
