@@ -9,6 +9,7 @@ process group (SIGKILL or SIGSTOP one to fail it), data in the test's temporary 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -25,7 +26,7 @@ import pytest
 from tests.support.ports import free_port
 from tests.support.processes import kill_group, signal_group
 
-__all__ = ["EtcdCluster", "etcd_cluster"]
+__all__ = ["EtcdCluster", "Relay", "etcd_cluster"]
 
 ETCD = shutil.which("etcd")
 
@@ -139,3 +140,65 @@ def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+class Relay:
+    """A TCP relay in front of one etcd member, for one replica: ``cut()`` partitions that replica
+    from the store (bytes stop flowing both ways, new connections hang) and ``heal()`` ends it,
+    while every other client keeps talking to the member directly."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> Relay:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def cut(self) -> None:
+        self.flowing.clear()
+
+    def heal(self) -> None:
+        self.flowing.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        await self.flowing.wait()
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.add(up_writer)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pipe(source, sink))  # noqa: TID251 - kept in _tasks, cancelled in close()
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await source.read(65536):
+                await self.flowing.wait()  # a cut holds the bytes, as a dead link would
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            await self._server.wait_closed()
