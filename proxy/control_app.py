@@ -196,10 +196,10 @@ async def put_backend(request: web.Request) -> web.Response:
         url: URL = parse_backend_url("url", body.get("url"))
     except ConfigError as exc:
         raise BadRequest(exc.problem) from None
-    workspace = _site(request).workspace
     typed_role: Role = "primary" if role == "primary" else "standby"
-    await workspace.replace_backend(typed_role, url)
-    return web.json_response(workspace.status())
+    name = request.match_info.get("workspace", "default")
+    site = await request.app[SITES].replace_backend(name, typed_role, url)
+    return web.json_response(site.workspace.status())
 
 
 async def status(request: web.Request) -> web.Response:

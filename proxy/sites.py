@@ -15,16 +15,19 @@ and changes nothing), written to the state directory when there is one, and only
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from .config import Config, workspace_config, workspace_setting
 from .dashboard import Board, build_board
 from .dataplane.exchange import Destination
-from .errors import BadRequest, ConfigError, HTTPProblem, NotFound
+from .errors import BadRequest, ConfigError, Conflict, HTTPProblem, NotFound
+from .failover import Role
 from .health import ProbeSchedule
 from .ide_view import IdeView
 from .metrics import render_by_workspace
@@ -271,6 +274,24 @@ class Sites:
             # 1012: the browser reconnects, to the new backends.
             await old.close(CLOSE_SWITCHED, drain=self.config.shutdown_timeout)
         return site, old is None
+
+    async def replace_backend(self, name: str, role: Role, url: URL) -> Site:
+        """PUT .../backends/ROLE (a replacement GPU): the workspace's document says so too, in
+        the API's answers and in the state directory, so a restart keeps the new machine."""
+        site = self.get(name)
+        old = site.spec
+        if role == "primary":
+            spec = dataclasses.replace(old, primary=url)
+        else:
+            spec = dataclasses.replace(old, standby=url)
+        if spec.primary.origin() == spec.standby.origin():
+            other = "standby" if role == "primary" else "primary"
+            raise Conflict(f"{url} is already the {other}")
+        if name != "default" or self.config.primary is None:  # the flags' one is the flags'
+            self._save(name, spec)
+        await site.workspace.replace_backend(role, url)
+        site.spec = spec
+        return site
 
     async def delete(self, name: str) -> None:
         site = self.get(name)

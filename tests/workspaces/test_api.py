@@ -277,3 +277,22 @@ async def test_delete_drains_requests_in_flight_and_closes_websockets_with_1001(
         assert status == 200, answer
     assert (await fetch(server, "alice.test", "/who"))[0] == 404
     assert await backend_of(server, "q.bob.test") == "bob-gpu"
+
+
+async def test_a_backend_replaced_through_the_api_is_listed_and_kept_across_a_restart(
+    start: Starter, backends: Backends
+) -> None:
+    server = await start()
+    new = str(url_of(backends["carol-gpu"]))
+    status, body = await admin(
+        server, "PUT", "/admin/workspaces/alice/backends/primary", {"url": new}
+    )
+    assert status == 200, body
+    assert await backend_of(server, "alice.test") == "carol-gpu"
+    _, listed = await admin(server, "GET", "/admin/workspaces/alice")
+    assert listed["primary"] == new + "/"
+    status, _ = await admin(server, "PUT", "/admin/workspaces/alice/backends/standby", {"url": new})
+    assert status == 409
+    await server.stop()
+    again = await start()
+    assert await backend_of(again, "alice.test") == "carol-gpu"
