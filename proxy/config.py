@@ -34,6 +34,7 @@ from proxy.settings import (
 )
 from proxy.settings import SettingError as _SettingError
 
+from .cluster.settings import ClusterConfig
 from .errors import ConfigError
 from .failover import Policy
 from .pages.config import PagesConfig
@@ -380,6 +381,7 @@ class Config:
     metrics: bool = _flag(True, "Prometheus /metrics on the control listener")
     prices: PricesConfig = table(PricesConfig)
     pages: PagesConfig = table(PagesConfig)
+    cluster: ClusterConfig = table(ClusterConfig)
     assets_dir: Path = setting(
         DEFAULT_ASSETS,
         help="directory holding templates/ and static/",
@@ -431,6 +433,8 @@ def _checked(config: Config) -> Config:
         )
     if primary is not None and standby is not None and primary.origin() == standby.origin():
         raise ConfigError("standby", f"must differ from primary ({primary})")
+    if (problem := config.cluster.problems(config.health.interval)) is not None:
+        raise ConfigError(*problem)
     if config.default_workspace is not None:
         try:
             check_name("default_workspace", config.default_workspace)

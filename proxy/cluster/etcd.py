@@ -9,6 +9,7 @@ member that answers with an error is not skipped: the cluster said no (:class:`E
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -30,6 +31,10 @@ __all__ = [
     "prefix_end",
     "put_op",
 ]
+
+
+ROUNDS = 2
+ROUND_PAUSE = 0.2
 
 
 class EtcdError(Exception):
@@ -153,18 +158,22 @@ class Etcd:
     async def _call(
         self, path: str, body: Mapping[str, Any], timeout: float | None = None
     ) -> dict[str, Any]:
-        """POST ``body`` to the first member that answers; EtcdUnavailable if none does."""
+        """POST ``body`` to the first member that answers; EtcdUnavailable if none does in two
+        rounds (a member's death can cost the cluster an election: about a second)."""
         last = ""
-        for attempt in range(len(self.endpoints)):
-            endpoint = self.endpoints[(self._current + attempt) % len(self.endpoints)]
+        for attempt in range(ROUNDS * len(self.endpoints)):
+            if attempt and attempt % len(self.endpoints) == 0:
+                await asyncio.sleep(ROUND_PAUSE)
+            index = (self._current + attempt) % len(self.endpoints)
+            endpoint = self.endpoints[index]
             try:
                 answer = await self._post(endpoint, path, body, timeout or self.timeout)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 last = f"{endpoint}: {type(exc).__name__} {exc}".strip()
                 continue
-            self._current = (self._current + attempt) % len(self.endpoints)
+            self._current = index
             return answer
-        raise EtcdUnavailable(f"no etcd member answered ({last})")
+        raise EtcdUnavailable(f"no etcd member answered (last: {last})")
 
     async def _post(
         self, endpoint: str, path: str, body: Mapping[str, Any], timeout: float
