@@ -13,6 +13,7 @@ On SIGTERM or SIGINT: stop accepting, close WebSockets with 1001, give in-flight
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import shutil
 import signal
@@ -185,6 +186,9 @@ async def serve(config: Config, on_ready: Callable[[ProxyServer], None] | None =
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    # Everything built so far lives as long as the process (a thousand workspaces' machines,
+    # boards, metrics): out of the collector's sight, its full passes stop walking them.
+    gc.freeze()
     if on_ready is not None:
         on_ready(server)
     try:

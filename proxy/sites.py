@@ -164,7 +164,10 @@ class Sites:
                 continue
             found[spec.name] = spec
             if spec.name != "default":  # the flags' workspace is the flags', every start
-                self.store.put(spec.name, spec.document())
+                try:
+                    self.store.put(spec.name, spec.document())
+                except StoreError as exc:
+                    raise ConfigError("state_dir", str(exc)) from None
         try:
             HostTable(found.values(), self.config.default_workspace)
         except SettingError as exc:

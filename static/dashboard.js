@@ -1,6 +1,9 @@
-// Dumont's control dashboard: polls /dashboard/state every second and redraws in place.
+// Dumont's control dashboard: polls its workspace's state every second and redraws in place.
 // The admin token is never in the page: the operator types it once; it stays in sessionStorage
 // (this tab only) and travels as a bearer header on the failover/failback calls.
+// One script serves every workspace's page (issue 15): the page names its state URL and the
+// admin prefix its commands go to (data-state-url, data-admin-base), so /dashboard/workspaces/bob
+// reads bob's state and fails bob over, never the "default" workspace.
 "use strict";
 
 const POLL_MS = 1000;
@@ -10,6 +13,9 @@ let lastState = null;
 let pendingAction = null;
 
 const $ = (id) => document.getElementById(id);
+const page = () => document.querySelector("main").dataset;
+// What each button asks of the control API, under the page's admin prefix.
+const COMMANDS = { failover: "failover", failback: "failback", resume: "resume", keep: "park/keep" };
 
 function text(el, value) {
   if (el && el.textContent !== value) el.textContent = value;
@@ -169,6 +175,9 @@ function renderPark(state) {
   standby.className = park.standby === "present" ? "" : "pill pill-bad";
   $("resume").hidden = !["parked", "resume_failed"].includes(park.phase);
   $("resume").disabled = pendingAction !== null;
+  // Issue 18's "Keep it": the idle warning counts down to a park; keeping the GPU stops it.
+  $("keep").hidden = park.phase !== "idle";
+  $("keep").disabled = pendingAction !== null;
 }
 
 function render(state) {
@@ -191,7 +200,7 @@ function render(state) {
 
 async function poll() {
   try {
-    const response = await fetch("/dashboard/state", { cache: "no-store" });
+    const response = await fetch(page().stateUrl, { cache: "no-store" });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     render(await response.json());
   } catch (err) {
@@ -210,7 +219,7 @@ function askForToken(action) {
 async function command(action) {
   const needed = lastState
     ? lastState.admin_token_required !== false
-    : document.querySelector("main").dataset.tokenRequired !== "false";
+    : page().tokenRequired !== "false";
   const token = needed ? sessionStorage.getItem(TOKEN_KEY) : "";
   if (token === null) {
     askForToken(action);
@@ -220,7 +229,8 @@ async function command(action) {
   text(result, `${action}…`);
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   try {
-    const response = await fetch(`/admin/${action}`, { method: "POST", headers });
+    const response = await fetch(`${page().adminBase}/${COMMANDS[action]}`,
+      { method: "POST", headers });
     if (response.status === 401) {
       sessionStorage.removeItem(TOKEN_KEY);
       text(result, "The token was refused; type it again.");
@@ -234,7 +244,9 @@ async function command(action) {
     }
     text(result, `${action} requested`);
     setTimeout(() => text(result, ""), 6000);
-    render(action === "resume" ? { ...lastState, park: body } : { ...lastState, ...body });
+    // resume and keep answer with the park's JSON, failover and failback with the status.
+    const parkAnswer = action === "resume" || action === "keep";
+    render(parkAnswer ? { ...lastState, park: body } : { ...lastState, ...body });
   } catch (err) {
     text(result, `${action} failed: ${err}`);
   }
@@ -244,6 +256,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("failover").addEventListener("click", () => command("failover"));
   $("failback").addEventListener("click", () => command("failback"));
   $("resume").addEventListener("click", () => command("resume"));
+  $("keep").addEventListener("click", () => command("keep"));
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token").value);

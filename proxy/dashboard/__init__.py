@@ -3,7 +3,8 @@
 ``build_board`` makes the ``Board`` for a workspace, with its metrics unless ``metrics = false``;
 the composition root (proxy.server) subscribes ``Board.observers()`` to the workspace and hands the
 metrics to the data plane as its traffic observer. ``add_routes`` (proxy.dashboard.routes) puts
-the board on the control app.
+the boards on the control app: each workspace's page, and the overview of every workspace
+(proxy.dashboard.overview, issue 15).
 """
 
 from __future__ import annotations

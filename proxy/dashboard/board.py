@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,23 +87,32 @@ class Board:
             extra={"fields": {"event": "sync_changed", "from": before, "to": after, "lag_s": lag}},
         )
 
+    def savings(self, park: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The savings panel: the standby's arithmetic and what parking the GPU kept (issue 18).
+        Also one cell of the overview's row (issue 15); ``park`` is the park's JSON when the
+        caller has it already."""
+        prices = self.workspace.config.prices
+        parked: Mapping[str, Any] = self.park.as_json() if park is None else park
+        found = savings(prices, self.ledger)
+        # Issue 18: parked hours x the GPU's price is money the user kept.
+        saved = parked["gpu_cost_saved"]
+        if saved is None and prices.gpu_per_hour is not None:
+            # No park reported the rented GPU's price (a provider without one): the configured
+            # price is the next best truth, and the same one the standby's share is measured by.
+            saved = round(parked["parked_hours"] * prices.gpu_per_hour, 4)
+        found["gpu_parked_hours"] = parked["parked_hours"]
+        found["gpu_cost_saved_parked"] = saved
+        return found
+
     def state(self) -> dict[str, Any]:
         status = self.workspace.status()
         for role, backend in status["backends"].items():
             backend["latency_history_ms"] = list(self.latencies[role])
         status["sync"] = self.sync.as_json()
         status["tips"] = tip_table(self.tip_counts())
-        status["savings"] = savings(self.workspace.config.prices, self.ledger)
-        # Issue 18: parked hours x the GPU's price is money the user kept.
-        status["park"] = self.park.as_json()
-        park, prices = status["park"], self.workspace.config.prices
-        saved = park["gpu_cost_saved"]
-        if saved is None and prices.gpu_per_hour is not None:
-            # No park reported the rented GPU's price (a provider without one): the configured
-            # price is the next best truth, and the same one the standby's share is measured by.
-            saved = round(park["parked_hours"] * prices.gpu_per_hour, 4)
-        status["savings"]["gpu_parked_hours"] = park["parked_hours"]
-        status["savings"]["gpu_cost_saved_parked"] = saved
+        park = self.park.as_json()
+        status["savings"] = self.savings(park)
+        status["park"] = park
         status["metrics"] = self.metrics is not None
         # Whether the dashboard must ask for a token (a loopback listener may run without one).
         status["admin_token_required"] = bool(self.workspace.config.admin_token)

@@ -1,11 +1,23 @@
-"""The control listener's observability routes: /metrics, the dashboard, and PUT /admin/sync."""
+"""The control listener's observability routes: /metrics, the dashboard, and PUT /admin/sync.
+
+The dashboard's pages (issue 15):
+
+    /dashboard                          the overview of every workspace when the proxy serves named
+                                        ones (or none is "default"); else the "default" workspace's
+                                        page, as a --primary/--standby proxy always had
+    /dashboard/overview                 the overview's JSON (also /admin/overview, with the token)
+    /dashboard/workspaces/NAME          one workspace's page; its buttons post to
+                                        /admin/workspaces/NAME/...
+    /dashboard/state, .../NAME/state    that page's JSON
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -18,20 +30,28 @@ from proxy.metrics import CONTENT_TYPE
 from proxy.sync_report import SYNC_STATES, SyncReportState
 
 from .board import Board
+from .overview import ListedSite, OverviewQuery, overview
 
-__all__ = ["BOARDS", "BoardSource", "DashboardAssets", "add_routes"]
+__all__ = ["BOARDS", "BoardSource", "DashboardAssets", "add_routes", "shows_overview"]
 
-STATIC_FILES = ("dashboard.css", "dashboard.js")
+STATIC_FILES = ("dashboard.css", "dashboard.js", "dashboard_overview.js")
 CONTENT_TYPES = {".css": "text/css", ".js": "text/javascript"}
 
 
 class BoardSource(Protocol):
-    """Whose board a request reads (proxy.sites: one per workspace), and every one's metrics."""
+    """Whose board a request reads (proxy.sites: one per workspace), every one's metrics, and
+    every workspace for the overview."""
 
     def board_for(self, request: web.Request) -> Board: ...
 
     def render_metrics(self) -> bytes | None:
         """The Prometheus exposition, or None when metrics are off."""
+
+    @property
+    def named(self) -> bool:
+        """Whether the proxy serves named workspaces ([workspaces.NAME], a state_dir)."""
+
+    def __iter__(self) -> Iterator[ListedSite]: ...
 
 
 BOARDS = web.AppKey("boards", BoardSource)
@@ -45,7 +65,8 @@ TokenCheck = Callable[[web.Request], None]
 class DashboardAssets:
     """The page's template and files, read once at start-up so a broken install fails early."""
 
-    template: jinja2.Template
+    template: jinja2.Template  # one workspace's page
+    overview: jinja2.Template  # every workspace's row
     files: Mapping[str, bytes]
     version: str  # cache-busting: a hash of the files
 
@@ -58,14 +79,18 @@ class DashboardAssets:
         )
         try:
             template = env.get_template("dashboard.html")
+            overview_page = env.get_template("dashboard_overview.html")
             files = {name: (assets_dir / "static" / name).read_bytes() for name in STATIC_FILES}
         except (OSError, jinja2.TemplateError) as exc:
             raise ConfigError("assets_dir", f"dashboard assets missing: {exc}") from exc
         digest = hashlib.blake2b(b"".join(files.values()), digest_size=6).hexdigest()
-        return cls(template, files, digest)
+        return cls(template, overview_page, files, digest)
 
 
 ASSETS = web.AppKey("dashboard_assets", DashboardAssets)
+# Rows a page of the overview shows unless asked for more: every poll carries and redraws its
+# page, and a hundred rows is more than a screen.
+PAGE = 100
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -75,22 +100,69 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE})
 
 
+def shows_overview(boards: BoardSource) -> bool:
+    """Whether /dashboard is the overview: a proxy started with --primary/--standby alone keeps
+    the one page it always had there."""
+    return boards.named or not any(site.name == "default" for site in boards)
+
+
+def _headers() -> dict[str, str]:
+    return {"Content-Security-Policy": CSP, hdrs.CACHE_CONTROL: "no-store"}
+
+
+def _overview(request: web.Request, limit: int | None = None) -> dict[str, Any]:
+    boards = request.app[BOARDS]
+    query = OverviewQuery.from_query(request.query)
+    if limit is not None and query.limit is None:
+        query.limit = limit
+    # The workspaces' clock: their switch records carry times from the event loop.
+    found = overview(boards, asyncio.get_running_loop().time(), query)
+    found["named_workspaces"] = shows_overview(boards)
+    return found
+
+
+async def dashboard_home(request: web.Request) -> web.Response:
+    if not shows_overview(request.app[BOARDS]):
+        return await dashboard(request)
+    assets = request.app[ASSETS]
+    # The first page arrives drawn, so the page is whole before its script runs (or without it).
+    html = assets.overview.render(overview=_overview(request, PAGE), version=assets.version)
+    return web.Response(text=html, content_type="text/html", headers=_headers())
+
+
 async def dashboard(request: web.Request) -> web.Response:
     assets = request.app[ASSETS]
+    boards = request.app[BOARDS]
+    name = request.match_info.get("workspace")
     html = assets.template.render(
-        state=request.app[BOARDS].board_for(request).state(), version=assets.version
+        state=boards.board_for(request).state(),
+        version=assets.version,
+        # Where the page's script reads its state and sends its commands: the short forms are the
+        # "default" workspace's, so a named workspace's page must name its own.
+        state_url="/dashboard/state" if name is None else f"/dashboard/workspaces/{name}/state",
+        admin_base="/admin" if name is None else f"/admin/workspaces/{name}",
+        workspace=name,
+        overview_url="/dashboard" if name is not None and shows_overview(boards) else None,
     )
-    return web.Response(
-        text=html,
-        content_type="text/html",
-        headers={"Content-Security-Policy": CSP, hdrs.CACHE_CONTROL: "no-store"},
-    )
+    return web.Response(text=html, content_type="text/html", headers=_headers())
 
 
 async def dashboard_state(request: web.Request) -> web.Response:
     return web.json_response(
         request.app[BOARDS].board_for(request).state(), headers={hdrs.CACHE_CONTROL: "no-store"}
     )
+
+
+async def dashboard_overview(request: web.Request) -> web.Response:
+    return web.json_response(_overview(request), headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+def make_overview_handler(require_token: TokenCheck) -> Callable[[web.Request], Any]:
+    async def admin_overview(request: web.Request) -> web.Response:
+        require_token(request)
+        return web.json_response(_overview(request))
+
+    return admin_overview
 
 
 async def static_file(request: web.Request) -> web.Response:
@@ -148,8 +220,10 @@ def add_routes(
     app[BOARDS] = boards
     app[ASSETS] = DashboardAssets.load(assets_dir)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/dashboard", dashboard)
+    app.router.add_get("/dashboard", dashboard_home)
     app.router.add_get("/dashboard/state", dashboard_state)
+    app.router.add_get("/dashboard/overview", dashboard_overview)
+    app.router.add_get("/admin/overview", make_overview_handler(require_token))
     app.router.add_get("/dashboard/static/{name}", static_file)
     put_sync = make_sync_handler(require_token)
     app.router.add_put("/admin/sync", put_sync)

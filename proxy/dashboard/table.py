@@ -1,11 +1,12 @@
-"""``dumont-proxy status``: the dashboard's state as a terminal table (from /admin/status)."""
+"""``dumont-proxy status``: the dashboard's state as a terminal table (from /admin/status), and
+the overview of every workspace as one line each (from /admin/overview, issue 15)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["render_status"]
+__all__ = ["render_status", "render_workspaces"]
 
 
 def _seconds(value: float | None) -> str:
@@ -119,4 +120,52 @@ def render_status(state: Mapping[str, Any], history: int = 10) -> str:
             f"gpu: {park['phase']}    parked: {_seconds(park['parked_hours'] * 3600)}    saved: "
             f"{_money(park['gpu_cost_saved'])}    standby VM: {standby}{detail}",
         ]
+    return "\n".join(out)
+
+
+def _last_switch(switch: Mapping[str, Any] | None) -> str:
+    if not switch:
+        return "-"
+    return f"{switch['kind']} -> {switch['to']} {switch['outcome']} {_seconds(switch['age_s'])} ago"
+
+
+def _sync(sync: Mapping[str, Any]) -> str:
+    lag = sync.get("lag_seconds")
+    state = str(sync["state"])
+    return state if lag is None else f"{state} {_seconds(lag)}"
+
+
+def render_workspaces(overview: Mapping[str, Any]) -> str:
+    """One line per workspace: what the dashboard's overview shows, for a terminal."""
+    totals = overview["totals"]
+    states: Mapping[str, int] = totals["states"]
+    out = [
+        f"workspaces: {totals['workspaces']}    on primary: {states.get('serving_primary', 0)}"
+        f"    on standby: {states.get('serving_standby', 0)}"
+        f"    switching: {states.get('switching', 0)}"
+        f"    nothing serves: {states.get('unavailable', 0)}"
+        f"    needs attention: {totals['attention']}",
+        "",
+    ]
+    rows = overview["workspaces"]
+    if not rows:
+        return "\n".join([*out, "no workspace"])
+    headers = ["workspace", "hosts", "state", "active", "primary", "standby", "last switch"]
+    out += _table(
+        [*headers, "sync", "attention"],
+        [
+            [
+                w["name"],
+                ",".join(w["hosts"]),
+                w["state"],
+                w["active"] or "NOTHING",
+                _health(w["healthy"].get("primary")),
+                _health(w["healthy"].get("standby")),
+                _last_switch(w["last_switch"]),
+                _sync(w["sync"]),
+                ", ".join(w["attention"]) or "-",
+            ]
+            for w in rows
+        ],
+    )
     return "\n".join(out)

@@ -19,25 +19,13 @@ from playwright.async_api import Page
 from yarl import URL
 
 from proxy.config import HealthConfig
-from tests.support.browser import chromium, open_workbench
+from tests.support.browser import WATCH_OVERLAY, chromium, open_workbench
 from tests.support.codeserver import CodeServer, start_code_server
 from tests.support.proxies import ProxyFactory, public_url
 
 pytestmark = [pytest.mark.codeserver, pytest.mark.browser, pytest.mark.slow]
 
 PASSWORD = "switch-test-password"
-# Reports, in every document the page loads, that the watcher's transition overlay was shown.
-WATCH_OVERLAY = """
-(() => {
-  let reported = false;
-  setInterval(() => {
-    if (!reported && document.querySelector('.dumont-watcher-overlay')) {
-      reported = true;
-      window.dumontSaw('dumont-watcher-overlay');
-    }
-  }, 50);
-})();
-"""
 
 
 def machine(base: Path, name: str, workspace: Path) -> CodeServer:

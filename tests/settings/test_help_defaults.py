@@ -105,7 +105,7 @@ def test_dumont_proxy_status_help() -> None:
         text=True,
         timeout=30,
     )
-    assert check(STATUS, [run.stdout]) == 4
+    assert check(STATUS, [run.stdout]) == len(STATUS.command_line)
     assert "[127.0.0.1:8889]" in run.stdout  # the proxy's own control_listen default
 
 

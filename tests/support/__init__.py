@@ -10,4 +10,5 @@ from another folder's conftest.
 - sync_bed: two trees, one sshd, lsyncd between them (fixture `sync_bed`); dumont-provision runs
 - waiting: poll a condition until a deadline
 - codeserver, browser: real code-server processes; Debian's Chromium under Playwright
+- workspaces: the CLI proxy serving [workspaces.NAME] tables, its control API, a per-Host load loop
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, async_playwright
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "chromium", "open_workbench"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "WATCH_OVERLAY", "chromium", "open_workbench"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = (
@@ -61,3 +61,17 @@ async def open_workbench(
     await page.wait_for_selector(
         ".explorer-folders-view .monaco-list-row", state="visible", timeout=timeout_ms
     )
+
+
+# Reports, in every document the tab loads, that the watcher's transition overlay was shown.
+WATCH_OVERLAY = """
+(() => {
+  let reported = false;
+  setInterval(() => {
+    if (!reported && document.querySelector('.dumont-watcher-overlay')) {
+      reported = true;
+      window.dumontSaw('dumont-watcher-overlay');
+    }
+  }, 50);
+})();
+"""
