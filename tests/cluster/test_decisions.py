@@ -7,6 +7,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 
@@ -44,6 +45,10 @@ class Node:
         await self.etcd.close()
 
 
+def _has_seen(node: Node, token: int) -> bool:
+    return any(d.token == token for _, d in node.seen)
+
+
 @pytest.fixture
 async def nodes(etcd_cluster: EtcdCluster) -> AsyncIterator[tuple[Node, Node]]:
     a, b = Node("a", etcd_cluster.endpoints), Node("b", etcd_cluster.endpoints)
@@ -66,8 +71,9 @@ async def test_decisions_reach_the_follower_fast_with_growing_tokens(
             "alice", "standby" if epoch % 2 else "primary", epoch
         )
         assert decision is not None
-        sent.append((started, decision.token))
-        await until(lambda: any(d.token == decision.token for _, d in follower.seen), "propagated")
+        token = decision.token
+        sent.append((started, token))
+        await until(partial(_has_seen, follower, token), "propagated")
     seen_at = {d.token: at for at, d in follower.seen}
     delays = sorted(seen_at[token] - at for at, token in sent)
     assert statistics.median(delays) < 0.1, delays
