@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 # bed of network namespaces, and the load tests (wrk, the soak, 10k idle connections, a GiB each
 # way, the 1 GiB + 100k-file sync): they kept the lane CPU-bound past 4 minutes on two cores. The
 # pytest markers are in pyproject.toml.
-HEAVY := codeserver or browser or container or netns or load
+HEAVY := codeserver or browser or container or netns or load or oidc
 # `make test` fails when the suite covers less of proxy/ and provisioning/ than this (percent of
 # lines of the code the pytest process runs). Measured 87.0% on the whole suite (2026-12-04,
 # `pytest --cov`, 542 tests); the floor sits three points under it.
 COVERAGE_FLOOR ?= 84
 
-.PHONY: demo test check lint typecheck unit deps-debian code-server bench clean
+.PHONY: demo test check lint typecheck unit deps-debian code-server oidc-provider bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,10 @@ deps-debian:
 
 code-server: deps-debian
 	bash scripts/install-code-server.sh
+
+# The OpenID provider the sign-in tests start (tests/auth/), on code-server's Node 24.
+oidc-provider: code-server
+	bash scripts/install-oidc-provider.sh
 
 # Two local demo backends named gpu and cpu, and the proxy in front of them.
 demo: $(STAMP)
@@ -55,7 +59,7 @@ check: deps-debian $(STAMP) lint typecheck
 # The whole suite: lint, types, and every test (real nginx, lsyncd, sshd, Prometheus, code-server,
 # Chromium, containers, namespaces), with a coverage report of proxy/ and provisioning/ that fails
 # under COVERAGE_FLOOR. pytest exits non-zero on any failure and when it collects no test at all.
-test: deps-debian code-server $(STAMP) lint typecheck
+test: deps-debian code-server oidc-provider $(STAMP) lint typecheck
 	$(PY) -m pytest --cov --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) \
 		$(PYTEST_ARGS)
 

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 from provisioning.cli_pair import (
     add_cloud_options,
     controller_for,
+    pair_name,
     replacement_filler,
     service_from_args,
+    workspace_of,
 )
 from provisioning.cli_sync import add_snapshot_options, add_sync_options, remote_snapshots_from_args
 from provisioning.errors import ProxyAdminError, StateConflict, UsageError
@@ -51,20 +53,18 @@ PARK_OPTIONS = (
 )
 
 
-def _pair_name(args: argparse.Namespace) -> str:
-    name: str | None = args.name or args.pair
-    if not name:
-        raise UsageError("missing pair: dumont-provision pair VERB NAME")
-    return name
-
-
 @asynccontextmanager
 async def _parking(args: argparse.Namespace) -> AsyncIterator[Parking]:
     from provisioning.parking import Parking, ProxyControl
 
     proxy = None
     if args.proxy_control:
-        proxy = ProxyControl(args.proxy_control, args.admin_token or "", args.timeout)
+        proxy = ProxyControl(
+            args.proxy_control,
+            args.admin_token or "",
+            args.timeout,
+            workspace=workspace_of(args, pair_name(args)),
+        )
     snapshots = None
     if getattr(args, "snapshot_destination", None):
 
@@ -89,7 +89,7 @@ def _switchover(args: argparse.Namespace) -> int:
 
     async def run() -> str:
         async with _parking(args) as parking:
-            report = await parking.switchover(_pair_name(args), f"switchover: {args.reason}")
+            report = await parking.switchover(pair_name(args), f"switchover: {args.reason}")
             return (
                 f"switched to the standby: {report.files_copied} files, {report.bytes_copied}"
                 f" bytes in the final pass, verified ({report.seconds:.1f} s)"
@@ -102,7 +102,7 @@ def _switchover(args: argparse.Namespace) -> int:
 def _park(args: argparse.Namespace) -> int:
     async def run() -> str:
         async with _parking(args) as parking:
-            report = await parking.park(_pair_name(args), args.park_mode, args.reason)
+            report = await parking.park(pair_name(args), args.park_mode, args.reason)
             steps = ", ".join(f"{k} {v:.1f} s" for k, v in report.steps.items())
             return f"parked ({report.mode}) in {report.seconds:.1f} s: {steps}"
 
@@ -120,7 +120,7 @@ def _resume(args: argparse.Namespace) -> int:
         async with _parking(args) as parking:
             while True:
                 try:
-                    report = await parking.resume(_pair_name(args), replacement_filler(args))
+                    report = await parking.resume(pair_name(args), replacement_filler(args))
                     break
                 except NoOfferError:
                     # The pair stays parked (and the proxy says so) until an offer appears.
@@ -138,7 +138,7 @@ def _resume(args: argparse.Namespace) -> int:
 def _idle(args: argparse.Namespace) -> int:
     async def run() -> str:
         async with service_from_args(args) as service:
-            gpu, _standby = await service.machines(_pair_name(args))
+            gpu, _standby = await service.machines(pair_name(args))
         host = SshHost(gpu.ssh_host, "root", gpu.ssh_port, args.key, args.known_hosts)
         sample = await sample_gpu(host, args.nvidia_smi)
         state = "idle" if sample.idle(args.idle_threshold) else "busy"
@@ -155,7 +155,7 @@ def _autopark(args: argparse.Namespace) -> int:
     time, watch the new GPU, park it again, for as long as it runs."""
     from provisioning.resume_schedule import ResumeSchedule
 
-    name = _pair_name(args)
+    name = pair_name(args)
     schedule = ResumeSchedule.parse(args.resume_at or [], args.timezone)
 
     async def run() -> str:
@@ -251,7 +251,7 @@ def _watch_standby(args: argparse.Namespace) -> int:
     clears. Runs until killed: a systemd service beside ``autopark``."""
     from provisioning.errors import ProvisioningError
 
-    name = _pair_name(args)
+    name = pair_name(args)
     progress = StderrProgress()
 
     async def run() -> None:
@@ -291,14 +291,19 @@ async def _report_standby(args: argparse.Namespace, state: str, progress: Stderr
     if not args.proxy_control:
         return
     try:
-        await report_park(args.proxy_control, args.admin_token or "", None, standby=state)
+        workspace = workspace_of(args, pair_name(args))
+        await report_park(
+            args.proxy_control, args.admin_token or "", None, standby=state, workspace=workspace
+        )
     except ProxyAdminError as exc:
         progress(f"warning: standby {state} not reported to the proxy: {exc}")
 
 
 async def _keep_until(args: argparse.Namespace) -> object:
     try:
-        return (await get_park(args.proxy_control, args.admin_token or "")).get("keep_until")
+        workspace = workspace_of(args, pair_name(args))
+        park = await get_park(args.proxy_control, args.admin_token or "", workspace=workspace)
+        return park.get("keep_until")
     except ProxyAdminError as exc:
         StderrProgress()(f"warning: cannot read the proxy's park state: {exc}")
         return None
@@ -322,7 +327,7 @@ def add_park_verbs(actions: argparse._SubParsersAction[argparse.ArgumentParser])
         parser.add_argument("--pair", help="the pair (same as NAME)")
         # Not a setting: gpu-lost's --reason has another default (the hook's DUMONT_REASON).
         parser.add_argument("--reason", default="requested", help="why, shown to the user")
-        add_options(parser, "standby_ssh_port", "code_server_port", *PARK_OPTIONS)
+        add_options(parser, "standby_ssh_port", "code_server_port", "base_domain", *PARK_OPTIONS)
         add_sync_options(parser, with_hosts=False)
         add_snapshot_options(parser)
         add_cloud_options(parser)

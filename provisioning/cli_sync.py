@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from dataclasses import asdict
 
@@ -150,11 +151,16 @@ def _proxy_state(status: SyncStatus) -> SyncState:
 
 
 def _tell_proxy(args: argparse.Namespace, state: SyncState, lag: float | None = None) -> None:
-    """Best effort: the sync's own job (a fence, a reverse sync) never fails for the dashboard."""
+    """Best effort: the sync's own job (a fence, a reverse sync) never fails for the dashboard.
+    Run as a proxy hook, the report goes to the workspace the hook is for (DUMONT_WORKSPACE)."""
     if not args.proxy_control:
         return
+    named = os.environ.get("DUMONT_WORKSPACE")
+    workspace = None if named in (None, "", "default") else named
     try:
-        asyncio.run(report_sync(args.proxy_control, args.admin_token or "", state, lag))
+        asyncio.run(
+            report_sync(args.proxy_control, args.admin_token or "", state, lag, workspace=workspace)
+        )
     except ProxyAdminError as exc:
         print(f"warning: sync state not reported to the proxy: {exc}", file=sys.stderr)
 

@@ -131,4 +131,9 @@ class SnapshotAgentError(SyncError):
 
 
 class ProxyAdminError(ProvisioningError):
-    """The proxy's admin API refused or could not be reached."""
+    """The proxy's admin API refused or could not be reached; ``status`` is the HTTP status
+    when there was an answer (None: unreachable)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -127,8 +127,10 @@ class PairService:
         progress: Progress = quiet,
         poll_interval: float = 5.0,
         ready_timeout: float = 1200.0,
+        before_destroy: Callable[[Pair], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        self._before_destroy = before_destroy
         self._vast = vast
         self._standbys = standbys
         self._startup_script = startup_script
@@ -168,12 +170,19 @@ class PairService:
         return await self._finish_creation(pair)
 
     async def destroy(self, pair_id: str) -> Pair:
-        """User intent: both machines go, including retired GPUs of earlier generations."""
+        """User intent: both machines go, including retired GPUs of earlier generations; first
+        ``before_destroy`` (the proxy forgets the pair's workspace)."""
         pair = self._store.get(pair_id)
         if pair.state is PairState.DESTROYED:
             return pair
         pair = self._store.update(pair, state=PairState.DESTROYING)
         self._store.record(pair.id, "destroy-started")
+        if self._before_destroy is not None:
+            # The proxy stops routing to the pair before its machines go (issue 15): users see
+            # the proxy's unknown-workspace page, never a backend that vanishes mid-request. A
+            # failure here stops the destroy with the pair `destroying`: a retry or reconcile
+            # runs this step again first.
+            await self._before_destroy(pair)
         for gpu in await self._vast.list_instances(label_prefix=pair.gpu_label_prefix):
             self._progress(f"destroying GPU instance {gpu.id}")
             # Destroyed by someone else meanwhile: the goal is reached.

@@ -81,12 +81,27 @@ class ProxyControl:
     url: str
     token: str = ""
     switch_timeout: float = 600.0
+    # The pair's workspace at a proxy that serves many (issue 15); None: the proxy's default.
+    workspace: str | None = None
 
     async def report(self, phase: ParkPhase, progress: Progress, **fields: Any) -> None:
         try:
-            await report_park(self.url, self.token, phase, **fields)
+            await report_park(self.url, self.token, phase, workspace=self.workspace, **fields)
         except ProxyAdminError as exc:
             progress(f"warning: park state not reported to the proxy: {exc}")
+
+    async def status(self) -> dict[str, Any]:
+        return await proxy_status(self.url, self.token, workspace=self.workspace)
+
+    async def wait(self, what: str, ready: Callable[[dict[str, Any]], bool]) -> None:
+        await wait_for(
+            self.url,
+            self.token,
+            what,
+            ready,
+            timeout=self.switch_timeout,
+            workspace=self.workspace,
+        )
 
     async def switch_to(
         self,
@@ -94,13 +109,10 @@ class ProxyControl:
         reason: str,
         cause: Literal["park", "switchover", "resume"],
     ) -> None:
-        await switch(self.url, self.token, role, reason, cause=cause)
-        await wait_for(
-            self.url,
-            self.token,
+        await switch(self.url, self.token, role, reason, cause=cause, workspace=self.workspace)
+        await self.wait(
             f"serve the {role}",
             lambda s: s.get("active") == role and s.get("state") == f"serving_{role}",
-            timeout=self.switch_timeout,
         )
 
 
@@ -165,7 +177,7 @@ class Parking:
             raise ParkRefused(f"pair {pair_id} is {pair.state.value}, not ready")
         # The proxy first: a switch or failback under way explains everything else.
         if self._proxy is not None:
-            seen = await proxy_status(self._proxy.url, self._proxy.token)
+            seen = await self._proxy.status()
             if seen.get("state") != "serving_primary":
                 raise ParkRefused(
                     f"the proxy is {seen.get('state')}, not serving the GPU"
@@ -199,7 +211,7 @@ class Parking:
         except ProvisioningError:
             # Only while the user is certainly still on the GPU may its files flow again; a
             # switch that went through after all (or is still running) keeps the standby fenced.
-            seen = await proxy_status(self._proxy.url, self._proxy.token)
+            seen = await self._proxy.status()
             if seen.get("state") == "serving_primary":
                 t = controller.topology
                 await unfence_standby(t.standby, t.standby_state_dir)
@@ -303,14 +315,11 @@ class Parking:
             self._store.record(pair.id, "resume-filled", str(gpu.id))
             if self._proxy is not None:
                 await self._report("resuming", detail="switching to the GPU", step="switching")
-                await wait_for(
-                    self._proxy.url,
-                    self._proxy.token,
+                await self._proxy.wait(
                     "see the new GPU healthy",
                     lambda s: s.get("backends", {}).get("primary", {}).get("healthy") is True,
-                    timeout=self._proxy.switch_timeout,
                 )
-                seen = await proxy_status(self._proxy.url, self._proxy.token)
+                seen = await self._proxy.status()
                 if seen.get("state") != "serving_primary":  # else: it went home by itself
                     await self._proxy.switch_to("primary", f"resume: GPU {gpu.id} filled", "resume")
                 steps["switch"] = time.monotonic() - started - sum(steps.values())

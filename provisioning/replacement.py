@@ -60,6 +60,8 @@ class ReplacementPlan:
     admin_token: str = ""
     # Where the GPU finds its workspace snapshots; None: the standby sends everything.
     snapshots: Callable[[SshHost], RemoteSnapshots] | None = None
+    # The pair's workspace at a proxy that serves many (issue 15); None: the proxy's default.
+    workspace: str | None = None
 
 
 def primary_url(gpu: VastInstance, code_server_port: int) -> str:
@@ -89,8 +91,11 @@ def replacement_filler(
         )
         url = primary_url(gpu, plan.code_server_port)
         if plan.proxy_control:
-            await set_backend(plan.proxy_control, plan.admin_token, "primary", url)
-            progress(f"registered {url} as the proxy's primary")
+            await set_backend(
+                plan.proxy_control, plan.admin_token, "primary", url, workspace=plan.workspace
+            )
+            where = f"workspace {plan.workspace}'s" if plan.workspace else "the proxy's"
+            progress(f"registered {url} as {where} primary")
         else:
             progress(f"new primary ready at {url} (no --proxy-control: not registered)")
 

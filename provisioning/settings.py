@@ -47,6 +47,11 @@ def _strings(key: str, raw: Any) -> list[str]:
     return list(texts(key, raw))
 
 
+def _host_list(key: str, raw: Any) -> list[str]:
+    # A repeated flag gives a list whose items may still hold commas (--hosts a,b --hosts c).
+    return [host for item in texts(key, raw) for host in _strings(key, item)]
+
+
 def _text(default: str | None, help: str, **spec: Any) -> Any:
     return setting(default, help=help, parse=text if default is not None else optional_text, **spec)
 
@@ -130,9 +135,26 @@ class ProvisionSettings:
     proxy_control: str | None = _text(
         None,
         "the proxy's control URL: sync verbs report the sync's state there (PUT /admin/sync),"
-        " reconcile a missing standby, gpu-lost registers the new GPU",
+        " reconcile a missing standby, gpu-lost registers the new GPU; pair create, destroy and"
+        " reconcile keep the pair's workspace there ('' turns it off)",
     )
     admin_token: str | None = _text(None, "bearer token for the proxy's admin API")
+    # ---- the pair's workspace at the proxy (issue 15)
+    hosts: list[str] = setting(
+        help="Host names the pair's workspace answers to at the proxy: alice.ide.example.com or"
+        " *.alice.example.org (repeatable or comma-separated; default NAME.BASE_DOMAIN)",
+        parse=_host_list,
+        takes="many",
+        default_factory=list,
+    )
+    base_domain: str | None = _text(
+        None, "with --proxy-control, pair NAME answers at NAME.BASE_DOMAIN unless --hosts is given"
+    )
+    serve_timeout: float = _number(
+        900.0,
+        "seconds pair create waits for the proxy to serve the new workspace (the standby's"
+        " start-up script installs code-server: minutes)",
+    )
     # ---- workspace snapshots on the GPU
     snapshot_destination: str | None = _text(
         None,

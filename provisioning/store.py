@@ -41,6 +41,14 @@ CREATE TABLE IF NOT EXISTS events (
     detail  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_pair ON events (pair_id, id);
+-- Issue 15: the Host names a pair's workspace answers to at the proxy (a JSON list). A table of
+-- its own, so a store made before it opens unchanged and a pair without a row is simply not
+-- registered with a proxy by name.
+CREATE TABLE IF NOT EXISTS workspace_hosts (
+    pair_id    TEXT PRIMARY KEY,
+    hosts      TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -164,6 +172,24 @@ class PairStore:
                 "INSERT INTO events (pair_id, at, kind, detail) VALUES (?, ?, ?, ?)",
                 (pair_id, time.time(), kind, detail),
             )
+
+    def set_hosts(self, pair_id: str, hosts: tuple[str, ...]) -> None:
+        """Record the Host names the pair's workspace answers to (issue 15)."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO workspace_hosts (pair_id, hosts, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (pair_id) DO UPDATE SET hosts = excluded.hosts,"
+                " updated_at = excluded.updated_at",
+                (pair_id, json.dumps(list(hosts)), time.time()),
+            )
+
+    def hosts(self, pair_id: str) -> tuple[str, ...] | None:
+        """The pair's workspace hosts; None when none were ever recorded."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT hosts FROM workspace_hosts WHERE pair_id = ?", (pair_id,)
+            ).fetchone()
+        return None if row is None else tuple(json.loads(row["hosts"]))
 
     def events(self, pair_id: str) -> builtins.list[PairEvent]:
         with self._connect() as db:

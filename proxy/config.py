@@ -34,6 +34,7 @@ from proxy.settings import (
 )
 from proxy.settings import SettingError as _SettingError
 
+from .auth.config import AuthConfig, check_auth
 from .cluster.settings import ClusterConfig
 from .errors import ConfigError
 from .failover import Policy
@@ -381,6 +382,7 @@ class Config:
     metrics: bool = _flag(True, "Prometheus /metrics on the control listener")
     prices: PricesConfig = table(PricesConfig)
     pages: PagesConfig = table(PagesConfig)
+    auth: AuthConfig = table(AuthConfig)
     cluster: ClusterConfig = table(ClusterConfig)
     assets_dir: Path = setting(
         DEFAULT_ASSETS,
@@ -442,6 +444,10 @@ def _checked(config: Config) -> Config:
             raise ConfigError(exc.key, exc.problem) from None
     try:
         configured_workspaces(config)
+    except _SettingError as exc:
+        raise ConfigError(exc.key, exc.problem) from None
+    try:
+        check_auth(config.auth)
     except _SettingError as exc:
         raise ConfigError(exc.key, exc.problem) from None
     health = config.health

@@ -10,15 +10,25 @@ the transition page's style for a navigation, a JSON 404 otherwise, never anothe
 Every route is about the workspace the request's Host names (proxy.sites), as the data plane saw
 it: the same Host reaches the same workspace's events, status and buttons.
 
+With sign-in at the proxy (issue 17) this app also signs people in and out (/__dumont/auth/...,
+proxy.auth.routes) and answers what the data plane's gate refused: a request carrying
+``X-Dumont-Auth`` (which a browser cannot send: the data plane drops X-Dumont-* from browsers) gets
+the redirect to the issuer, a 401, or the 403 page, whatever its path.
+
 The reserved prefix never collides with code-server's paths (/, /stable-*, /vscode-remote-resource,
 /proxy/<port>, /absproxy/<port>, /healthz, /login, /mint-key).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import hdrs, web
 
-from .boundary import error_boundary
+from .auth import Auth, add_auth_routes
+from .auth.gate import AUTH_HEADER
+from .auth.routes import answer_refusal
+from .boundary import Handler, error_boundary
 from .dataplane.exchange import TRANSITION_HEADER
 from .errors import NotFound
 from .pages import PAGES, PREFIX, SwitchView, TipBook, is_navigation, render_transition, setup_pages
@@ -37,6 +47,11 @@ def site_of(request: web.Request) -> Site:
     if site is None:
         raise NotFound(f"no workspace answers {request.host!r}")
     return site
+
+
+def _tips_of(sites: Sites, shared: TipBook, request: web.Request) -> TipBook:
+    site = sites.for_host(request.headers.get(hdrs.HOST))
+    return shared if site is None else site.tips
 
 
 def _view_of(request: web.Request) -> SwitchView:
@@ -61,7 +76,7 @@ async def proxy_status(request: web.Request) -> web.Response:
     status = site_of(request).workspace.status()
     status["tips"] = {
         tip_id: {"impressions": counts.impressions, "clicks": counts.clicks}
-        for tip_id, counts in request.app[PAGES].tip_book.snapshot().items()
+        for tip_id, counts in request.app[PAGES].tips_for(request).snapshot().items()
     }
     return web.json_response(status, headers={"Cache-Control": "no-store"})
 
@@ -82,9 +97,20 @@ async def fallback(request: web.Request) -> web.Response:
     return web.Response(text=html, status=404, content_type="text/html", headers=headers)
 
 
-def make_public_app(sites: Sites, tips: TipBook) -> web.Application:
-    app = web.Application(middlewares=[error_boundary], client_max_size=0)
+@web.middleware
+async def refused_by_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refusal = request.headers.get(AUTH_HEADER)
+    if refusal is not None:
+        return await answer_refusal(request, refusal)
+    return await handler(request)
+
+
+def make_public_app(sites: Sites, tips: TipBook, auth: Auth | None = None) -> web.Application:
+    middlewares = [error_boundary] if auth is None else [error_boundary, refused_by_gate]
+    app = web.Application(middlewares=middlewares, client_max_size=0)
     app[SITES] = sites
+    if auth is not None:
+        add_auth_routes(app, auth.sign_in)
     app.router.add_get(f"{PREFIX}/healthz", proxy_health)
     app.router.add_get(f"{PREFIX}/status", proxy_status)
     assets = sites.config.assets_dir
@@ -95,6 +121,7 @@ def make_public_app(sites: Sites, tips: TipBook) -> web.Application:
         assets / "templates",
         assets / "static",
         tip_book=tips,
+        tip_books=partial(_tips_of, sites, tips),
         views=_view_of,
     )
     app.router.add_route("*", "/{tail:.*}", fallback)

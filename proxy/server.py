@@ -24,6 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .auth import Auth, build_auth
 from .config import Config, configured_workspaces
 from .control_app import make_control_app
 from .dashboard import Board
@@ -89,6 +90,10 @@ class ProxyServer:
         self.sites = Sites(
             config, configured_workspaces(config), self.tips, default_workspace=workspace
         )
+        # Sign-in at the proxy (issue 17); None with auth.mode = "none": no gate at all.
+        self.auth: Auth | None = build_auth(config, self.sites)
+        if self.auth is not None:
+            self.sites.process_metrics.append(self.auth.metrics.render)
         self.public: Listener | None = None
         self.control: Listener | None = None
         self._apps: list[LocalApp] = []
@@ -119,7 +124,7 @@ class ProxyServer:
         config = self.config
         self._runtime = Path(tempfile.mkdtemp(prefix="dumont-"))  # 0700: ours alone
         grace = config.shutdown_timeout
-        pages_app = make_public_app(self.sites, self.tips)
+        pages_app = make_public_app(self.sites, self.tips, self.auth)
         pages = LocalApp(pages_app, self._runtime / "pages.sock", grace)
         control_app = make_control_app(self.sites)
         control = LocalApp(control_app, self._runtime / "control.sock", grace)
@@ -140,7 +145,13 @@ class ProxyServer:
         self.public = Listener(
             ListenerContext(
                 config.limits,
-                PublicHandler(self.sites, config, pages.pool, hsts),
+                PublicHandler(
+                    self.sites,
+                    config,
+                    pages.pool,
+                    hsts,
+                    gate=None if self.auth is None else self.auth.gate,
+                ),
                 tls=ssl_context is not None,
                 access_log=config.access_log,
                 hsts=hsts,
@@ -174,6 +185,8 @@ class ProxyServer:
             *(app.stop() for app in self._apps),
         )
         await self.sites.close()
+        if self.auth is not None:
+            await self.auth.close()
         if self._runtime is not None:
             shutil.rmtree(self._runtime, ignore_errors=True)
         log.info("stopped")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -31,7 +31,8 @@ from .failover import Role
 from .health import ProbeSchedule
 from .ide_view import IdeView
 from .metrics import render_by_workspace
-from .observe import NullTrafficObserver, TipSource, TrafficObserver
+from .observe import NullTrafficObserver, TrafficObserver
+from .pages import TipBook
 from .park_actions import ParkActions
 from .settings import SettingError
 from .workspace import CLOSE_SHUTDOWN, CLOSE_SWITCHED, Workspace
@@ -51,7 +52,7 @@ class Site:
         self,
         spec: WorkspaceSpec,
         config: Config,
-        tips: TipSource | None,
+        tips: TipBook,
         schedule: ProbeSchedule | None,
         workspace: Workspace | None = None,
     ) -> None:
@@ -61,7 +62,10 @@ class Site:
         self.workspace = workspace or Workspace(config, name=spec.name, schedule=schedule)
         self.router: Workspace = self.workspace  # the data plane's Route
         self.switch_wait = config.switch_wait
-        self.board: Board = build_board(self.workspace, tips)
+        # Its own tip cards (and their A/B counts) when its overrides give [pages] tips.
+        own_tips = any(key.startswith("pages.") for key in spec.overrides)
+        self.tips = TipBook.for_config(config.pages) if own_tips else tips
+        self.board: Board = build_board(self.workspace, self.tips)
         self.workspace.observers.extend(self.board.observers())
         self.park = ParkActions(self.workspace, self.board.park)  # issue 18: keep it, resume
         self.view = IdeView(self.workspace, self.park)  # what the watcher follows
@@ -115,7 +119,7 @@ class Sites:
         self,
         config: Config,
         specs: tuple[WorkspaceSpec, ...],
-        tips: TipSource | None,
+        tips: TipBook,
         *,
         default_workspace: Workspace | None = None,
     ) -> None:
@@ -132,6 +136,8 @@ class Sites:
             given = default_workspace if spec.name == "default" else None
             self.by_name[spec.name] = self._site(spec, given)
         self.hosts = self._table(self.by_name.values())
+        # Series that belong to the proxy, not to a workspace (sign-in's dumont_auth_*).
+        self.process_metrics: list[Callable[[], bytes]] = []
         fallback = config.default_workspace
         if fallback is not None and fallback not in self.by_name:
             raise ConfigError("default_workspace", f"no workspace {fallback!r}")
@@ -201,13 +207,12 @@ class Sites:
             return None
         if not self.named:
             default = self.by_name.get("default")
-            return (
-                None
-                if default is None or default.board.metrics is None
-                else (default.board.metrics.render())
-            )
-        parts = [(s.name, s.board.metrics) for s in self if s.board.metrics is not None]
-        return render_by_workspace(parts)
+            metrics = None if default is None else default.board.metrics
+            body = b"" if metrics is None else metrics.render()
+        else:
+            parts = [(s.name, s.board.metrics) for s in self if s.board.metrics is not None]
+            body = render_by_workspace(parts)
+        return b"".join([body, *(render() for render in self.process_metrics)])
 
     def get(self, name: str) -> Site:
         site = self.by_name.get(name)

@@ -94,7 +94,8 @@ class Workspace:
         self.name = name
         self.log = WorkspaceLog(log, name)
         self.config = config
-        self._now = now or (lambda: asyncio.get_running_loop().time())
+        # Bound once: asyncio.get_running_loop() costs a system call, twice a second per backend.
+        self._now = now or asyncio.get_running_loop().time
         hooks = config.hooks
         self.machine = FailoverMachine(
             Policy(
@@ -215,7 +216,12 @@ class Workspace:
             case HealthChanged(role=role, up=up, reason=reason, cause=cause):
                 if up and self.config.health.warmup_path is not None:
                     self.tasks.spawn(
-                        warm_up(self.backends[role], self.config.health.warmup_path, self.log),
+                        warm_up(
+                            self.backends[role],
+                            self.config.health.warmup_path,
+                            self.log,
+                            self.checker.schedule.warmups,
+                        ),
                         name=f"warm-up-{role}",
                     )
                 self.log.warning(

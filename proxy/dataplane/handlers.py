@@ -8,6 +8,9 @@ forwarded to it. A Host no workspace answers goes to the pages app too, for its 
 The control listener hands every request to the control app (admin API, metrics, dashboard),
 also on a private Unix socket: both listeners get the data plane's limits and timeouts, and
 aiohttp serves what it serves well, off the hot path.
+
+With sign-in at the proxy (issue 17), the Gate sees each public request first: one it refuses goes
+to the pages app with the gate's header, never to a backend, and the pages app answers it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
 
     from .connection import ClientConnection, Exchange
     from .messages import RequestHead
-    from .router import Directory
+    from .router import Directory, Gate
     from .upstream import UpstreamPool
 
 __all__ = ["LocalAppHandler", "PublicHandler"]
@@ -50,6 +53,23 @@ def _is_own_path(target: str) -> bool:
     return target.startswith(PREFIX) and (len(target) == len(PREFIX) or target[len(PREFIX)] in "/?")
 
 
+class RefusedExchange(HttpExchange):
+    """A request the gate refused: to the pages app, with the gate's header saying why."""
+
+    def __init__(
+        self,
+        conn: ClientConnection,
+        head: RequestHead,
+        pages: Destination,
+        facts: ClientFacts,
+        refusal: bytes,
+        hsts: str | None,
+    ) -> None:
+        self.extra_out = (refusal,)  # before the exchange starts: it sends the head at once
+        assert pages.local is not None
+        super().__init__(conn, head, pages, facts, pages=pages.local, watcher=False, hsts=hsts)
+
+
 class PublicHandler:
     def __init__(
         self,
@@ -57,16 +77,21 @@ class PublicHandler:
         config: Config,
         pages: UpstreamPool,
         hsts: str | None,
+        gate: Gate | None = None,
     ) -> None:
         self.directory = directory
         self.config = config
         self.pages = pages
         self.hsts = hsts
         self.own = Destination(None, pages)
+        self.gate = gate
 
     def start(self, conn: ClientConnection, head: RequestHead) -> Exchange:
         config = self.config
         facts = _facts(conn, head, config.trusted_proxies)
+        gate = self.gate
+        if gate is not None and (refusal := gate.refusal(head, facts.host)) is not None:
+            return RefusedExchange(conn, head, self.own, facts, refusal, self.hsts)
         route = None if _is_own_path(head.target) else self.directory.for_host(facts.host)
         if route is None:
             return HttpExchange(

@@ -8,6 +8,9 @@ shared by replicas, would implement the same methods.
 
 One proxy serves many workspaces (issue 15): a ``Directory`` gives the ``Route`` a request's Host
 names (proxy.sites implements both), and the route its Router.
+
+With sign-in at the proxy (issue 17) a ``Gate`` is asked first (proxy.auth implements it); without
+it there is no gate, and the data plane does nothing more than before.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ if TYPE_CHECKING:
     from proxy.observe import TrafficObserver
 
     from .exchange import Destination
+    from .messages import RequestHead
 
-__all__ = ["Directory", "Route", "Router"]
+__all__ = ["Directory", "Gate", "Route", "Router"]
 
 
 class Router(Protocol):
@@ -67,3 +71,10 @@ class Route(Protocol):
 class Directory(Protocol):
     def for_host(self, raw: bytes | str | None) -> Route | None:
         """The workspace a raw Host value names, or None (the request gets a 404)."""
+
+
+class Gate(Protocol):
+    def refusal(self, head: RequestHead, host: str | None) -> bytes | None:
+        """None lets the request through; else the ``X-Dumont-...`` header line with which the
+        request goes to the pages app instead, which answers it (a redirect to sign in, a 401, a
+        403 page). Called for every request, so it must be cheap."""

@@ -90,7 +90,7 @@ class TransitionRenderer:
         )
         # Fail at start-up, not during the first failover.
         self._template = self._env.get_template("transition.html")
-        self._no_workspace = self._env.get_template("no_workspace.html")
+        self._message = self._env.get_template("message.html")
 
     def render(
         self,
@@ -131,4 +131,12 @@ class TransitionRenderer:
 
     def render_no_workspace(self, host: str | None) -> str:
         """The 404 page for a Host no workspace answers (never another person's IDE)."""
-        return self._no_workspace.render(host=host)
+        return self._message.render(
+            title="No workspace here",
+            status="404 · no workspace",
+            detail=f"No IDE is served at {host or 'this address'}.",
+            hint="Check the address you opened, or ask whoever runs this proxy for your"
+            " workspace's.",
+            action_url=None,
+            action="",
+        )

@@ -14,6 +14,7 @@ that find no backend ready.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,6 +48,7 @@ def setup_pages(
     rng: random.Random | None = None,
     tip_book: TipBook | None = None,
     views: ViewLookup | None = None,
+    tip_books: Callable[[web.Request], TipBook] | None = None,
 ) -> None:
     """Register the pages' routes on `app` and keep their state in `app[PAGES]`. Every other path
     under /__dumont/ answers 404, so register the core's own /__dumont/ routes (healthz, status)
@@ -69,6 +71,7 @@ def setup_pages(
         tip_book=TipBook.for_config(config, rng) if tip_book is None else tip_book,
         static=load_static(static_dir),
         keepalive_interval=keepalive_interval,
+        tip_books=tip_books,
     )
     router = app.router
     router.add_get(f"{PREFIX}/static/{{name}}", _static, allow_head=True)
@@ -128,9 +131,10 @@ def _transition_page(
     pages = request.app[PAGES]
     language = choose_language(request.headers.get(hdrs.ACCEPT_LANGUAGE))
     cookie = request.cookies.get(TIP_COOKIE)
-    tip = pages.tip_book.assign(cookie)
+    tip_book = pages.tips_for(request)
+    tip = tip_book.assign(cookie)
     if tip is not None:
-        pages.tip_book.count_impression(tip)
+        tip_book.count_impression(tip)
     html = pages.renderer.render(
         view.snapshot(), language, tip, return_path=safe_return_path(return_path), embedded=embedded
     )
@@ -178,10 +182,11 @@ async def _strings(request: web.Request) -> web.Response:
 
 async def _tip_click(request: web.Request) -> web.Response:
     pages = request.app[PAGES]
-    tip = pages.tip_book.get(request.match_info["tip_id"])
+    tip_book = pages.tips_for(request)
+    tip = tip_book.get(request.match_info["tip_id"])
     if tip is None:
         raise NotFound("no such tip")
-    pages.tip_book.count_click(tip)
+    tip_book.count_click(tip)
     raise web.HTTPFound(tip.link, headers={hdrs.CACHE_CONTROL: "no-store"})
 
 

@@ -34,9 +34,15 @@ class PagesState:
     # One queue per open /__dumont/events stream; None in a queue tells its stream to end.
     streams: set[asyncio.Queue[SwitchSnapshot | None]] = field(default_factory=set)
     tasks: TaskSet = field(default_factory=lambda: TaskSet("pages"))
+    # The tips of the workspace a request is about, when workspaces have their own ([pages] tips
+    # in a workspace's overrides); None: tip_book for every request.
+    tip_books: Callable[[web.Request], TipBook] | None = None
 
     def view_for(self, request: web.Request) -> SwitchView:
         return self.views(request)
+
+    def tips_for(self, request: web.Request) -> TipBook:
+        return self.tip_book if self.tip_books is None else self.tip_books(request)
 
 
 PAGES: web.AppKey[PagesState] = web.AppKey("dumont_pages", PagesState)

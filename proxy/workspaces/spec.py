@@ -1,5 +1,5 @@
-"""What one workspace is, as a user writes it: a name, the Host names it answers, two backends, and
-overrides of the proxy's failover settings.
+"""What one workspace is, as a user writes it: a name, the Host names it answers, two backends,
+overrides of the proxy's failover settings, and who owns it (with sign-in at the proxy, issue 17).
 
 The same document comes from a ``[workspaces.NAME]`` table of the TOML file, from the control API's
 ``PUT /admin/workspaces/NAME`` and from the state directory, and is checked here once: every
@@ -26,6 +26,7 @@ __all__ = [
     "backend_url",
     "check_name",
     "host_pattern",
+    "owner",
     "parse_workspace",
 ]
 
@@ -36,8 +37,10 @@ _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 CATCH_ALL = "*"
 # The proxy settings a workspace may set for itself (dotted keys, or a whole table by its name).
 OVERRIDABLE = ("health", "hooks", "prices", "failback", "failback_hold", "connect_timeout",
-               "switch_wait")  # fmt: skip
-_FIELDS = frozenset({"hosts", "primary", "standby", "overrides"})
+               "switch_wait", "pages.tips", "pages.tips_enabled")  # fmt: skip
+_FIELDS = frozenset({"hosts", "primary", "standby", "overrides", "owners"})
+# An owner is an e-mail address or a group of the sign-in provider's groups claim.
+OWNER_GROUP = "group:"
 
 # Parses one proxy setting by its dotted key (the proxy's Schema, handed in by proxy.config).
 SettingParser = Callable[[str, Any], Any]
@@ -53,15 +56,20 @@ class WorkspaceSpec:
     # wrote them, for the API and the state directory.
     overrides: Mapping[str, Any]
     written_overrides: Mapping[str, Any]
+    # Who may open it once signed in: lower-case addresses and "group:NAME"; () is everyone.
+    owners: tuple[str, ...] = ()
 
     def document(self) -> dict[str, Any]:
         """The JSON the API answers and the state directory keeps; parse_workspace reads it."""
-        return {
+        document: dict[str, Any] = {
             "hosts": list(self.hosts),
             "primary": str(self.primary),
             "standby": str(self.standby),
             "overrides": _nested(self.written_overrides),
         }
+        if self.owners:  # absent rather than empty: documents from before issue 17 read the same
+            document["owners"] = list(self.owners)
+        return document
 
     def same_backends(self, other: WorkspaceSpec) -> bool:
         return (self.primary, self.standby) == (other.primary, other.standby)
@@ -112,6 +120,23 @@ def host_pattern(key: str, raw: Any) -> str:
     return value
 
 
+def owner(key: str, raw: Any) -> str:
+    """``alice@example.com`` or ``group:NAME``, compared case-insensitively."""
+    value = text(key, raw).strip().lower()
+    if value.startswith(OWNER_GROUP):
+        if len(value) > len(OWNER_GROUP):
+            return value
+    elif "@" in value.strip("@") and not any(c.isspace() for c in value):
+        return value
+    raise SettingError(key, f"an owner is an e-mail address or group:NAME, got {raw!r}")
+
+
+def _owners(key: str, raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str) or not isinstance(raw, list | tuple):
+        raise SettingError(key, f"expected a list of e-mail addresses and group:NAME, got {raw!r}")
+    return tuple(dict.fromkeys(owner(key, item) for item in raw))
+
+
 def parse_workspace(
     name: str, document: Any, settings: SettingParser, *, where: str = "workspaces"
 ) -> WorkspaceSpec:
@@ -127,15 +152,14 @@ def parse_workspace(
         raise SettingError(f"{key}.overrides", "expected a table of settings")
     written: dict[str, Any] = {}
     for field, value in document.items():
-        if field in _FIELDS:
-            continue
-        if field.replace("-", "_").split(".")[0] not in OVERRIDABLE:
-            raise SettingError(f"{key}.{field}", _unknown_field())
-        _flatten(field, value, written)
+        if field not in _FIELDS:
+            _flatten(field, value, written)
     for field, value in overrides_given.items():
-        if field.replace("-", "_").split(".")[0] not in OVERRIDABLE:
-            raise SettingError(f"{key}.overrides.{field}", _unknown_field())
         _flatten(field, value, written)
+    for dotted in written:
+        if not any(dotted == o or dotted.startswith(f"{o}.") for o in OVERRIDABLE):
+            where = key if dotted.split(".")[0] in document else f"{key}.overrides"
+            raise SettingError(f"{where}.{dotted}", _unknown_field())
     if "hosts" not in document:
         raise SettingError(f"{key}.hosts", "missing: the Host names this workspace answers")
     hosts_raw = document["hosts"]
@@ -160,11 +184,15 @@ def parse_workspace(
             raise SettingError(f"{key}.{dotted}", _unknown_field()) from None
         except SettingError as exc:
             raise SettingError(f"{key}.{exc.key}", exc.problem) from None
-    return WorkspaceSpec(name, hosts, primary, standby, parsed, written)
+    owners = _owners(f"{key}.owners", document.get("owners", []))
+    return WorkspaceSpec(name, hosts, primary, standby, parsed, written, owners)
 
 
 def _unknown_field() -> str:
-    return f"unknown key (a workspace has hosts, primary, standby and {', '.join(OVERRIDABLE)})"
+    return (
+        "unknown key (a workspace has hosts, primary, standby, owners and"
+        f" {', '.join(OVERRIDABLE)})"
+    )
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

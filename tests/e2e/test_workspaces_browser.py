@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,8 +24,19 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WATCH_OVERLAY, open_workbench
-from tests.support.codeserver import QUIET_SETTINGS, CodeServer, start_code_server_async
+from tests.support.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    WATCH_OVERLAY,
+    open_workbench,
+    wait_for_title,
+)
+from tests.support.codeserver import (
+    QUIET_SETTINGS,
+    CodeServer,
+    start_code_server_async,
+    titled_settings,
+)
 from tests.support.workspaces import Workspace, running_proxy, wait_serving, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.codeserver]
@@ -36,10 +46,7 @@ NAMES = ("alice", "bob")
 
 
 async def machine(base: Path, name: str, workspace: Path) -> CodeServer:
-    settings = base / name / "user-data" / "User"
-    settings.mkdir(parents=True)
-    title = {**QUIET_SETTINGS, "window.title": f"dumont-{name}"}
-    (settings / "settings.json").write_text(json.dumps(title))
+    titled_settings(base, name, QUIET_SETTINGS)
     return await start_code_server_async(base / name, PASSWORD, workspace=workspace, timeout=120)
 
 
@@ -102,16 +109,6 @@ def recorder(urls: list[str]) -> Callable[[Page], None]:
         urls.append(page.url)
 
     return record
-
-
-async def wait_for_title(page: Page, name: str, timeout_s: float) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):  # the page is mid-navigation
-            if f"dumont-{name}" in await page.title():
-                return time.monotonic()
-        await page.wait_for_timeout(100)
-    raise AssertionError(f"the workbench never showed dumont-{name}; title: {await page.title()}")
 
 
 async def usable(page: Page, owner: str) -> None:

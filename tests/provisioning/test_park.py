@@ -210,7 +210,8 @@ async def test_resume_without_an_offer_stays_parked_and_without_a_snapshot_fills
         bed.gpu_state.mkdir()
         offers, clouds.vast.offers = clouds.vast.offers, []
 
-        code = await pb.pair_cli("resume", "--offer-retry-for=0.5", "--offer-retry-interval=0.2")
+        # Long enough for one retry even when the first search is slow on a loaded machine.
+        code = await pb.pair_cli("resume", "--offer-retry-for=3", "--offer-retry-interval=0.2")
         err = capsys.readouterr().err
         assert code == 2, err
         assert "no GPU offer yet: trying again in 0.2 s" in err

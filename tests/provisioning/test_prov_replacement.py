@@ -49,14 +49,31 @@ async def _pair_cli(
         return await asyncio.to_thread(main, argv)
 
 
+# A pair behind a single-workspace proxy is its `default`; one registered by name (issue 15: its
+# hosts recorded by `pair create --hosts`) has its own workspace, and only that one changes.
+@pytest.mark.parametrize(
+    ("hosts", "admin_path"),
+    [
+        (None, "/admin/backends/primary"),
+        ("erin.example.com", "/admin/workspaces/erin/backends/primary"),
+    ],
+    ids=["default-workspace", "named-workspace"],
+)
 async def test_gpu_lost_with_replace_fills_the_new_gpu_and_registers_it(
-    clouds: FakeClouds, sync_bed: SyncBed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    clouds: FakeClouds,
+    sync_bed: SyncBed,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    hosts: str | None,
+    admin_path: str,
 ) -> None:
     bed = sync_bed
     clouds.vast.ssh_port = bed.sshd.port  # every rented GPU is reachable through the test sshd
     store = tmp_path / "pairs.sqlite3"
     async with pair_service(clouds, store) as service:
         pair = await service.create("erin", replace(SPEC, standby_user="root"))
+    if hosts:
+        PairStore(store).set_hosts("erin", (hosts,))
     assert pair.gpu_instance_id is not None
     clouds.vast.set_status(pair.gpu_instance_id, "exited")
 
@@ -74,7 +91,7 @@ async def test_gpu_lost_with_replace_fills_the_new_gpu_and_registers_it(
         return web.json_response({"ok": True})
 
     admin = web.Application()
-    admin.router.add_put("/admin/backends/primary", set_primary)
+    admin.router.add_put(admin_path, set_primary)
     admin_server = TestServer(admin, host="127.0.0.1")
     await admin_server.start_server()
     try:

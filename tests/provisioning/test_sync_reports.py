@@ -15,8 +15,9 @@ import pytest
 from yarl import URL
 
 from provisioning.cli import main
-from proxy.config import Config, HostPort
+from proxy.config import Config, HostPort, workspace_setting
 from proxy.server import ProxyServer
+from proxy.workspaces.spec import parse_workspace
 from tests.support.sync_bed import SyncBed
 
 TOKEN = "sync-report-token"
@@ -84,3 +85,37 @@ async def test_an_unreachable_proxy_never_fails_the_fence(
     assert await _cli("sync", "fence", *flags) == 0
     err = capsys.readouterr().err
     assert "warning: sync state not reported to the proxy" in err
+
+
+async def test_run_as_a_workspaces_hook_the_report_reaches_that_workspace(
+    sync_bed: SyncBed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice = parse_workspace(
+        "alice",
+        {
+            "hosts": ["alice.test"],
+            "primary": "http://127.0.0.1:9",
+            "standby": "http://127.0.0.1:10",
+        },
+        workspace_setting,
+    )
+    server = ProxyServer(
+        Config(
+            listen=HostPort("127.0.0.1", 0),
+            control_listen=HostPort("127.0.0.1", 0),
+            admin_token=TOKEN,
+            shutdown_timeout=1.0,
+            workspaces=(alice,),
+        )
+    )
+    await server.start()
+    try:
+        flags = [*sync_bed.cli_flags(), "--delay=0.2"]
+        report = [f"--proxy-control={_control(server)}", f"--admin-token={TOKEN}"]
+        assert await _cli("sync", "deploy", *flags) == 0
+        monkeypatch.setenv("DUMONT_WORKSPACE", "alice")  # what the proxy gives alice's hooks
+        assert await _cli("sync", "status", "--no-probe", *flags, *report) == 0
+        assert server.sites.get("alice").board.sync.state == "syncing"
+    finally:
+        await server.stop()
+    capsys.readouterr()

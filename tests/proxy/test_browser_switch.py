@@ -9,7 +9,6 @@ user settings), which is how the test tells who serves.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,13 @@ from playwright.async_api import Page
 from yarl import URL
 
 from proxy.config import HealthConfig
-from tests.support.browser import WATCH_OVERLAY, chromium, open_workbench
-from tests.support.codeserver import CodeServer, start_code_server
+from tests.support.browser import WATCH_OVERLAY, chromium, open_workbench, wait_for_title
+from tests.support.codeserver import (
+    CodeServer,
+    code_server_pair,
+    start_code_server,
+    titled_settings,
+)
 from tests.support.proxies import ProxyFactory, public_url
 
 pytestmark = [pytest.mark.codeserver, pytest.mark.browser, pytest.mark.slow]
@@ -28,40 +32,10 @@ pytestmark = [pytest.mark.codeserver, pytest.mark.browser, pytest.mark.slow]
 PASSWORD = "switch-test-password"
 
 
-def machine(base: Path, name: str, workspace: Path) -> CodeServer:
-    settings = base / name / "user-data" / "User"
-    settings.mkdir(parents=True)
-    (settings / "settings.json").write_text(json.dumps({"window.title": f"dumont-{name}"}))
-    return start_code_server(base / name, PASSWORD, workspace=workspace)
-
-
 @pytest.fixture
 def machines(tmp_path: Path) -> Iterator[dict[str, CodeServer]]:
-    # One folder for all: lsyncd keeps the machines' copies identical, and the workbench URL
-    # names the folder, so it must exist wherever the user lands.
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
-    (workspace / "train.py").write_text("print('hello')\n")
-    started: dict[str, CodeServer] = {}
-    try:
-        for name in ("gpu", "cpu"):
-            started[name] = machine(tmp_path, name, workspace)
+    with code_server_pair(tmp_path, PASSWORD) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
-
-
-async def wait_for_title(page: Page, name: str, timeout_s: float) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if f"dumont-{name}" in await page.title():
-                return time.monotonic()
-        except Exception:  # the page is mid-navigation
-            pass
-        await page.wait_for_timeout(100)
-    raise AssertionError(f"the workbench never showed dumont-{name}; title: {await page.title()}")
 
 
 async def usable(page: Page) -> None:
@@ -107,7 +81,8 @@ async def test_kill_primary_lands_in_standby_workbench_without_a_click_and_back(
 
         # A replacement GPU: the watcher offers the way home; the user takes it.
         seen.clear()
-        new_gpu = machine(tmp_path, "gpu2", gpu.workspace)
+        titled_settings(tmp_path, "gpu2")
+        new_gpu = start_code_server(tmp_path / "gpu2", PASSWORD, workspace=gpu.workspace)
         try:
             await proxy.workspace.replace_backend("primary", URL(new_gpu.url))
             notice = page.locator(".dumont-watcher-go")

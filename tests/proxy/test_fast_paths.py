@@ -139,7 +139,9 @@ def test_a_request_read_whole_or_a_byte_at_a_time_is_the_same_request(
     for whole in (True, False):
         before = len(upstream.heads)
         replies.append(_trip(proxy.port, data, whole))
-        heads.append(upstream.heads[before : before + 1])
+        # Only this test's requests: a backend that flaps under load gets a warm-up GET / too.
+        ours = [h for h in upstream.heads[before:] if b" /fp/" in h.split(b"\n", 1)[0]]
+        heads.append(ours[:1])
     assert replies[0] == replies[1], name
     assert heads[0] == heads[1], name
     if status_of(replies[0]) == 200:

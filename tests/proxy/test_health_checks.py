@@ -187,7 +187,8 @@ async def test_checkers_sharing_one_schedule_each_keep_their_rhythm(healthy: URL
 async def test_probe_now_from_inside_a_report_starts_one_probe(healthy: URL) -> None:
     """The machine asks for a confirming probe while a result is being reported: one probe
     follows, not two in flight at once."""
-    settings = HealthConfig(interval=5.0, timeout=0.5, fall=2, rise=2)
+    # An hour: the next scheduled check (at a phase of the interval) never falls in the window.
+    settings = HealthConfig(interval=3600.0, timeout=0.5, fall=2, rise=2)
     tasks = TaskSet("test-probe-now")
     loop = asyncio.get_running_loop()
     results: list[CheckResult] = []

@@ -8,12 +8,20 @@ component updates, no sync, no QUIC) and from needing a GPU or a sandbox (we run
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from playwright.async_api import Browser, Page, async_playwright
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "WATCH_OVERLAY", "chromium", "open_workbench"]
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "WATCH_OVERLAY",
+    "chromium",
+    "open_workbench",
+    "wait_for_title",
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = (
@@ -75,3 +83,15 @@ WATCH_OVERLAY = """
   }, 50);
 })();
 """
+
+
+async def wait_for_title(page: Page, name: str, timeout_s: float) -> float:
+    """Until the workbench's title names machine ``name`` (tests.support.codeserver's
+    titled_settings); returns when, by time.monotonic()."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # the page is mid-navigation
+            if f"dumont-{name}" in await page.title():
+                return time.monotonic()
+        await page.wait_for_timeout(100)
+    raise AssertionError(f"the workbench never showed dumont-{name}; title: {await page.title()}")

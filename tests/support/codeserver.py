@@ -35,11 +35,13 @@ __all__ = [
     "QUIET_SETTINGS",
     "CodeServer",
     "CodeServerError",
+    "code_server_pair",
     "find_launcher",
     "healthy",
     "running_code_server",
     "start_code_server",
     "start_code_server_async",
+    "titled_settings",
 ]
 
 DEFAULT_HOME = Path("/opt/dumont/code-server")
@@ -242,3 +244,31 @@ def _fail_if_exited(server: CodeServer) -> None:
     code = server.process.poll()
     if code is not None:
         raise CodeServerError(f"code-server exited with {code}:\n{server.log_text()}")
+
+
+def titled_settings(base: Path, name: str, extra: dict[str, object] | None = None) -> None:
+    """User settings whose window title names the machine (``dumont-NAME``): what a browser test
+    reads to tell which machine's workbench it is looking at."""
+    settings = base / name / "user-data" / "User"
+    settings.mkdir(parents=True)
+    title = {**(extra or {}), "window.title": f"dumont-{name}"}
+    (settings / "settings.json").write_text(json.dumps(title))
+
+
+@contextlib.contextmanager
+def code_server_pair(base: Path, password: str) -> Iterator[dict[str, CodeServer]]:
+    """ "gpu" and "cpu", titled, serving one folder (lsyncd keeps real machines' copies identical,
+    and the workbench URL names the folder, so it must exist wherever the user lands); both
+    stopped on the way out, whatever happened."""
+    workspace = base / "workspace"
+    workspace.mkdir()
+    (workspace / "train.py").write_text("print('hello')\n")
+    started: dict[str, CodeServer] = {}
+    try:
+        for name in ("gpu", "cpu"):
+            titled_settings(base, name)
+            started[name] = start_code_server(base / name, password, workspace=workspace)
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()

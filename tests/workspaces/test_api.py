@@ -296,3 +296,29 @@ async def test_a_backend_replaced_through_the_api_is_listed_and_kept_across_a_re
     await server.stop()
     again = await start()
     assert await backend_of(again, "alice.test") == "carol-gpu"
+
+
+async def test_a_workspace_with_its_own_tips_shows_and_counts_them(
+    start: Starter, backends: Backends
+) -> None:
+    server = await start()
+    tip = {
+        "id": "lab-gpu",
+        "title": "Book the lab GPU",
+        "text": "Fridays.",
+        "link": "https://lab.test/",
+    }
+    carol = {**document(backends, "carol", "carol.test"), "pages": {"tips": [tip]}}
+    status, body = await admin(server, "PUT", "/admin/workspaces/carol", carol)
+    assert status == 200, body
+    _, _, page = await fetch(server, "carol.test", "/__dumont/transition")
+    assert "Book the lab GPU" in page
+    _, _, page = await fetch(server, "alice.test", "/__dumont/transition")
+    assert "Book the lab GPU" not in page
+    assert "Deploy an LLM in 2 min" in page
+    _, _, carol_status = await fetch(server, "carol.test", "/__dumont/status")
+    assert json.loads(carol_status)["tips"] == {"lab-gpu": {"impressions": 1, "clicks": 0}}
+    bad = {**carol, "pages": {"watcher": False}}
+    status, body = await admin(server, "PUT", "/admin/workspaces/carol", bad)
+    assert status == 400
+    assert "workspaces.carol.pages.watcher: unknown key" in body["detail"]
