@@ -22,19 +22,20 @@ The reserved prefix never collides with code-server's paths (/, /stable-*, /vsco
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 
-from .auth import Auth, add_auth_routes
-from .auth.gate import AUTH_HEADER
-from .auth.routes import answer_refusal
-from .boundary import Handler, error_boundary
+from .boundary import error_boundary
 from .dataplane.exchange import TRANSITION_HEADER
 from .errors import NotFound
 from .pages import PAGES, PREFIX, SwitchView, TipBook, is_navigation, render_transition, setup_pages
 from .pages.render import SECURITY_HEADERS
 from .sites import Site, Sites
 from .workspaces.hosts import normalise_host
+
+if TYPE_CHECKING:
+    from .auth.service import Auth
 
 __all__ = ["SITES", "make_public_app", "site_of"]
 
@@ -97,20 +98,11 @@ async def fallback(request: web.Request) -> web.Response:
     return web.Response(text=html, status=404, content_type="text/html", headers=headers)
 
 
-@web.middleware
-async def refused_by_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    refusal = request.headers.get(AUTH_HEADER)
-    if refusal is not None:
-        return await answer_refusal(request, refusal)
-    return await handler(request)
-
-
 def make_public_app(sites: Sites, tips: TipBook, auth: Auth | None = None) -> web.Application:
-    middlewares = [error_boundary] if auth is None else [error_boundary, refused_by_gate]
-    app = web.Application(middlewares=middlewares, client_max_size=0)
+    app = web.Application(middlewares=[error_boundary], client_max_size=0)
     app[SITES] = sites
     if auth is not None:
-        add_auth_routes(app, auth.sign_in)
+        auth.install(app)
     app.router.add_get(f"{PREFIX}/healthz", proxy_health)
     app.router.add_get(f"{PREFIX}/status", proxy_status)
     assets = sites.config.assets_dir

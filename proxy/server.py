@@ -21,10 +21,11 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .auth import Auth, build_auth
+from .auth import build_auth
 from .config import Config, configured_workspaces
 from .control_app import make_control_app
 from .dashboard import Board
@@ -40,6 +41,9 @@ from .sites import Site, Sites
 from .startup_checks import check_startup
 from .tls import hsts_value, server_context
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .auth.service import Auth
 
 __all__ = ["ProxyServer", "install_event_loop_policy", "run"]
 

@@ -8,81 +8,31 @@
 - ``routes``: login, callback, logout and the answers to refused requests, on the pages app.
 - ``metrics``: ``dumont_auth_*``.
 
-``build_auth`` makes all of it from the configuration, or nothing with ``mode = "none"``.
+``build_auth`` makes all of it (``service``) from the configuration, or nothing with
+``mode = "none"``; the libraries sign-in needs are loaded only then.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
-from proxy.errors import ConfigError
-from proxy.settings import SettingError
-
-from .config import AuthConfig, check_auth, read_secret
-from .gate import SignInGate
-from .metrics import AuthMetrics
-from .oidc import Issuer
-from .routes import SignIn, add_auth_routes
-from .seal import Sealer, read_keys
-from .sessions import SessionBook
+from .config import AuthConfig, check_auth
 
 if TYPE_CHECKING:
     from proxy.config import Config
     from proxy.sites import Sites
 
-__all__ = ["Auth", "AuthConfig", "add_auth_routes", "build_auth", "check_auth"]
+    from .service import Auth
 
-log = logging.getLogger("dumont.auth")
-# The issuer answers discovery, JWKS and token requests at once or is down.
-ISSUER_TIMEOUT = 10.0
-REVOCATIONS_FILE = "auth-revoked.json"
-
-
-@dataclass(frozen=True)
-class Auth:
-    sign_in: SignIn
-    gate: SignInGate
-    metrics: AuthMetrics
-    client: httpx.AsyncClient
-
-    async def close(self) -> None:
-        await self.client.aclose()
+__all__ = ["AuthConfig", "build_auth", "check_auth"]
 
 
 def build_auth(config: Config, sites: Sites) -> Auth | None:
-    auth = config.auth
-    if auth.mode == "none":
+    """Sign-in as configured, or None with ``mode = "none"`` (no gate at all)."""
+    if config.auth.mode == "none":
         return None
-    try:
-        check_auth(auth)
-        assert auth.issuer is not None
-        assert auth.client_id is not None
-        assert auth.cookie_keys_file is not None
-        secret = auth.client_secret
-        if auth.client_secret_file is not None:
-            secret = read_secret("auth.client_secret_file", auth.client_secret_file)
-        assert secret is not None
-        sealer = Sealer(read_keys("auth.cookie_keys_file", auth.cookie_keys_file))
-    except SettingError as exc:
-        raise ConfigError(exc.key, exc.problem) from None
-    if config.tls.cert is None and not config.trusted_proxies and not config.listen.is_loopback:
-        # Without TLS here or a TLS front proxy saying so, the session cookie cannot be Secure.
-        log.warning(
-            "auth: sign-in without TLS (no tls.cert, no trusted_proxies): session cookies"
-            " cross the network in clear"
-        )
-    revocations = None if config.state_dir is None else config.state_dir / REVOCATIONS_FILE
-    try:
-        sessions = SessionBook(sealer, auth.session_lifetime, revocations)
-    except SettingError as exc:
-        raise ConfigError(exc.key, exc.problem) from None
-    metrics = AuthMetrics()
-    client = httpx.AsyncClient(timeout=ISSUER_TIMEOUT, follow_redirects=False)
-    issuer = Issuer(auth.issuer, auth.client_id, secret, client)
-    templates = config.assets_dir / "templates"
-    sign_in = SignIn(auth, issuer, sealer, sessions, metrics, templates)
-    return Auth(sign_in, SignInGate(sites, sessions, metrics), metrics, client)
+    # Imported here, not above: its libraries (httpx, joserfc, cryptography) are about 14 MB of
+    # an idle proxy's memory, paid only by a proxy that signs people in.
+    from .service import build
+
+    return build(config, sites)

@@ -21,11 +21,13 @@ from typing import Any
 import jinja2
 from aiohttp import hdrs, web
 
+from proxy.boundary import Handler
 from proxy.pages import PREFIX
 from proxy.pages.render import SECURITY_HEADERS, safe_return_path
 
 from .config import AuthConfig
 from .errors import SignInRefused, SignInRequired, TooManySignIns
+from .gate import AUTH_HEADER
 from .limits import AttemptLimiter
 from .metrics import AuthMetrics
 from .oidc import Issuer
@@ -264,8 +266,18 @@ async def answer_refusal(request: web.Request, refusal: str) -> web.Response:
     raise SignInRequired("sign in first: no valid session")
 
 
+@web.middleware
+async def refused_by_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request the data plane's gate refused carries its ``X-Dumont-Auth``: answer that."""
+    refusal = request.headers.get(AUTH_HEADER)
+    if refusal is not None:
+        return await answer_refusal(request, refusal)
+    return await handler(request)
+
+
 def add_auth_routes(app: web.Application, sign_in: SignIn) -> None:
     app[AUTH] = sign_in
+    app.middlewares.append(refused_by_gate)
     app.router.add_get(f"{PREFIX}/auth/login", login)
     app.router.add_get(CALLBACK, callback)
     app.router.add_route("GET", f"{PREFIX}/auth/logout", logout)
