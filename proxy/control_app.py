@@ -21,7 +21,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 from yarl import URL
@@ -35,6 +35,9 @@ from .hooks import run_hook
 from .public_app import SITES
 from .sites import Site, Sites
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .cluster.member import ClusterMember
 
 __all__ = ["make_control_app"]
 
@@ -246,7 +249,7 @@ _COMMANDS = (
 )
 
 
-def make_control_app(sites: Sites) -> web.Application:
+def make_control_app(sites: Sites, cluster: ClusterMember | None = None) -> web.Application:
     app = web.Application(middlewares=[error_boundary])
     app[SITES] = sites
     if sites.config.admin_token:
@@ -260,4 +263,8 @@ def make_control_app(sites: Sites) -> web.Application:
     app.router.add_delete("/admin/workspaces/{workspace}", delete_workspace)
     # /metrics, /dashboard, PUT /admin/sync (and per workspace)
     add_routes(app, sites, sites.config.assets_dir, _check_token)
+    if cluster is not None:
+        from .cluster.routes import add_cluster_routes  # aiohttp's client, only for replicas
+
+        add_cluster_routes(app, cluster, _check_token)
     return app

@@ -35,9 +35,16 @@ class Decision:
     epoch: int
     term: int  # the leadership that wrote it
     token: int  # the store revision it landed at: the fencing token
+    pinned: bool = False  # an operator's failover: no automatic failback
 
     def as_json(self) -> dict[str, Any]:
-        return {"active": self.active, "epoch": self.epoch, "term": self.term}
+        return {
+            "active": self.active,
+            "epoch": self.epoch,
+            "term": self.term,
+            "token": self.token,
+            "pinned": self.pinned,
+        }
 
 
 class Decisions:
@@ -55,13 +62,16 @@ class Decisions:
         self.revision = 0
         self.latest: dict[str, Decision] = {}
 
-    async def publish(self, workspace: str, active: Role | None, epoch: int) -> Decision | None:
+    async def publish(
+        self, workspace: str, active: Role | None, epoch: int, pinned: bool = False
+    ) -> Decision | None:
         """Write the leader's decision; None when this replica does not lead (any more)."""
         term = self.leadership.leading()
         if term is None:
             return None
         leader_key = self.leadership.key
-        body = json.dumps({"active": active, "epoch": epoch, "term": term.revision}).encode()
+        written = {"active": active, "epoch": epoch, "term": term.revision, "pinned": pinned}
+        body = json.dumps(written).encode()
         result = await self.etcd.txn(
             [
                 Compare(leader_key, "CREATE", term.revision),
@@ -74,7 +84,7 @@ class Decisions:
                 "decision for %s refused: this replica's term %d is over", workspace, term.revision
             )
             return None
-        return Decision(workspace, active, epoch, term.revision, result.revision)
+        return Decision(workspace, active, epoch, term.revision, result.revision, pinned)
 
     async def load(self) -> dict[str, Decision]:
         revision, kvs = await self.etcd.get_prefix(self.root)
@@ -105,7 +115,14 @@ class Decisions:
             active = raw["active"]
             if active not in ("primary", "standby", None):
                 raise ValueError(f"active is {active!r}")
-            decision = Decision(name, active, int(raw["epoch"]), int(raw["term"]), kv.mod_revision)
+            decision = Decision(
+                name,
+                active,
+                int(raw["epoch"]),
+                int(raw["term"]),
+                kv.mod_revision,
+                bool(raw.get("pinned", False)),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             log.error("skipping %s: %s", kv.key, exc)
             return

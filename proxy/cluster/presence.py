@@ -53,6 +53,11 @@ class Presence:
     def in_contact(self) -> bool:
         return self.contact.may_act(self._now())
 
+    def contact_age(self) -> float:
+        """Seconds since the last renewal that succeeded was sent; infinity before the first."""
+        sent = self.contact.renewed_at
+        return float("inf") if sent is None else self._now() - sent
+
     async def run(self) -> None:
         try:
             while True:

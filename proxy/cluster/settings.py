@@ -8,7 +8,15 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.settings import SettingError, count, optional_text, setting, text, texts
+from proxy.settings import (
+    SettingError,
+    count,
+    optional_text,
+    positive_seconds,
+    setting,
+    text,
+    texts,
+)
 
 __all__ = ["MIN_LEASE_TTL", "ClusterConfig"]
 
@@ -60,6 +68,27 @@ class ClusterConfig:
         parse=text,
         metavar="NAME",
         shown_default="the host name",
+    )
+    advertise: str | None = setting(
+        None,
+        help="the URL other replicas reach this one's control listener at",
+        parse=optional_text,
+        metavar="URL",
+        shown_default="http://CONTROL_LISTEN",
+    )
+    view_grace: float = setting(
+        2.0,
+        help="seconds the leader's own view of a backend being down must last before it fails"
+        " over with no other replica agreeing",
+        parse=positive_seconds,
+        metavar="S",
+    )
+    store_lost_grace: float = setting(
+        60.0,
+        help="with the store lost by every replica: seconds to keep routing by the last"
+        " decisions, with no switch, before stopping",
+        parse=positive_seconds,
+        metavar="S",
     )
     ca: str | None = setting(
         None, help="CA bundle that signed etcd's certificates", parse=optional_text, metavar="FILE"

@@ -15,9 +15,9 @@ from typing import Literal, TypeAlias
 __all__ = [
     "COMMANDED",
     "ROLES",
-    "Adopt",
     "AdminFailback",
     "AdminFailover",
+    "Adopt",
     "BackendReplaced",
     "Cause",
     "CheckResult",

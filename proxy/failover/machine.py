@@ -50,9 +50,9 @@ from .decisions import (
 )
 from .events import (
     ROLES,
-    Adopt,
     AdminFailback,
     AdminFailover,
+    Adopt,
     BackendReplaced,
     Cause,
     CheckResult,

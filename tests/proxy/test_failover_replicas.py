@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from proxy.failover import (
     Activate,
-    Adopt,
     AdminFailover,
+    Adopt,
     CheckResult,
     CommandRefused,
     Decision,
@@ -117,7 +117,8 @@ def test_adopting_abandons_a_switch_in_progress() -> None:
     assert m.machine.state is State.SWITCHING
     out = m.feed(Adopt(m.now, "standby", deciding=False))
     finished = [d for d in out if isinstance(d, SwitchFinished)]
-    assert finished and finished[0].switch.outcome == "abandoned"
+    assert finished
+    assert finished[0].switch.outcome == "abandoned"
     assert m.machine.state is State.SERVING_STANDBY
 
 
