@@ -68,7 +68,8 @@ class ClusterMember:
         self.advertise = cluster.advertise or f"http://{config.control_listen}"
         self.etcd = Etcd(
             cluster.endpoints,
-            timeout=max(0.5, cluster.lease_ttl / 3),
+            # Two thirds of the TTL: a store that answers in a second or two is slow, not lost.
+            timeout=cluster.lease_ttl * 2 / 3,
             username=cluster.username,
             password=cluster.password,
             ssl_context=cluster.ssl_context(),
@@ -136,7 +137,7 @@ class ClusterMember:
         """Hand the leadership over at once and leave, so the others need not wait a TTL."""
         await self._watches.close()
         await self.tasks.close()
-        with contextlib.suppress(EtcdError):
+        with contextlib.suppress(EtcdError, TimeoutError):
             await asyncio.wait_for(self._leave(), self.settings.lease_ttl / 3)
         await self.etcd.close()
 
