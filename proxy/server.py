@@ -137,6 +137,8 @@ class ProxyServer:
 
             self.cluster = ClusterMember(config, self.sites)
             self.sites.process_metrics.append(self.cluster.metrics.render)
+            if self.auth is not None:  # a sign-out on one replica ends the session on all
+                self.cluster.share_sessions(self.auth.sign_in.sessions)
         pages_app = make_public_app(self.sites, self.tips, self.auth)
         pages = LocalApp(pages_app, self._runtime / "pages.sock", grace)
         control_app = make_control_app(self.sites, self.cluster)

@@ -38,6 +38,7 @@ from .leader import Leadership, Term
 from .metrics import ClusterMetrics
 from .presence import Presence
 from .registry import WorkspaceRegistry
+from .revocations import RevocationBook, SharedRevocations
 from .views import View, ViewBoard, peer_counts
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class ClusterMember:
             lambda: self.presence.lease,
             self._views_changed,
         )
+        self.revocations: SharedRevocations | None = None  # with sign-in (share_sessions)
         self.metrics = ClusterMetrics()
         self.tasks = TaskSet("cluster")
         self._watches = TaskSet("cluster-watch")
@@ -121,6 +123,15 @@ class ClusterMember:
             self._attach(site)
 
     # ------------------------------------------------------------------------- lifecycle
+
+    def share_sessions(self, book: RevocationBook) -> None:
+        """Sign-in (issue 17): a logout on any replica ends the session on every replica."""
+        shared = self.revocations = SharedRevocations(self.etcd, self.prefix, book)
+
+        def signed_out(sid: str, expires: float) -> None:
+            self.tasks.spawn(shared.publish(sid, expires), name="share-sign-out")
+
+        book.on_revoke.append(signed_out)
 
     async def start(self, wait: float) -> None:
         """Join the cluster; wait up to ``wait`` seconds for the first sync, after which the
@@ -175,12 +186,16 @@ class ClusterMember:
         for decision in (await self.decisions.load()).values():
             self._decided(decision)
         await self.views.load()
+        if self.revocations is not None:
+            await self.revocations.load()
         await self._read_roster()
 
     def _watch(self) -> None:
         self._watches.spawn(self.registry.follow(), name="watch-workspaces")
         self._watches.spawn(self.decisions.follow(), name="watch-decisions")
         self._watches.spawn(self.views.follow(), name="watch-views")
+        if self.revocations is not None:
+            self._watches.spawn(self.revocations.follow(), name="watch-sign-outs")
 
     async def _rewatch(self) -> None:
         """After a lost contact: a watch stream on a member we lost may hang without ending."""
