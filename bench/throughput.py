@@ -18,8 +18,19 @@ everything to one primary, so the WebSocket cell uses a second instance whose pr
 
 Each cell is the median over ``--runs`` runs (the idle phase's errors: the worst run; connections
 still open: the fewest); a ratio in parentheses compares with the best peer.
-Usage: ``.venv/bin/python bench/throughput.py [--quick] [--runs N] [--only dumont] [--json F]
-[--idle-connections N]``.
+
+Sign-in (issue 17's bar: at most 5 us of CPU per request; ``--only signin`` runs it alone, in about
+two minutes): two instances of our proxy in front of the same origin, one with ``auth.mode =
+"none"`` and one with ``"oidc"``, and wrk sending both the same browser-like request (a dozen
+fields, code-server's cookie) carrying a valid session cookie, sealed with the proxy's own code
+and the test key the gated instance reads. No provider runs: a valid session needs none. The two
+are measured at the same time (one wrk each), in ``--signin-rounds`` rounds of short runs, with
+32 connections and with 1; CPU per request is the instance's CPU time over wrk's requests, and
+the bar is the median of the rounds' differences. Every answer must be a 2xx, so a refused
+cookie cannot pass for a cheap request.
+
+Usage: ``.venv/bin/python bench/throughput.py [--quick] [--runs N] [--only dumont,signin]
+[--json F] [--idle-connections N]``.
 """
 
 from __future__ import annotations
@@ -28,7 +39,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import operator
 import re
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -36,13 +49,22 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, WSMsgType
 from peers.idle import hold_idle, raise_nofile_limit
-from peers.procs import ProcessGroup, stopping
-from peers.proxies import POOL_PROXIES, RunningProxy, Upstreams, render_config, start_proxy
+from peers.procs import REPO_DIR, ProcessGroup, stopping, wait_http
+from peers.proxies import (
+    POOL_PROXIES,
+    RunningProxy,
+    Upstreams,
+    dumont_argv,
+    render_config,
+    start_proxy,
+)
 from peers.report import (
     Bar,
     Column,
@@ -57,6 +79,11 @@ from peers.report import (
     write_json,
 )
 from peers.upstreams import BIG_PATH, SMALL_PATH, make_docroot, start_nginx_origin, start_ws_echo
+from signin import browser_headers, gate_alone
+
+from proxy.auth.seal import Sealer, read_keys
+from proxy.auth.sessions import SESSION_COOKIE, SessionBook
+from tests.support.ports import free_port
 
 PEERS = ("nginx", "haproxy", "caddy")
 COLUMNS = (
@@ -88,6 +115,9 @@ BARS = (
     Bar("download at least 1.0x nginx's MB/s", "bulk_mb_s", ">=", "nginx", factor=1.0),
     Bar("idle RSS under 60 MB", "rss_idle_mb", "<", 60.0),
 )
+# Issue 17's bar, and the name ``--only`` knows the sign-in case by.
+SIGNIN = "signin"
+SIGNIN_BAR = 5.0
 # The idle phase sums up each run's worst, not its median: one run with errors is a miss.
 WORST_OVER_RUNS = {"idle_errors": max, "idle_open_end": min}
 
@@ -110,8 +140,15 @@ def _ms(text: str) -> float:
     return float(match[1]) * _UNITS[match[2]]
 
 
-def run_wrk(url: str, seconds: int, connections: int = 32, threads: int = 2) -> dict[str, float]:
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+def run_wrk(
+    url: str,
+    seconds: int,
+    connections: int = 32,
+    threads: int = 2,
+    headers: Sequence[tuple[str, str]] = (),
+) -> dict[str, float]:
+    fields = [arg for name, value in headers for arg in ("-H", f"{name}: {value}")]
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *fields, url]
     out = subprocess.run(
         argv, capture_output=True, text=True, timeout=seconds + 30, check=True
     ).stdout
@@ -252,6 +289,124 @@ def bench_idle(name: str, origin: int, echo: int, workdir: Path, args: argparse.
         proxy.group.stop()
 
 
+def start_signin_pair(
+    origin: int, echo: int, workdir: Path
+) -> tuple[RunningProxy, RunningProxy, str]:
+    """Our proxy twice, the same flags, ``auth.mode`` none and oidc; and the session cookie the
+    second accepts (a session lives at the Host it was issued at: wrk's 127.0.0.1:PORT)."""
+    keys = workdir / "cookie-keys"
+    keys.write_text(secrets.token_hex(32) + "\n")
+    oidc = {
+        # Never contacted: discovery happens at the first sign-in, and nobody signs in here.
+        "DUMONT_AUTH_MODE": "oidc", "DUMONT_AUTH_ISSUER": "http://127.0.0.1:9",
+        "DUMONT_AUTH_CLIENT_ID": "bench", "DUMONT_AUTH_CLIENT_SECRET": "bench",
+        "DUMONT_AUTH_ALLOWED_EMAILS": "alice@example.com",
+        "DUMONT_AUTH_COOKIE_KEYS_FILE": str(keys),
+    }  # fmt: skip
+    started: list[RunningProxy] = []
+    try:
+        for tag, env in (("signin-none", {}), ("signin-oidc", oidc)):
+            port = free_port()
+            argv = dumont_argv(port, free_port(), Upstreams(primary=origin, standby=echo))
+            group = ProcessGroup(tag, argv, workdir / f"{tag}.log", cwd=REPO_DIR, env=env)
+            started.append(RunningProxy(tag, port, group.start()))
+            wait_http(f"http://127.0.0.1:{port}/__dumont/healthz", 20.0, watch=group.check_alive)
+    except BaseException:
+        for proxy in started:
+            proxy.group.stop()
+        raise
+    book = SessionBook(Sealer(read_keys("bench", str(keys))), 3600.0, None)
+    _, value = book.issue("alice@example.com", frozenset(), f"127.0.0.1:{started[1].port}")
+    return started[0], started[1], f"{SESSION_COOKIE}={value}"
+
+
+# wrk connections for the sign-in case: 32 as in the table above, and 1, where every request
+# costs the same reads and writes whatever the rate. At 32 a proxy that gets less of a busy
+# machine batches fewer requests per wake-up and pays more CPU for each: that noise can hide or
+# fake a few us, one request at a time cannot.
+SIGNIN_CONNECTIONS = (32, 1)
+
+
+def bench_signin(origin: int, echo: int, workdir: Path, args: argparse.Namespace) -> Row:
+    """CPU per request of our proxy without and with sign-in, in ``--signin-rounds`` rounds of
+    short wrk runs against both at once (module docstring). At once, and many short rounds,
+    because a busy machine's noise comes in bursts: one alternated run after the other let a
+    burst land on one side only, and moved the difference by +-30 us at load 5."""
+    plain, gated, cookie = start_signin_pair(origin, echo, workdir)
+    headers = [(n, v) for n, v in browser_headers(cookie) if n not in ("Host", "Connection")]
+    samples: dict[tuple[str, int], list[float]] = {}
+    rates: dict[tuple[str, int], list[float]] = {}
+    try:
+        time.sleep(args.settle + 1.0)  # the first health checks pick the primary
+        for proxy in (plain, gated):
+            run_wrk(proxy.url(SMALL_PATH), max(args.warmup, 1), 32, 1, headers)
+        for rnd in range(args.signin_rounds):
+            pair = [("none", plain), ("oidc", gated)]
+            print(f"sign-in round {rnd + 1}/{args.signin_rounds}", file=sys.stderr)
+            for connections in SIGNIN_CONNECTIONS:
+                # Both at once: whatever else the machine runs then weighs on both alike.
+                befores = [proxy.group.cpu_seconds() for _, proxy in pair]
+                with ThreadPoolExecutor(2) as pool:
+                    runs = [
+                        pool.submit(run_wrk, proxy.url(SMALL_PATH), args.signin_seconds,
+                                    connections, 1, headers)
+                        for _, proxy in pair
+                    ]  # fmt: skip
+                    answers = [run.result() for run in runs]
+                for (mode, proxy), before, wrk in zip(pair, befores, answers, strict=True):
+                    cpu = proxy.group.cpu_seconds() - before
+                    if wrk["wrk_non2xx"] or wrk["wrk_socket_errors"]:
+                        # A refused session would be a cheap 401: it must not pass for a request.
+                        raise RuntimeError(f"auth {mode}: wrk saw non-2xx answers or errors")
+                    key = (mode, connections)
+                    samples.setdefault(key, []).append(1e6 * cpu / wrk["wrk_requests"])
+                    rates.setdefault(key, []).append(wrk["req_s"])
+    finally:
+        plain.group.stop()
+        gated.group.stop()
+    # The gate alone, in this process: what the difference above is made of, without the noise
+    # of two processes sharing a busy machine.
+    alone = gate_alone(workdir / "cookie-keys")
+    row: Row = {"gate_alone_us": alone["cached_us"], "first_open_us": alone["first_open_us"]}
+    for (mode, connections), values in samples.items():
+        row[f"cpu_us_{mode}_c{connections}"] = statistics.median(values)
+        row[f"req_s_{mode}_c{connections}"] = statistics.median(rates[(mode, connections)])
+        row[f"samples_{mode}_c{connections}"] = json.dumps([round(x, 1) for x in values])
+    for c in SIGNIN_CONNECTIONS:
+        # The median of each round's difference: the two sides of a round shared its noise.
+        paired = map(operator.sub, samples[("oidc", c)], samples[("none", c)])
+        row[f"signin_added_cpu_us_c{c}"] = statistics.median(paired)
+    return row
+
+
+def print_signin(row: Row, rounds: int) -> list[dict[str, Any]]:
+    print(f"\nSign-in: our proxy, auth none vs oidc with a valid session cookie on every request;"
+          f" wrk -t1 at both at once, medians of {rounds} round(s):\n")  # fmt: skip
+    print("| connections | auth | CPU us/req | req/s | CPU us/req per round |")
+    print("|---|---|---|---|---|")
+    for c in SIGNIN_CONNECTIONS:
+        for mode in ("none", "oidc"):
+            cpu, rate = row[f"cpu_us_{mode}_c{c}"], row[f"req_s_{mode}_c{c}"]
+            print(f"| {c} | {mode} | {cpu:.2f} | {rate:.0f} | {row[f'samples_{mode}_c{c}']} |")
+        added = row[f"signin_added_cpu_us_c{c}"]
+        print(f"| {c} | oidc - none (median of the rounds' differences) | {added:+.2f} | | |")
+    bars = check_bars(
+        row,
+        {},
+        [
+            Bar(f"sign-in adds at most {SIGNIN_BAR:g} us of CPU per request ({c} connection(s))",
+                f"signin_added_cpu_us_c{c}", "<=", SIGNIN_BAR)
+            for c in SIGNIN_CONNECTIONS
+        ],
+    )  # fmt: skip
+    print(
+        f"\nThe gate alone, in-process (bench/signin.py): {row['gate_alone_us']:.2f} us a request"
+        f" with an opened session, {row['first_open_us']:.1f} us to open a cookie first seen"
+    )
+    print(render_bars(bars), flush=True)
+    return bars
+
+
 def _frame_name(frame: str) -> str:
     """``handle (aiohttp/web_protocol.py:512)`` -> ``handle (aiohttp/web_protocol.py)``."""
     return re.sub(r":\d+\)$", ")", frame.strip())
@@ -354,6 +509,12 @@ def parse_args() -> argparse.Namespace:
         help="idle keep-alive connections held while wrk runs (10000; quick: 1000; 0: skip)",
     )
     parser.add_argument(
+        "--signin-rounds",
+        type=int,
+        metavar="N",
+        help="rounds of the sign-in case, each both proxies at 32 and 1 connections (8; quick: 2)",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -366,14 +527,20 @@ def parse_args() -> argparse.Namespace:
     args.big_mib = 64 if args.quick else 256
     args.settle = 0.5 if args.quick else 2.0
     args.runs = args.runs or (1 if args.quick else 3)
+    args.signin_rounds = args.signin_rounds or (2 if args.quick else 8)
+    args.signin_seconds = 2 if args.quick else 3
     if args.idle_connections is None:
         args.idle_connections = 1000 if args.quick else 10_000
     args.sample = 0.2 if args.quick else 1.0  # seconds to watch what else runs
-    names = args.only.split(",") if args.only else list(POOL_PROXIES)
-    unknown = set(names) - set(POOL_PROXIES) - {"direct"}
+    names = args.only.split(",") if args.only else [*POOL_PROXIES, SIGNIN]
+    unknown = set(names) - set(POOL_PROXIES) - {"direct", SIGNIN}
     if unknown:
-        parser.error(f"unknown proxies {sorted(unknown)}; known: {', '.join(POOL_PROXIES)}")
-    args.names = ["direct", *(n for n in POOL_PROXIES if n in names)]
+        known = ", ".join([*POOL_PROXIES, SIGNIN])
+        parser.error(f"unknown proxies {sorted(unknown)}; known: {known}")
+    args.signin = SIGNIN in names
+    proxies = [n for n in POOL_PROXIES if n in names]
+    # "direct" is the peers' baseline: the sign-in case alone needs none of the table.
+    args.names = ["direct", *proxies] if proxies or "direct" in names else []
     return args
 
 
@@ -458,15 +625,28 @@ def main() -> int:
             groups.append(origin_group)
             echo_group, echo = start_ws_echo(workdir)
             groups.append(echo_group)
-            runs = [one_run(run, origin, echo, workdir, args) for run in range(args.runs)]
-            medians = median_rows(runs)
+            runs = (
+                [one_run(run, origin, echo, workdir, args) for run in range(args.runs)]
+                if args.names
+                else []
+            )
+            medians = median_rows(runs) if runs else {}
             worst_over_runs(runs, medians)
-            print_tables(medians, args.runs)
+            if medians:
+                print_tables(medians, args.runs)
             bars: list[dict[str, Any]] = []
             every_bar = BARS + (idle_bars(args.idle_connections) if args.idle_connections else ())
             if "dumont" in medians:
                 bars = check_bars(medians["dumont"], medians, every_bar)
                 print("\nBars for our proxy:\n" + render_bars(bars), flush=True)
+            signin: Row | None = None
+            if args.signin:
+                try:
+                    signin = bench_signin(origin, echo, workdir, args)
+                    bars += print_signin(signin, args.signin_rounds)
+                except Exception as exc:  # the table above still stands
+                    print(f"  sign-in case failed: {exc!r}", file=sys.stderr)
+                    signin = {"error": repr(exc)}
             profile = profile_dumont(origin, echo, workdir, args) if args.profile else None
             if profile:
                 print("\n" + profile)
@@ -477,9 +657,12 @@ def main() -> int:
         payload = {"benchmark": "throughput", "machine": machine, "settings": settings}
         write_json(
             args.json,
-            {**payload, "runs": runs, "median": medians, "bars": bars, "profile": profile},
-        )
+            {**payload, "runs": runs, "median": medians, "bars": bars, "profile": profile,
+             "signin": signin},
+        )  # fmt: skip
     errors = [row["error"] for run in runs for row in run.values() if "error" in row]
+    if signin is not None and "error" in signin:
+        errors.append(signin["error"])
     return 1 if errors else 0
 
 

@@ -14,6 +14,11 @@ that workspace; the short forms are about the workspace named "default". ``GET
 URL, "standby": URL, "overrides": {...}}`` creates or replaces one (400 with one line naming the
 field, and nothing changed, for a bad document), ``DELETE`` drains one (its WebSockets closed with
 1001, requests in flight finish). Changes persist in the state directory when there is one.
+
+Who may ask: on the control listener, whoever holds the bearer token (``admin_token``). With
+sign-in at the proxy (issue 17) the same app also answers on the public listener under
+/__dumont/admin/ (proxy.auth.admin), for [auth] admins signed in with a browser; there the access
+check is the session's, made by that surface's guard. Every handler asks ``ACCESS`` either way.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
@@ -28,7 +34,7 @@ from yarl import URL
 
 from .boundary import error_boundary
 from .config import parse_backend_url
-from .dashboard import add_routes
+from .dashboard import ADMIN_EMAIL, add_routes
 from .errors import BadRequest, ConfigError, Conflict, NotFound, Unauthorized
 from .failover import Cause, Role
 from .hooks import run_hook
@@ -39,11 +45,14 @@ from .workspace import Workspace
 if TYPE_CHECKING:
     from .cluster.member import ClusterMember
 
-__all__ = ["make_control_app"]
+__all__ = ["ACCESS", "AccessCheck", "make_control_app"]
 
 log = logging.getLogger("dumont.park")
 
 TOKEN = web.AppKey("admin_token", str)
+AccessCheck = Callable[[web.Request], None]
+# Raises Unauthorized (or another HTTPProblem) unless the request may use the control API.
+ACCESS: web.AppKey[AccessCheck] = web.AppKey("access")
 REASON_LIMIT = 200
 # The reason prefixes of provisioning's planned switches (provisioning.parking), as causes.
 PLANNED_CAUSES = {"park:": Cause.PARK, "switchover:": Cause.SWITCHOVER, "resume:": Cause.RESUME}
@@ -73,6 +82,10 @@ def _check_token(request: web.Request) -> None:
         raise Unauthorized()
 
 
+def _allowed(request: web.Request) -> None:
+    request.app[ACCESS](request)
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
@@ -86,7 +99,12 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def _command(request: web.Request, reason: str, cause: Cause) -> tuple[str, Cause]:
     """The optional ``{"reason": ..., "cause": ...}`` of an admin command: the sentence for
     people, and the cause as data (one of COMMAND_CAUSES). A body without a cause gets the one
-    its reason's prefix names, else ``cause``; an empty body keeps both defaults."""
+    its reason's prefix names, else ``cause``; an empty body keeps both defaults. An admin's
+    browser session (proxy.auth.admin) puts their address in the default reason: the switch
+    record and the hooks' DUMONT_REASON say who pressed the button."""
+    who = request.get(ADMIN_EMAIL)
+    if who is not None:
+        reason = f"{reason} by {who}"
     if not request.can_read_body:
         return reason, cause
     body = await _json_body(request)
@@ -104,7 +122,7 @@ async def _command(request: web.Request, reason: str, cause: Cause) -> tuple[str
 
 
 async def failover(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     workspace = _site(request).workspace
     reason, cause = await _command(request, "admin: failover requested", Cause.ADMIN)
     workspace.failover(reason, cause)
@@ -112,7 +130,7 @@ async def failover(request: web.Request) -> web.Response:
 
 
 async def failback(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     workspace = _site(request).workspace
     reason, cause = await _command(request, "admin: failback requested", Cause.ADMIN)
     workspace.failback(reason, cause)
@@ -122,7 +140,7 @@ async def failback(request: web.Request) -> web.Response:
 async def switchover(request: web.Request) -> web.Response:
     """A planned switch to the standby: hooks.switchover (flush, verify, fence) first, and the
     switch only when it exited 0; without that hook a switch could lose the last second's files."""
-    _check_token(request)
+    _allowed(request)
     workspace = _site(request).workspace
     reason, cause = await _command(request, "switchover: requested", Cause.SWITCHOVER)
     if cause is not Cause.PARK:
@@ -164,33 +182,33 @@ async def _switchover(
 async def resume(request: web.Request) -> web.Response:
     """Bring a parked GPU back (the dashboard's button): hooks.resume runs in the background,
     reporting its progress with PUT /admin/park; 202 at once."""
-    _check_token(request)
+    _allowed(request)
     actions = _site(request).park
     actions.resume()
     return web.json_response(actions.park.as_json(), status=202)
 
 
 async def get_park(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     return web.json_response(_site(request).board.park.as_json())
 
 
 async def put_park(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     park = _site(request).board.park
     park.report(await _json_body(request))
     return web.json_response(park.as_json())
 
 
 async def keep_gpu(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     actions = _site(request).park
     actions.keep()
     return web.json_response(actions.park.as_json())
 
 
 async def put_backend(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     role = request.match_info["role"]
     if role not in ("primary", "standby"):
         raise NotFound(f"no backend role {role!r}; use primary or standby")
@@ -206,30 +224,30 @@ async def put_backend(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     # The dashboard's state: the workspace's status plus sync, tips and savings.
     return web.json_response(_site(request).board.state())
 
 
 async def list_workspaces(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     return web.json_response({"workspaces": [site.describe() for site in request.app[SITES]]})
 
 
 async def get_workspace(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     return web.json_response(_site(request).describe())
 
 
 async def put_workspace(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     body = await _json_body(request)
     site, created = await request.app[SITES].put(request.match_info["workspace"], body)
     return web.json_response({"workspace": site.describe(), "created": created})
 
 
 async def delete_workspace(request: web.Request) -> web.Response:
-    _check_token(request)
+    _allowed(request)
     name = request.match_info["workspace"]
     await request.app[SITES].delete(name)
     return web.json_response({"deleted": name})
@@ -249,9 +267,20 @@ _COMMANDS = (
 )
 
 
-def make_control_app(sites: Sites, cluster: ClusterMember | None = None) -> web.Application:
+def make_control_app(
+    sites: Sites,
+    *,
+    root: str = "",
+    access: AccessCheck | None = None,
+    cluster: ClusterMember | None = None,
+) -> web.Application:
+    """The control API and the dashboard. ``root`` and ``access``: where the app is mounted and
+    who may use it; the control listener's are "" and the bearer token. ``cluster``: this
+    replica's membership (issue 16), for /admin/cluster and commands forwarded to the leader
+    (sign-in's admin pages get those from proxy.server, behind their guard)."""
     app = web.Application(middlewares=[error_boundary])
     app[SITES] = sites
+    app[ACCESS] = _check_token if access is None else access
     if sites.config.admin_token:
         app[TOKEN] = sites.config.admin_token
     for prefix in ("/admin", "/admin/workspaces/{workspace}"):
@@ -262,9 +291,9 @@ def make_control_app(sites: Sites, cluster: ClusterMember | None = None) -> web.
     app.router.add_put("/admin/workspaces/{workspace}", put_workspace)
     app.router.add_delete("/admin/workspaces/{workspace}", delete_workspace)
     # /metrics, /dashboard, PUT /admin/sync (and per workspace)
-    add_routes(app, sites, sites.config.assets_dir, _check_token)
+    add_routes(app, sites, sites.config.assets_dir, _allowed, root=root)
     if cluster is not None:
         from .cluster.routes import add_cluster_routes  # aiohttp's client, only for replicas
 
-        add_cluster_routes(app, cluster, _check_token)
+        add_cluster_routes(app, cluster)
     return app

@@ -141,7 +141,13 @@ class ProxyServer:
                 self.cluster.share_sessions(self.auth.sign_in.sessions)
         pages_app = make_public_app(self.sites, self.tips, self.auth)
         pages = LocalApp(pages_app, self._runtime / "pages.sock", grace)
-        control_app = make_control_app(self.sites, self.cluster)
+        control_app = make_control_app(self.sites, cluster=self.cluster)
+        if self.cluster is not None and self.auth is not None:
+            from .auth.admin import ADMIN_ROOT
+            from .cluster.routes import add_cluster_routes
+
+            # After the admins' guard (already installed): checked there, then forwarded.
+            add_cluster_routes(self.auth.admin, self.cluster, root=ADMIN_ROOT)
         control = LocalApp(control_app, self._runtime / "control.sock", grace)
         self._apps = [pages, control]
         for app in self._apps:

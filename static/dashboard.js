@@ -1,6 +1,9 @@
 // Dumont's control dashboard: polls its workspace's state every second and redraws in place.
-// The admin token is never in the page: the operator types it once; it stays in sessionStorage
-// (this tab only) and travels as a bearer header on the failover/failback calls.
+// On the control listener the admin token is never in the page: the operator types it once; it
+// stays in sessionStorage (this tab only) and travels as a bearer header on the commands.
+// At /__dumont/admin/ on the public listener (issue 17) an admin's browser session is the
+// credential: the page carries that session's CSRF token (data-csrf-token) and every command
+// sends it back in X-CSRF-Token; no bearer token is asked for.
 // One script serves every workspace's page (issue 15): the page names its state URL and the
 // admin prefix its commands go to (data-state-url, data-admin-base), so /dashboard/workspaces/bob
 // reads bob's state and fails bob over, never the "default" workspace.
@@ -217,9 +220,10 @@ function askForToken(action) {
 }
 
 async function command(action) {
-  const needed = lastState
+  const csrf = page().csrfToken;
+  const needed = !csrf && (lastState
     ? lastState.admin_token_required !== false
-    : page().tokenRequired !== "false";
+    : page().tokenRequired !== "false");
   const token = needed ? sessionStorage.getItem(TOKEN_KEY) : "";
   if (token === null) {
     askForToken(action);
@@ -227,10 +231,15 @@ async function command(action) {
   }
   const result = $("action-result");
   text(result, `${action}…`);
-  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  let headers = token ? { Authorization: `Bearer ${token}` } : {};
+  if (csrf) headers = { "X-CSRF-Token": csrf };
   try {
     const response = await fetch(`${page().adminBase}/${COMMANDS[action]}`,
-      { method: "POST", headers });
+      { method: "POST", headers, credentials: "same-origin" });
+    if (response.status === 401 && csrf) {
+      text(result, "Your session has ended: reload the page to sign in again.");
+      return;
+    }
     if (response.status === 401) {
       sessionStorage.removeItem(TOKEN_KEY);
       text(result, "The token was refused; type it again.");

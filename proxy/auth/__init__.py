@@ -3,9 +3,11 @@
 - ``config``: the ``[auth]`` settings and their checks.
 - ``oidc``: the relying party (discovery, PKCE, the token request, ID token checks with joserfc).
 - ``seal``, ``sessions``: sealed cookies (AES-GCM), sessions kept per cookie value, revocations.
-- ``policy``: who may sign in, who owns a workspace.
+- ``policy``: who may sign in, who owns a workspace, who is an admin.
 - ``gate``: the data plane's question per request (proxy.dataplane.router.Gate).
 - ``routes``: login, callback, logout and the answers to refused requests, on the pages app.
+- ``admin``, ``csrf``: the dashboard and the control API for ``admins`` with a browser session,
+  at /__dumont/admin/ on the public listener, with CSRF tokens bound to the session.
 - ``metrics``: ``dumont_auth_*``.
 
 ``build_auth`` makes all of it (``service``) from the configuration, or nothing with

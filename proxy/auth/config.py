@@ -20,6 +20,8 @@ from proxy.settings import (
     text,
     texts,
 )
+from proxy.workspaces.hosts import normalise_host
+from proxy.workspaces.spec import owner
 
 __all__ = ["AuthConfig", "check_auth", "read_secret"]
 
@@ -27,6 +29,21 @@ __all__ = ["AuthConfig", "check_auth", "read_secret"]
 def _lower_texts(key: str, raw: Any) -> tuple[str, ...]:
     # E-mail addresses, domains and group names compare case-insensitively everywhere here.
     return tuple(item.lower() for item in texts(key, raw))
+
+
+def _admins(key: str, raw: Any) -> tuple[str, ...]:
+    # The same entries as a workspace's owners (an address or group:NAME), read by the same rule.
+    return tuple(dict.fromkeys(owner(key, item) for item in texts(key, raw)))
+
+
+def _admin_host(key: str, raw: Any) -> str | None:
+    given = optional_text(key, raw)
+    if given is None:
+        return None
+    host = normalise_host(given)
+    if host is None or host.startswith("*"):
+        raise SettingError(key, f"expected a host name, got {raw!r}")
+    return host
 
 
 def _list(help: str, metavar: str) -> Any:
@@ -75,6 +92,21 @@ class AuthConfig:
         metavar="CLAIM",
     )
     allowed_groups: tuple[str, ...] = _list("groups whose members may sign in", "GROUPS")
+    admins: tuple[str, ...] = setting(
+        (),
+        help="who may use the dashboard and the control API from a browser, at"
+        " /__dumont/admin/ on the public listener: e-mail addresses and group:NAME",
+        parse=_admins,
+        metavar="ADMINS",
+        shown_default="none",
+    )
+    admin_host: str | None = setting(
+        None,
+        help="the one Host at which /__dumont/admin/ answers (recommended: a name no workspace"
+        " serves, so that no backend's pages share the dashboard's origin); none: every Host",
+        parse=_admin_host,
+        metavar="HOST",
+    )
     session_lifetime: float = setting(
         12 * 3600.0,
         help="seconds a sign-in lasts before the user signs in again",

@@ -3,6 +3,8 @@
 Sign-in: an address in ``allowed_emails``, a verified address in one of ``allowed_domains``, or a
 member of one of ``allowed_groups`` (read from ``groups_claim``). A workspace's ``owners`` are
 addresses and ``group:NAME`` entries; a workspace without owners is open to everyone signed in.
+``admins`` ([auth]) are read the same way, except that none means nobody: the dashboard and the
+control API from a browser are never open to everyone by omission.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from .config import AuthConfig
 from .errors import SignInRefused
 from .sessions import Session
 
-__all__ = ["GROUP_PREFIX", "admitted_identity", "may_open"]
+__all__ = ["GROUP_PREFIX", "admitted_identity", "is_admin", "may_open"]
 
 GROUP_PREFIX = "group:"
 
@@ -46,13 +48,22 @@ def admitted_identity(auth: AuthConfig, claims: Mapping[str, Any]) -> tuple[str,
     raise SignInRefused("not_allowed", f"{email} may not sign in here")
 
 
+def _named(session: Session, entry: str) -> bool:
+    return entry == session.email or (
+        entry.startswith(GROUP_PREFIX) and entry[len(GROUP_PREFIX) :] in session.groups
+    )
+
+
 def may_open(session: Session, owners: Iterable[str]) -> bool:
     """Whether the session's user owns the workspace (no owners: everyone signed in does)."""
     anyone = True
     for owner in owners:
         anyone = False
-        if owner == session.email or (
-            owner.startswith(GROUP_PREFIX) and owner[len(GROUP_PREFIX) :] in session.groups
-        ):
+        if _named(session, owner):
             return True
     return anyone
+
+
+def is_admin(session: Session, admins: Iterable[str]) -> bool:
+    """Whether the session's user is one of ``admins`` (none: nobody is)."""
+    return any(_named(session, entry) for entry in admins)

@@ -129,7 +129,7 @@ def _limit(sign_in: SignIn, request: web.Request, what: str) -> None:
 
 async def start_login(request: web.Request, wanted: str) -> web.Response:
     """The redirect to the issuer, with ``state``, ``nonce`` and PKCE bound to this browser."""
-    sign_in = request.app[AUTH]
+    sign_in = request.config_dict[AUTH]  # also asked from the admin surface, a sub-application
     _limit(sign_in, request, "sign-in start")
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
     location = await sign_in.issuer.authorization_url(

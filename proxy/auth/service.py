@@ -1,5 +1,6 @@
-"""Sign-in, built: the issuer's client, the sealer, the sessions, the gate and the routes, made
-from the configuration (``build``) and put on the pages app (``Auth.install``).
+"""Sign-in, built: the issuer's client, the sealer, the sessions, the gate, the routes and the
+admin surface, made from the configuration (``build``) and put on the pages app
+(``Auth.install``).
 
 Only imported when ``[auth] mode`` is not "none" (proxy.auth.build_auth): httpx, joserfc and
 cryptography cost an idle proxy about 14 MB of memory it has no use for without sign-in.
@@ -17,7 +18,9 @@ from aiohttp import web
 from proxy.errors import ConfigError
 from proxy.settings import SettingError
 
+from .admin import ADMIN_ROOT, AdminGuard, make_admin_app
 from .config import check_auth, read_secret
+from .csrf import CsrfTokens
 from .gate import SignInGate
 from .metrics import AuthMetrics
 from .oidc import Issuer
@@ -43,10 +46,13 @@ class Auth:
     gate: SignInGate
     metrics: AuthMetrics
     client: httpx.AsyncClient
+    admin: web.Application  # the control app behind the admins' guard (proxy.auth.admin)
 
     def install(self, app: web.Application) -> None:
-        """The sign-in routes, and the answers to what the data plane's gate refused."""
+        """The sign-in routes, the answers to what the data plane's gate refused, and the admin
+        surface. Before the pages' routes: their catch-all under /__dumont/ would match first."""
         add_auth_routes(app, self.sign_in)
+        app.add_subapp(ADMIN_ROOT, self.admin)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -63,9 +69,10 @@ def build(config: Config, sites: Sites) -> Auth:
         if auth.client_secret_file is not None:
             secret = read_secret("auth.client_secret_file", auth.client_secret_file)
         assert secret is not None
-        sealer = Sealer(read_keys("auth.cookie_keys_file", auth.cookie_keys_file))
+        keys = read_keys("auth.cookie_keys_file", auth.cookie_keys_file)
     except SettingError as exc:
         raise ConfigError(exc.key, exc.problem) from None
+    sealer = Sealer(keys)
     if config.tls.cert is None and not config.trusted_proxies and not config.listen.is_loopback:
         # Without TLS here or a TLS front proxy saying so, the session cookie cannot be Secure.
         log.warning(
@@ -82,4 +89,6 @@ def build(config: Config, sites: Sites) -> Auth:
     issuer = Issuer(auth.issuer, auth.client_id, secret, client)
     templates = config.assets_dir / "templates"
     sign_in = SignIn(auth, issuer, sealer, sessions, metrics, templates)
-    return Auth(sign_in, SignInGate(sites, sessions, metrics), metrics, client)
+    guard = AdminGuard(sign_in, auth.admins, CsrfTokens(keys), sites, auth.admin_host)
+    admin = make_admin_app(sites, guard)
+    return Auth(sign_in, SignInGate(sites, sessions, metrics), metrics, client, admin)

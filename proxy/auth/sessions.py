@@ -66,7 +66,7 @@ class SessionBook:
         self.revoked: dict[str, float] = self._load()  # sid -> when its cookie expires anyway
         # Who hears of each revocation (sid, expires): proxy.cluster tells the other replicas.
         self.on_revoke: list[Callable[[str, float], None]] = []
-        self.opened: OrderedDict[str, Session | None] = OrderedDict()
+        self.opened: OrderedDict[str | bytes, Session | None] = OrderedDict()
 
     def issue(self, email: str, groups: frozenset[str], host: str) -> tuple[Session, str]:
         """A new session at ``host`` and its cookie value."""
@@ -79,19 +79,23 @@ class SessionBook:
         value = self.sealer.seal(_PURPOSE, payload)
         return session, value
 
-    def open(self, value: str) -> Session | None:
+    def open(self, value: str | bytes) -> Session | None:
         """The live session a cookie value holds, or None (forged, tampered, expired, revoked);
-        whoever asks checks its host."""
+        whoever asks checks its host. The data plane asks with the bytes it read: decoding them
+        first cost every request 0.3 us for a dict key (a value is kept once per type)."""
         opened = self.opened
         session = opened.get(value, _UNSEEN)
         if session is _UNSEEN:
-            session = self._unseal(value)
+            text = value.decode("latin-1").strip() if isinstance(value, bytes) else value
+            session = self._unseal(text)
             opened[value] = session
             if len(opened) > CACHE_SIZE:
                 opened.popitem(last=False)
-        if session is None or session.expires <= self.clock() or session.sid in self.revoked:
-            return None
-        return session
+        return session if session is not None and self.live(session) else None
+
+    def live(self, session: Session) -> bool:
+        """Not expired, not revoked."""
+        return session.expires > self.clock() and session.sid not in self.revoked
 
     def _unseal(self, value: str) -> Session | None:
         payload = self.sealer.open(_PURPOSE, value)

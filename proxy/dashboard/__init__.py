@@ -17,9 +17,18 @@ from proxy.park_status import ParkCollector
 from proxy.workspace import Workspace
 
 from .board import Board
-from .routes import BOARDS, BoardSource, TokenCheck, add_routes
+from .routes import ADMIN_EMAIL, BOARDS, CSRF_TOKEN, BoardSource, TokenCheck, add_routes
 
-__all__ = ["BOARDS", "Board", "BoardSource", "TokenCheck", "add_routes", "build_board"]
+__all__ = [
+    "ADMIN_EMAIL",
+    "BOARDS",
+    "CSRF_TOKEN",
+    "Board",
+    "BoardSource",
+    "TokenCheck",
+    "add_routes",
+    "build_board",
+]
 
 
 def _loop_time() -> float:

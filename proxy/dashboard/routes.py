@@ -9,6 +9,12 @@ The dashboard's pages (issue 15):
     /dashboard/workspaces/NAME          one workspace's page; its buttons post to
                                         /admin/workspaces/NAME/...
     /dashboard/state, .../NAME/state    that page's JSON
+
+Every URL a page carries starts with the app's ``ROOT``: "" on the control listener, and
+/__dumont/admin on the public listener, where admins reach the same app with a browser session
+(proxy.auth.admin). There the session's guard also hands the page its CSRF token (``CSRF_TOKEN``)
+and who is signed in (``ADMIN_EMAIL``); the page's script sends the token back with every command
+instead of a bearer token.
 """
 
 from __future__ import annotations
@@ -32,7 +38,16 @@ from proxy.sync_report import SYNC_STATES, SyncReportState
 from .board import Board
 from .overview import ListedSite, OverviewQuery, overview
 
-__all__ = ["BOARDS", "BoardSource", "DashboardAssets", "add_routes", "shows_overview"]
+__all__ = [
+    "ADMIN_EMAIL",
+    "BOARDS",
+    "CSRF_TOKEN",
+    "ROOT",
+    "BoardSource",
+    "DashboardAssets",
+    "add_routes",
+    "shows_overview",
+]
 
 STATIC_FILES = ("dashboard.css", "dashboard.js", "dashboard_overview.js")
 CONTENT_TYPES = {".css": "text/css", ".js": "text/javascript"}
@@ -88,6 +103,11 @@ class DashboardAssets:
 
 
 ASSETS = web.AppKey("dashboard_assets", DashboardAssets)
+ROOT = web.AppKey("dashboard_root", str)
+# Set by the admin surface's guard (proxy.auth.admin) for a browser session; absent on the
+# control listener, where the page's script asks for the bearer token instead.
+CSRF_TOKEN = web.RequestKey("csrf_token", str)
+ADMIN_EMAIL = web.RequestKey("admin_email", str)
 # Rows a page of the overview shows unless asked for more: every poll carries and redraws its
 # page, and a hundred rows is more than a screen.
 PAGE = 100
@@ -118,6 +138,10 @@ def _overview(request: web.Request, limit: int | None = None) -> dict[str, Any]:
     # The workspaces' clock: their switch records carry times from the event loop.
     found = overview(boards, asyncio.get_running_loop().time(), query)
     found["named_workspaces"] = shows_overview(boards)
+    root = request.app[ROOT]
+    if root:
+        for row in found["workspaces"]:
+            row["url"] = root + row["url"]
     return found
 
 
@@ -126,7 +150,9 @@ async def dashboard_home(request: web.Request) -> web.Response:
         return await dashboard(request)
     assets = request.app[ASSETS]
     # The first page arrives drawn, so the page is whole before its script runs (or without it).
-    html = assets.overview.render(overview=_overview(request, PAGE), version=assets.version)
+    html = assets.overview.render(
+        overview=_overview(request, PAGE), version=assets.version, root=request.app[ROOT]
+    )
     return web.Response(text=html, content_type="text/html", headers=_headers())
 
 
@@ -134,15 +160,20 @@ async def dashboard(request: web.Request) -> web.Response:
     assets = request.app[ASSETS]
     boards = request.app[BOARDS]
     name = request.match_info.get("workspace")
+    root = request.app[ROOT]
     html = assets.template.render(
         state=boards.board_for(request).state(),
         version=assets.version,
+        root=root,
         # Where the page's script reads its state and sends its commands: the short forms are the
         # "default" workspace's, so a named workspace's page must name its own.
-        state_url="/dashboard/state" if name is None else f"/dashboard/workspaces/{name}/state",
-        admin_base="/admin" if name is None else f"/admin/workspaces/{name}",
+        state_url=root
+        + ("/dashboard/state" if name is None else f"/dashboard/workspaces/{name}/state"),
+        admin_base=root + ("/admin" if name is None else f"/admin/workspaces/{name}"),
         workspace=name,
-        overview_url="/dashboard" if name is not None and shows_overview(boards) else None,
+        overview_url=root + "/dashboard" if name is not None and shows_overview(boards) else None,
+        csrf_token=request.get(CSRF_TOKEN, ""),
+        admin=request.get(ADMIN_EMAIL),
     )
     return web.Response(text=html, content_type="text/html", headers=_headers())
 
@@ -213,11 +244,18 @@ def make_sync_handler(require_token: TokenCheck) -> Callable[[web.Request], Any]
 
 
 def add_routes(
-    app: web.Application, boards: BoardSource, assets_dir: Path, require_token: TokenCheck
+    app: web.Application,
+    boards: BoardSource,
+    assets_dir: Path,
+    require_token: TokenCheck,
+    *,
+    root: str = "",
 ) -> None:
     """The routes, for the default workspace, and for each workspace under /admin/workspaces/NAME
-    (its sync report) and /dashboard/workspaces/NAME (its page and state)."""
+    (its sync report) and /dashboard/workspaces/NAME (its page and state). ``root``: the path the
+    app is mounted at, which the pages' URLs start with."""
     app[BOARDS] = boards
+    app[ROOT] = root
     app[ASSETS] = DashboardAssets.load(assets_dir)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/dashboard", dashboard_home)

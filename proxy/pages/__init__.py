@@ -27,7 +27,14 @@ from __future__ import annotations
 from .config import DEFAULT_TIP, PagesConfig, Tip
 from .i18n import choose_language, strings_for
 from .inject import MAX_DOCUMENT_BYTES, WATCHER_SRC, WATCHER_TAG, inject_watcher, wants_watcher
-from .routes import PREFIX, is_navigation, is_navigation_of, render_transition, setup_pages
+from .routes import (
+    PREFIX,
+    cross_origin_problem,
+    is_navigation,
+    is_navigation_of,
+    render_transition,
+    setup_pages,
+)
 from .state import PAGES, PagesState
 from .tips import TIP_COOKIE, TipBook, TipCounts
 from .view import SwitchSnapshot, SwitchState, SwitchView
@@ -49,6 +56,7 @@ __all__ = [
     "TipBook",
     "TipCounts",
     "choose_language",
+    "cross_origin_problem",
     "inject_watcher",
     "is_navigation",
     "is_navigation_of",

@@ -31,7 +31,14 @@ from .static_files import load_static, serve_static
 from .tips import TIP_COOKIE, TIP_COOKIE_MAX_AGE, TipBook
 from .view import SwitchView
 
-__all__ = ["PREFIX", "is_navigation", "is_navigation_of", "render_transition", "setup_pages"]
+__all__ = [
+    "PREFIX",
+    "cross_origin_problem",
+    "is_navigation",
+    "is_navigation_of",
+    "render_transition",
+    "setup_pages",
+]
 
 PREFIX = "/__dumont"
 KEEPALIVE_INTERVAL = 15.0
@@ -209,19 +216,27 @@ async def _resume(request: web.Request) -> web.Response:
 
 
 def _require_same_origin(request: web.Request) -> None:
+    problem = cross_origin_problem(request)
+    if problem is not None:
+        raise Forbidden(problem)
+
+
+def cross_origin_problem(request: web.Request) -> str | None:
     """CSRF guard for state-changing routes: the browser must say the call comes from a page of
-    this very host. Sec-Fetch-Site when the browser sends it, else Origin; neither is a refusal."""
+    this very host. Sec-Fetch-Site when the browser sends it, else Origin; neither is a refusal.
+    None when it does, else why not (one line). The admin surface (proxy.auth.admin) asks too."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site != "same-origin":
-        raise Forbidden(f"cross-site request (Sec-Fetch-Site: {site})")
+        return f"cross-site request (Sec-Fetch-Site: {site})"
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is None:
         if site is None:
-            raise Forbidden("no Origin or Sec-Fetch-Site header: cannot tell where this came from")
-        return
+            return "no Origin or Sec-Fetch-Site header: cannot tell where this came from"
+        return None
     parts = urlsplit(origin)
     if parts.scheme not in {"http", "https"} or parts.netloc.lower() != request.host.lower():
-        raise Forbidden("Origin does not match Host")
+        return "Origin does not match Host"
+    return None
 
 
 async def _post_only(request: web.Request) -> web.Response:

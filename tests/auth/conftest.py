@@ -92,11 +92,13 @@ async def auth_bed(
             workspaces=workspaces,
             listen=HostPort("127.0.0.1", port),
             control_listen=HostPort("127.0.0.1", 0),
-            health=HealthConfig(interval=0.2, timeout=0.2, fall=2, rise=2, warmup_path=None),
             shutdown_timeout=1.0,
             state_dir=state_dir,
             auth=AuthConfig(**settings),
-            **(proxy or {}),
+            **{
+                "health": HealthConfig(interval=0.2, timeout=0.2, fall=2, rise=2, warmup_path=None),
+                **(proxy or {}),
+            },
         )
         server = ProxyServer(config)
         await server.start()

@@ -8,12 +8,15 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from proxy.auth.config import AuthConfig
 from proxy.auth.errors import SignInRefused
-from proxy.auth.gate import session_cookie
+from proxy.auth.gate import SignInGate, session_cookie, strip_session_cookie
+from proxy.auth.metrics import AuthMetrics
 from proxy.auth.policy import admitted_identity, may_open
 from proxy.auth.seal import Sealer, read_keys
 from proxy.auth.sessions import CACHE_SIZE, Session, SessionBook
@@ -24,6 +27,9 @@ from proxy.errors import ConfigError
 from proxy.server import ProxyServer
 from proxy.settings import SettingError
 from proxy.workspaces.spec import parse_workspace
+
+if TYPE_CHECKING:
+    from proxy.sites import Sites
 
 KEY_A, KEY_B = secrets.token_bytes(32), secrets.token_bytes(32)
 
@@ -211,3 +217,63 @@ def test_a_proxy_without_sign_in_never_loads_its_libraries() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert run.stdout.strip() == "[]", run.stderr
+
+
+@pytest.mark.parametrize(
+    ("cookie", "left"),
+    [
+        (b"a=1; dumont_session=x; b=2", b"a=1; b=2"),
+        (b"a=1;dumont_session=x;b=2", b"a=1; b=2"),
+        (b"dumont_session=x; b=2", b"b=2"),
+        (b"a=1; dumont_session=x", b"a=1"),
+        (b"dumont_session=x", None),
+        (b"xdumont_session=1; dumont_session=x", b"xdumont_session=1"),
+        (b"dumont_session=x; a=1; dumont_session=tossed", b"a=1"),
+        (b"a=1; b=2", b"a=1; b=2"),
+    ],
+)
+def test_the_gate_takes_only_its_own_cookie_out(cookie: bytes, left: bytes | None) -> None:
+    fields = [(b"Host", b"h"), (b"Cookie", cookie), (b"Cookie", b"theme=dark")]
+    head = RequestHead("GET", "/", "1.1", fields, keep_alive=True)
+    strip_session_cookie(head)
+    kept = [value for name, value in head.raw_headers if name == b"Cookie"]
+    assert kept == ([] if left is None else [left]) + [b"theme=dark"]
+    assert head.names.count(b"cookie") == len(kept)
+
+
+def test_the_gate_takes_a_session_cookie_out_of_every_cookie_field() -> None:
+    fields = [
+        (b"Cookie", b"dumont_session=a"), (b"Host", b"h"), (b"Cookie", b"t=1; dumont_session=b"),
+        (b"Cookie", b"dumont_session=c"), (b"Cookie", b"u=2"),
+    ]  # fmt: skip
+    head = RequestHead("GET", "/", "1.1", fields, keep_alive=True)
+    assert session_cookie(head) == "a"
+    strip_session_cookie(head)
+    assert head.raw_headers == [(b"Host", b"h"), (b"Cookie", b"t=1"), (b"Cookie", b"u=2")]
+    assert head.names == [b"host", b"cookie", b"cookie"]
+
+
+def test_the_gate_remembers_a_cookie_field_but_asks_if_its_session_still_lives() -> None:
+    now = [1000.0]
+    book = SessionBook(Sealer([KEY_A]), 60.0, None, clock=lambda: now[0])
+    session, value = book.issue("alice@example.com", frozenset(), "alice.test")
+    site = SimpleNamespace(spec=SimpleNamespace(owners=("alice@example.com",)))
+    sites = cast("Sites", SimpleNamespace(for_host=lambda host: site))
+    gate = SignInGate(sites, book, AuthMetrics())
+    field = f"theme=dark; dumont_session={value}; lang=en".encode()
+
+    def ask(host: str = "alice.test") -> tuple[bytes | None, list[tuple[bytes, bytes]]]:
+        head = RequestHead("GET", "/", "1.1", [(b"Host", b"h"), (b"Cookie", field)], True)
+        return gate.refusal(head, host), head.raw_headers
+
+    for _ in range(2):  # the second time from what the gate remembered: the same answer
+        assert ask() == (None, [(b"Host", b"h"), (b"Cookie", b"theme=dark; lang=en")])
+    assert len(gate.fields) == 1
+    assert ask("bob.test")[0] == b"X-Dumont-Auth: 401"  # another Host's session it is not
+    book.revoke(session)
+    assert ask()[0] == b"X-Dumont-Auth: 401"  # logged out: remembered or not, refused
+    _, value = book.issue("alice@example.com", frozenset(), "alice.test")
+    field = f"dumont_session={value}".encode()
+    assert ask() == (None, [(b"Host", b"h")])  # the field held only ours: it goes
+    now[0] += 61
+    assert ask()[0] == b"X-Dumont-Auth: 401"  # expired
