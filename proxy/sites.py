@@ -143,6 +143,7 @@ class Sites:
         self.store: WorkspaceStore | None = None
         # Set by proxy.cluster: the replicas' shared registry, and who hears of each new Site.
         self.shared: SharedRegistry | None = None
+        self.describe_cluster: Callable[[], dict[str, Any]] | None = None
         self.on_new_site: list[Callable[[Site], None]] = []
         specs = self._with_stored(specs) if config.state_dir is not None else specs
         self.by_name: dict[str, Site] = {}
@@ -230,6 +231,10 @@ class Sites:
             parts = [(s.name, s.board.metrics) for s in self if s.board.metrics is not None]
             body = render_by_workspace(parts)
         return b"".join([body, *(render() for render in self.process_metrics)])
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """The dashboard's replicas card: proxy.cluster's status, None when running alone."""
+        return None if self.describe_cluster is None else self.describe_cluster()
 
     def get(self, name: str) -> Site:
         site = self.by_name.get(name)

@@ -118,6 +118,7 @@ class ClusterMember:
         self.last_decision_at: float | None = None
         self.metrics.decision_age.set_function(self._decision_age)
         sites.shared = self
+        sites.describe_cluster = self.status
         sites.on_new_site.append(self._attach)
         for site in sites:
             self._attach(site)

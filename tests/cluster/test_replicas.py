@@ -27,6 +27,7 @@ from yarl import URL
 from proxy.cluster.etcd import Etcd
 from proxy.cluster.settings import ClusterConfig
 from proxy.config import HooksConfig
+from proxy.dashboard.routes import DashboardAssets
 from proxy.dashboard.status_cli import status_main
 from proxy.failover import CheckResult
 from proxy.server import ProxyServer
@@ -417,3 +418,54 @@ async def _all_status(session: aiohttp.ClientSession, group: list[Replica], stat
 async def _get_text(url: URL) -> str:
     async with aiohttp.ClientSession() as session, session.get(url) as r:
         return await r.text()
+
+
+async def test_the_dashboard_shows_the_replicas_the_leader_and_each_view(
+    replicas: Start, upstreams: tuple[TestServer, TestServer]
+) -> None:
+    gpu, cpu = upstreams
+    group = await replicas(gpu.make_url(""), cpu.make_url(""), view_grace=60.0)
+    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
+    await until(lambda: all(len(r.member.peers) == 2 for r in group), timeout=5, what="roster")
+    leader = leaders(group)[0]
+    loner = next(r for r in group if not r.leading())
+    loner.server.workspace.checker.stop()
+    for _ in range(3):  # the loner alone sees the GPU down
+        at = asyncio.get_running_loop().time()
+        loner.server.workspace.feed(CheckResult("primary", False, at, None, "bad link"))
+
+    async def card() -> dict[str, Any]:
+        url = control_url(group[0].server) / "dashboard/overview"
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            found: dict[str, Any] = (await r.json())["cluster"]
+            return found
+
+    async def loner_seen() -> bool:
+        rows = {row["replica"]: row for row in (await card())["replicas"]}
+        return bool(rows[loner.name]["down"] == ["default/primary"])
+
+    await until(loner_seen, timeout=5, what="the loner's view on the card")
+    shown = await card()
+    rows = {row["replica"]: row for row in shown["replicas"]}
+    assert set(rows) == {r.name for r in group}
+    assert rows[leader.name]["role"] == "leader"
+    assert rows[group[0].name]["this"]
+    assert [row["down_count"] for name, row in rows.items() if name != loner.name] == [0, 0]
+    assert shown["summary"].startswith(f"this is {group[0].name} · leader {leader.name} (term ")
+
+    # The overview page draws the same card before its script runs.
+    assets = DashboardAssets.load(Path(__file__).parents[2])
+    html = assets.overview.render(
+        overview={
+            "totals": {"workspaces": 1, "states": {}, "attention": 0, "interruptions_survived": 0},
+            "workspaces": [],
+            "matching": 0,
+            "limit": 100,
+            "cluster": shown,
+        },
+        version="v",
+        root="",
+    )
+    assert 'id="replicas-body"' in html
+    assert "default/primary" in html
+    assert f'<tr data-replica="{leader.name}">' in html
