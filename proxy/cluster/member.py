@@ -147,8 +147,8 @@ class ClusterMember:
 
     async def stop(self) -> None:
         """Hand the leadership over at once and leave, so the others need not wait a TTL."""
+        await self.tasks.close()  # first: a re-watch in progress must not start new watches
         await self._watches.close()
-        await self.tasks.close()
         with contextlib.suppress(EtcdError, TimeoutError):
             await asyncio.wait_for(self._leave(), self.settings.lease_ttl / 3)
         await self.etcd.close()

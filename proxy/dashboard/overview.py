@@ -258,7 +258,8 @@ def cluster_card(status: Mapping[str, Any]) -> dict[str, Any]:
     led = f"leader {leader} (term {status.get('term')})" if leader else "no leader"
     routing = "" if status.get("routing", True) else " · NOT ROUTING"
     return {
-        "summary": f"this is {me} · {led} · {contact}{routing}",
+        "summary": f"this is {me} ({'leader' if leader == me else 'follower'}) · {led} · "
+        f"{contact}{routing}",
         "replica": me,
         "leader": leader,
         "term": status.get("term"),

@@ -26,7 +26,8 @@ from typing import Any
 from urllib.parse import quote
 
 from proxy.config import PROXY
-from proxy.dashboard.table import render_cluster, render_status, render_workspaces
+from proxy.dashboard.overview import cluster_card
+from proxy.dashboard.table import render_status, render_workspaces
 from proxy.errors import ConfigError
 from proxy.settings import (
     Schema,
@@ -87,7 +88,7 @@ def status_main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> in
     try:
         cluster = asker.get("/admin/cluster", missing_ok=True)
         if cluster is not None and not settings.json:
-            print(render_cluster(cluster))
+            print(f"cluster: {cluster_card(cluster)['summary']}")
         if settings.workspace is not None:
             return _show(
                 asker.get(f"/admin/workspaces/{quote(settings.workspace)}/status"), settings

@@ -378,7 +378,7 @@ async def test_a_command_sent_to_a_follower_is_carried_out_by_the_leader(
     with contextlib.redirect_stdout(out):
         await asyncio.to_thread(status_main, ["--control", control], {})
     first = out.getvalue().splitlines()[0]
-    assert first.startswith(f"cluster: replica {follower.name} (follower); leader ")
+    assert first.startswith(f"cluster: this is {follower.name} (follower) · leader ")
     assert leaders(group)[0].name in first
 
 
@@ -455,7 +455,8 @@ async def test_the_dashboard_shows_the_replicas_the_leader_and_each_view(
     assert rows[leader.name]["role"] == "leader"
     assert rows[group[0].name]["this"]
     assert [row["down_count"] for name, row in rows.items() if name != loner.name] == [0, 0]
-    assert shown["summary"].startswith(f"this is {group[0].name} · leader {leader.name} (term ")
+    role = "leader" if leader is group[0] else "follower"
+    assert shown["summary"].startswith(f"this is {group[0].name} ({role}) · leader {leader.name}")
 
     # The overview page draws the same card before its script runs.
     assets = DashboardAssets.load(Path(__file__).parents[2])
