@@ -11,19 +11,17 @@ one plus what a loaded box adds, and says which.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from proxy.tasks import TaskSet
 from tests.e2e.hosts import namespaces_available
-from tests.support.replicas import TTL, Poller, ReplicaBed, split_windows
+from tests.support.replicas import TTL, Poller, ReplicaBed, polling, split_windows
 from tests.support.waiting import until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -39,19 +37,6 @@ def bed(tmp_path: Path) -> Iterator[ReplicaBed]:
         pytest.fail(f"the replica bed needs network namespaces (ip netns add): {why}")
     with ReplicaBed(tmp_path) as built:
         yield built
-
-
-@contextlib.asynccontextmanager
-async def polling(bed: ReplicaBed, names: Sequence[str] | None = None) -> AsyncIterator[Poller]:
-    poller = Poller(bed, names or list(bed.replicas))
-    tasks = TaskSet("poller")
-    running = tasks.spawn(poller.run(), name="poller")
-    try:
-        yield poller
-    finally:
-        poller.stop()
-        await asyncio.wait([running], timeout=10)
-        await tasks.close()
 
 
 async def statuses(bed: ReplicaBed, session: aiohttp.ClientSession) -> dict[str, Status | None]:
@@ -147,8 +132,8 @@ async def test_a_replica_cut_from_the_store_stops_routing_and_routes_again_once_
         await asyncio.sleep(1.0)
         healed = time.monotonic()
         bed.heal()
-        await until(lambda: poller.first("r2", "gpu", healed), "r2 routing again", timeout=15)
-        back = poller.first("r2", "gpu", healed)
+        await until(lambda: poller.arrived("r2", "gpu", healed), "r2 routing again", timeout=15)
+        back = poller.arrived("r2", "gpu", healed)
         assert back is not None
         await asyncio.sleep(0.5)
     # Out of contact for a TTL, it asks its peers, who reach the store: it halts. The 503 comes
@@ -156,7 +141,7 @@ async def test_a_replica_cut_from_the_store_stops_routing_and_routes_again_once_
     assert halted.at - cut < TTL + 2, f"r2 halted {halted.at - cut:.2f} s after the cut"
     assert halted.retry_after["r2"] is not None, "a 503 without Retry-After"
     # Presence retries every 0.2 s: about a second on a quiet box (the issue's), 3 s here.
-    assert back.at - healed < 3.0, f"r2 routed again {back.at - healed:.2f} s after healing"
+    assert back - healed < 3.0, f"r2 routed again {back - healed:.2f} s after healing"
     others = [r for r in poller.rounds if r.at > cut]
     assert all(r.answers["r0"] == "gpu" and r.answers["r1"] == "gpu" for r in others)
     assert all(r.answers["r2"] in ("gpu", 503) for r in others), {r.answers["r2"] for r in others}

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -43,13 +43,14 @@ from typing import Any
 
 import aiohttp
 
+from proxy.tasks import TaskSet
 from tests.support.etcd import EtcdCluster
 from tests.support.ports import free_port
 from tests.support.processes import REPO, kill_group
 from tests.support.waiting import wait_until
 from tests.support.workspaces import TOKEN, toml_text
 
-__all__ = ["TOKEN", "TTL", "Poller", "ReplicaBed", "RoundAnswers", "split_windows"]
+__all__ = ["TOKEN", "TTL", "Poller", "ReplicaBed", "RoundAnswers", "polling", "split_windows"]
 
 TTL = 2
 PREFIX = "/bed"
@@ -373,10 +374,15 @@ def _backend_sync(url: str) -> str | None:
 @dataclass
 class RoundAnswers:
     """One round of the poller: when it started, and each replica's answer (a backend's name,
-    an HTTP status, or "error"), with the Retry-After of each 503."""
+    an HTTP status, or "error"), when that answer arrived, and the Retry-After of each 503.
+
+    A request to a dead backend is held by the data plane until its replica routes elsewhere
+    (proxy.dataplane.exchange), so the time an answer *arrived* is when its replica switched;
+    the round's start would make every replica of the round seem to switch together."""
 
     at: float
     answers: dict[str, str | int]
+    done: dict[str, float]
     retry_after: dict[str, str | None]
 
     def backends(self) -> set[str]:
@@ -399,48 +405,88 @@ class Poller:
             while not self._stop.is_set():
                 at = time.monotonic()
                 answered = await asyncio.gather(*(self._one(session, n) for n in self.names))
+                by_name = dict(zip(self.names, answered, strict=True))
                 self.rounds.append(
                     RoundAnswers(
                         at,
-                        {n: a for n, (a, _) in zip(self.names, answered, strict=True)},
-                        {n: r for n, (_, r) in zip(self.names, answered, strict=True)},
+                        {n: a for n, (a, _, _) in by_name.items()},
+                        {n: d for n, (_, d, _) in by_name.items()},
+                        {n: r for n, (_, _, r) in by_name.items()},
                     )
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.pause)
 
-    async def _one(self, session: aiohttp.ClientSession, name: str) -> tuple[str | int, str | None]:
+    async def _one(
+        self, session: aiohttp.ClientSession, name: str
+    ) -> tuple[str | int, float, str | None]:
         url = self.bed.replicas[name].url + "/work"
         try:
             async with session.get(url) as answer:
                 body = await answer.read()
                 if answer.status != 200:
-                    return answer.status, answer.headers.get("Retry-After")
-                return str(json.loads(body)["backend"]), None
+                    return answer.status, time.monotonic(), answer.headers.get("Retry-After")
+                return str(json.loads(body)["backend"]), time.monotonic(), None
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
-            return "error", None
+            return "error", time.monotonic(), None
 
     def stop(self) -> None:
         self._stop.set()
 
     def first(self, name: str, answer: str | int, after: float) -> RoundAnswers | None:
+        """The first round that *started* at or after ``after`` in which ``name`` answered so."""
         return next(
             (r for r in self.rounds if r.at >= after and r.answers.get(name) == answer), None
         )
 
+    def arrived(self, name: str, answer: str | int, after: float) -> float | None:
+        """When ``name``'s first such answer *arrived* at or after ``after``."""
+        return next(
+            (
+                r.done[name]
+                for r in self.rounds
+                if name in r.done and r.done[name] >= after and r.answers[name] == answer
+            ),
+            None,
+        )
+
+
+@contextlib.asynccontextmanager
+async def polling(
+    bed: ReplicaBed, names: Sequence[str] | None = None, pause: float = 0.05
+) -> AsyncIterator[Poller]:
+    """A Poller running for the block; stopped and awaited on the way out, even on failure."""
+    poller = Poller(bed, list(bed.replicas) if names is None else names, pause)
+    tasks = TaskSet("poller")
+    running = tasks.spawn(poller.run(), name="poller")
+    try:
+        yield poller
+    finally:
+        poller.stop()
+        await asyncio.wait([running], timeout=10)
+        await tasks.close()
+
 
 def split_windows(rounds: Sequence[RoundAnswers]) -> list[tuple[float, float]]:
-    """Each stretch during which two replicas answered from different backends: (from the first
-    split round's start, to the start of the first round after it that agreed)."""
+    """Each stretch during which two replicas' latest answers came from different backends, by
+    the time each answer arrived: (began, ended). An error or a status keeps a replica's last
+    backend (it sent nobody elsewhere)."""
+    arrivals = sorted(
+        (r.done[n], n, a) for r in rounds for n, a in r.answers.items() if isinstance(a, str)
+    )
+    latest: dict[str, str] = {}
     windows = []
     began: float | None = None
-    for one in rounds:
-        split = len(one.backends()) > 1
+    for at, name, answer in arrivals:
+        if answer == "error":
+            continue
+        latest[name] = answer
+        split = len(set(latest.values())) > 1
         if split and began is None:
-            began = one.at
+            began = at
         elif not split and began is not None:
-            windows.append((began, one.at))
+            windows.append((began, at))
             began = None
-    if began is not None:
-        windows.append((began, rounds[-1].at))
+    if began is not None and arrivals:
+        windows.append((began, arrivals[-1][0]))
     return windows
