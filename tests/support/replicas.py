@@ -258,13 +258,18 @@ class ReplicaBed:
     # ------------------------------------------------------------------------ partitions
 
     def _rule(self, action: str, rule: list[str]) -> None:
-        run(["ip", "netns", "exec", self.netns, "iptables", action, "OUTPUT", *rule])
+        run(["ip", "netns", "exec", self.netns, "iptables", action, *rule])
 
     def _cut(self, ports: Sequence[int]) -> None:
+        # Both ways: with OUTPUT alone, a stream the far end already sends on (etcd's watch)
+        # keeps arriving, and the "partitioned" replica still learns every decision.
         for port in ports:
-            rule = ["-d", self.gateway, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
-            self._rule("-A", rule)
-            self._rules.append(rule)
+            for rule in (
+                ["OUTPUT", "-d", self.gateway, "-p", "tcp", "--dport", str(port), "-j", "DROP"],
+                ["INPUT", "-s", self.gateway, "-p", "tcp", "--sport", str(port), "-j", "DROP"],
+            ):
+                self._rule("-A", rule)
+                self._rules.append(rule)
 
     def cut_from_store(self) -> None:
         """r2 no longer reaches any etcd member; its peers' control listeners it still does."""
