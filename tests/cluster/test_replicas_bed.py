@@ -147,6 +147,34 @@ async def test_a_replica_cut_from_the_store_stops_routing_and_routes_again_once_
     assert all(r.answers["r2"] in ("gpu", 503) for r in others), {r.answers["r2"] for r in others}
 
 
+async def test_a_healed_replica_routes_by_the_decisions_made_while_it_was_cut_off(
+    bed: ReplicaBed,
+) -> None:
+    async with polling(bed, pause=0.02) as poller, aiohttp.ClientSession() as session:
+        cut = time.monotonic()
+        bed.cut_from_store()
+        await until(lambda: poller.first("r2", 503, cut) is not None, "r2's 503", timeout=15)
+        # The cluster moves on without r2; its own checks still see the GPU fine.
+        assert await bed.command(session, "r0", "/admin/failover") == 200
+        moved = time.monotonic()
+        await until(
+            lambda: poller.arrived("r0", "cpu", moved) and poller.arrived("r1", "cpu", moved),
+            "r0 and r1 on the cpu",
+            timeout=10,
+        )
+        await asyncio.sleep(0.5)
+        healed = time.monotonic()
+        bed.heal()
+        await until(lambda: poller.arrived("r2", "cpu", healed), "r2 on the cpu", timeout=15)
+        await asyncio.sleep(0.5)
+    stale = [
+        round(r.done["r2"] - healed, 3)
+        for r in poller.rounds
+        if r.done["r2"] >= healed and r.answers["r2"] == "gpu"
+    ]
+    assert not stale, f"r2 routed to the GPU the cluster had left, {stale} s after healing"
+
+
 async def test_one_replica_cut_from_the_primary_fails_nobody_over(bed: ReplicaBed) -> None:
     leader = bed.leader()
     assert leader is not None
