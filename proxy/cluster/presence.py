@@ -86,7 +86,12 @@ class Presence:
         if self.lease and await self.etcd.keepalive(self.lease, timeout=self.ttl / 3) > 0:
             self._contacted(sent)
             return
-        # No lease yet, or it expired while we were away: a new one, and the key on it.
+        # No lease yet, or it expired while we were away: a new one, and the key on it. The
+        # contact it proves is counted from the grant, not from the keepalive that found the
+        # lease gone: that one may have tried every member in turn for longer than a TTL, and
+        # counted from its start, the contact was over before it began (in contact and lost
+        # in one millisecond, routing back only a renewal period later: test_presence.py).
+        sent = self._now()
         self.lease = await self.etcd.grant(self.ttl)
         await self.etcd.put(self.key, json.dumps(self.describe()).encode(), self.lease)
         self._contacted(sent)
