@@ -11,10 +11,12 @@ fall 2, rise 2).
   acknowledged, millisecond wall-clock stamps) to the first poll round in which every replica
   answers from the decided backend (rounds of GET /work through all three at once, every 10 ms).
   Also from sending the command to that round.
-- **split window**: SIGKILL of the primary backend; from the first round in which any replica
-  answers from the standby to the first in which all do (every other round, two replicas answered
-  from different machines, or one answered with an error). The primary is then restarted on its
-  port and failed back by command.
+- **split window**: SIGKILL (loud: connections refused) or SIGSTOP (silent: accepted, never
+  answered) of the primary backend's group; from the arrival of the first answer from the standby
+  through any replica to the arrival of the first one through the last replica to switch. A
+  request held by a replica's data plane (it waits for the verdict or the switch, then goes to
+  whichever backend serves) arrives when that replica switched, so arrivals, not the rounds'
+  starts, time it. The primary is then restarted on its port and failed back by command.
 - **resume after a healed partition**: r2 cut from every etcd member (iptables DROP in its
   namespace) until it answers 503, then healed: to its first answer from the backend again.
 
@@ -157,7 +159,10 @@ async def propagation(bed: ReplicaBed, runs: int) -> tuple[list[float], list[flo
 # ---------------------------------------------------------------------------- split window
 
 
-async def split_window(bed: ReplicaBed, runs: int) -> tuple[list[float], list[float]]:
+async def split_window(
+    bed: ReplicaBed, runs: int, silent: bool = False
+) -> tuple[list[float], list[float]]:
+    """``silent``: SIGSTOP rather than SIGKILL (connections accepted, never answered)."""
     windows: list[float] = []
     switched: list[float] = []
     async with aiohttp.ClientSession() as session:
@@ -165,7 +170,10 @@ async def split_window(bed: ReplicaBed, runs: int) -> tuple[list[float], list[fl
             async with polling(bed, pause=0.01) as poller:
                 await asyncio.sleep(0.3)
                 killed = time.monotonic()
-                bed.kill_backend("gpu")
+                if silent:
+                    bed.pause_backend("gpu")
+                else:
+                    bed.kill_backend("gpu")
 
                 def on_cpu(killed: float = killed) -> list[float | None]:
                     return [poller.arrived(n, "cpu", killed) for n in bed.replicas]
@@ -176,6 +184,7 @@ async def split_window(bed: ReplicaBed, runs: int) -> tuple[list[float], list[fl
             windows.append(last - first)
             switched.append(last - killed)
             print(f"split {run + 1}/{runs}: {windows[-1] * 1000:.0f} ms", file=sys.stderr)
+            bed.kill_backend("gpu")  # a stopped one too: SIGKILL ends it
             bed.start_backend("gpu")
             leader = await leader_of(bed, session)
             assert leader is not None
@@ -218,13 +227,25 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def split_rows(how: str, windows: list[float], moved: list[float]) -> list[tuple[str, ...]]:
+    return [
+        (
+            f"split window after {how} of the primary, median / worst of {len(windows)}",
+            f"{statistics.median(windows) * 1000:.0f} / {max(windows) * 1000:.0f} ms",
+            "—",
+            "—",
+        ),
+        (
+            f"{how} of the primary -> every replica on the standby, median / worst",
+            f"{statistics.median(moved):.2f} / {max(moved):.2f} s",
+            "—",
+            "—",
+        ),
+    ]
+
+
 def render(result: dict[str, Any]) -> str:
-    t, (pw, pc), (sw, ss), r = (
-        result["takeover"],
-        result["propagation"],
-        result["split"],
-        result["resume"],
-    )
+    t, (pw, pc), r = result["takeover"], result["propagation"], result["resume"]
     rows = [
         ("what", "dumont (this run)", "Patroni defaults", "Kubernetes defaults"),
         (
@@ -245,18 +266,8 @@ def render(result: dict[str, Any]) -> str:
             "—",
             "—",
         ),
-        (
-            f"split window after killing the primary, median / worst of {len(sw)}",
-            f"{statistics.median(sw) * 1000:.0f} / {max(sw) * 1000:.0f} ms",
-            "—",
-            "—",
-        ),
-        (
-            f"primary killed -> every replica on the standby, median / worst of {len(ss)}",
-            f"{statistics.median(ss):.2f} / {max(ss):.2f} s",
-            "—",
-            "—",
-        ),
+        *split_rows("SIGKILL", *result["split"]),
+        *split_rows("SIGSTOP", *result["split_silent"]),
         (
             f"healed partition -> routing again, median / worst of {len(r)}",
             f"{statistics.median(r) * 1000:.0f} / {max(r) * 1000:.0f} ms",
@@ -278,6 +289,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         result["takeover"] = await takeover(bed, 3 if args.quick else args.runs)
         result["propagation"] = await propagation(bed, 10 if args.quick else 3 * args.runs)
         result["split"] = await split_window(bed, small)
+        result["split_silent"] = await split_window(bed, small, silent=True)
         result["resume"] = await resume(bed, small)
         result["load_after"] = load()
     return result

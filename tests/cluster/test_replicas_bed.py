@@ -111,6 +111,24 @@ async def test_a_killed_primary_moves_every_replica_and_one_hook_runs_on_the_lea
     assert longest_split(poller) <= SPLIT_BOUND, split_windows(poller.rounds)
 
 
+async def test_a_silently_dead_primary_moves_every_replica_within_the_window(
+    bed: ReplicaBed,
+) -> None:
+    async with polling(bed) as poller:
+        await asyncio.sleep(0.5)
+        stopped = time.monotonic()
+        bed.pause_backend("gpu")  # SIGSTOP: connections are accepted and never answered
+        await until(lambda: _all_answer(poller, "cpu"), "every replica on the cpu", timeout=20)
+        moved = time.monotonic() - stopped
+        await asyncio.sleep(1.0)
+    windows = split_windows(poller.rounds)
+    assert longest_split(poller) <= SPLIT_BOUND, windows
+    # Checks time out after the interval (0.5 s), fall 2, then the leader's rule and the write.
+    assert moved < 10, f"every replica on the cpu after {moved:.2f} s"
+    lines = bed.hook_log.read_text().splitlines()
+    assert len(lines) == 1, lines
+
+
 def _all_answer(poller: Poller, backend: str) -> bool:
     return (
         bool(poller.rounds)

@@ -46,7 +46,7 @@ import aiohttp
 from proxy.tasks import TaskSet
 from tests.support.etcd import EtcdCluster
 from tests.support.ports import free_port
-from tests.support.processes import REPO, kill_group
+from tests.support.processes import REPO, kill_group, signal_group
 from tests.support.waiting import wait_until
 from tests.support.workspaces import TOKEN, toml_text
 
@@ -232,6 +232,12 @@ class ReplicaBed:
         popen = self.backends[name].popen
         if popen is not None:
             kill_group(popen)
+
+    def pause_backend(self, name: str) -> None:
+        """A silent death: the kernel still accepts its connections, nothing answers."""
+        popen = self.backends[name].popen
+        if popen is not None:
+            signal_group(popen.pid, signal.SIGSTOP)
 
     def start_replica(self, name: str) -> None:
         replica = self.replicas[name]
