@@ -75,9 +75,8 @@ async def test_a_killed_leader_is_replaced_within_a_ttl_and_nobody_routes_apart(
     assert new[0] != old
     after = [r for r in poller.rounds if r.at > killed]
     assert after, "no poll after the kill"
-    assert all(r.backends() == {"gpu"} for r in after), [
-        r.answers for r in after if r.backends() != {"gpu"}
-    ]
+    failed = [r.answers for r in after if any(a != "gpu" for a in r.answers.values())]
+    assert not failed, failed[:5]
     assert longest_split(poller) <= SPLIT_BOUND
 
 
@@ -127,6 +126,43 @@ async def test_a_silently_dead_primary_moves_every_replica_within_the_window(
     assert moved < 10, f"every replica on the cpu after {moved:.2f} s"
     lines = bed.hook_log.read_text().splitlines()
     assert len(lines) == 1, lines
+
+
+async def test_the_leader_and_the_primary_dying_together_fail_over_once_under_a_new_term(
+    bed: ReplicaBed,
+) -> None:
+    old = bed.leader()
+    assert old is not None
+    before = bed.status_sync(old)
+    assert before is not None
+    rest = [n for n in bed.replicas if n != old]
+    async with polling(bed, rest) as poller, aiohttp.ClientSession() as session:
+        await asyncio.sleep(0.5)
+        killed = time.monotonic()
+        bed.kill_replica(old)
+        bed.kill_backend("gpu")
+        # No leader for up to a TTL: nobody may switch; then the new one decides.
+        await until(lambda: _all_answer(poller, "cpu"), "every replica on the cpu", timeout=20)
+        moved = time.monotonic() - killed
+        await until(bed.hook_log.exists, "the on_failover hook", timeout=10)
+        await asyncio.sleep(2.0)
+        found = await statuses(bed, session)
+    new = [n for n, s in found.items() if s and s["leading"]]
+    assert len(new) == 1
+    assert new[0] != old
+    lines = bed.hook_log.read_text().splitlines()
+    assert len(lines) == 1, lines
+    replica, token = lines[0].split()
+    assert replica == new[0]
+    status = found[new[0]]
+    assert status is not None
+    decision = status["decisions"]["default"]
+    assert decision["active"] == "standby"
+    assert int(token) == decision["token"]
+    assert decision["token"] > before["decisions"]["default"]["token"]
+    assert decision["term"] > before["decisions"]["default"]["term"]
+    assert moved < TTL + 1.5 + 3, f"every replica on the cpu after {moved:.2f} s"
+    assert longest_split(poller) <= SPLIT_BOUND, split_windows(poller.rounds)
 
 
 def _all_answer(poller: Poller, backend: str) -> bool:
