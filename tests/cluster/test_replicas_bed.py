@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,38 @@ async def test_the_leader_and_the_primary_dying_together_fail_over_once_under_a_
     assert decision["term"] > before["decisions"]["default"]["term"]
     assert moved < TTL + 1.5 + 3, f"every replica on the cpu after {moved:.2f} s"
     assert longest_split(poller) <= SPLIT_BOUND, split_windows(poller.rounds)
+
+
+async def test_a_leader_frozen_past_its_lease_never_routes_by_its_stale_decision(
+    bed: ReplicaBed,
+) -> None:
+    old = bed.leader()
+    assert old is not None
+    rest = [n for n in bed.replicas if n != old]
+    async with polling(bed, pause=0.02) as poller, aiohttp.ClientSession() as session:
+        await asyncio.sleep(0.3)
+        bed.signal_replica(old, signal.SIGSTOP)
+        # The others elect a leader of their own and fail over by command meanwhile.
+        await until(
+            lambda: bed.leader() not in (None, old), "a new leader", timeout=15, interval=0.2
+        )
+        new = bed.leader()
+        assert new is not None
+        assert await bed.command(session, new, "/admin/failover") == 200
+        moved = time.monotonic()
+        await until(
+            lambda: all(poller.arrived(n, "cpu", moved) for n in rest), "the others on the cpu"
+        )
+        thawed = time.monotonic()
+        bed.signal_replica(old, signal.SIGCONT)
+        await until(lambda: poller.arrived(old, "cpu", thawed), f"{old} on the cpu", timeout=15)
+        await asyncio.sleep(0.5)
+    stale = [
+        round(r.done[old] - thawed, 3)
+        for r in poller.rounds
+        if r.done[old] >= thawed and r.answers[old] == "gpu"
+    ]
+    assert not stale, f"{old} routed to the GPU the cluster had left, {stale} s after thawing"
 
 
 def _all_answer(poller: Poller, backend: str) -> bool:

@@ -261,6 +261,12 @@ class ReplicaBed:
     def kill_replica(self, name: str) -> None:
         self.replicas[name].kill()
 
+    def signal_replica(self, name: str, sig: signal.Signals) -> None:
+        """SIGSTOP freezes a replica's whole group (a stalled VM, a long GC); SIGCONT thaws it."""
+        popen = self.replicas[name].popen
+        if popen is not None:
+            signal_group(popen.pid, sig)
+
     # ------------------------------------------------------------------------ partitions
 
     def _rule(self, action: str, rule: list[str]) -> None:
