@@ -14,7 +14,14 @@ import os
 import sys
 from dataclasses import asdict
 
-from provisioning.errors import ProvisioningError, ProxyAdminError, UsageError
+from provisioning.errors import (
+    ProvisioningError,
+    ProxyAdminError,
+    StaleFencingToken,
+    UsageError,
+)
+from provisioning.fence import claim_fencing_token
+from provisioning.fencing_token import ENV_VAR, fencing_token_from
 from provisioning.lsyncd_config import LsyncdSettings, render_lsyncd_config
 from provisioning.progress import StderrProgress
 from provisioning.proxy_admin import SyncState, report_sync
@@ -182,8 +189,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if status.healthy else 1
 
 
+def _fencing_token(args: argparse.Namespace) -> int | None:
+    """Read before anything else, so a malformed token stops the verb with nothing touched."""
+    return fencing_token_from(args.fencing_token, os.environ)
+
+
 def _fence(args: argparse.Namespace) -> int:
-    report = asyncio.run(_controller(args).fence(drain_timeout=args.drain_timeout))
+    token = _fencing_token(args)
+    report = asyncio.run(
+        _controller(args).fence(drain_timeout=args.drain_timeout, fencing_token=token)
+    )
     print("standby fenced: the old primary's writes are refused")
     _tell_proxy(args, "fenced")
     if report.gpu_stopped:
@@ -201,12 +216,15 @@ def _flush(args: argparse.Namespace) -> int:
     """The proxy's switchover hook: final pass, verify, fence. Non-zero keeps the GPU serving."""
     from provisioning.flush import flush_to_standby
 
+    token = _fencing_token(args)
     progress = StderrProgress()
     controller = SyncController(topology_from_args(args), progress=progress)
 
     async def run() -> None:
-        report = await flush_to_standby(controller, progress=progress, timeout=args.timeout)
-        await controller.fence(drain_timeout=args.drain_timeout)
+        report = await flush_to_standby(
+            controller, progress=progress, timeout=args.timeout, fencing_token=token
+        )
+        await controller.fence(drain_timeout=args.drain_timeout, fencing_token=token)
         print(
             f"standby verified and fenced: {report.files_copied} files, {report.bytes_copied}"
             f" bytes in the final pass ({report.passes} passes, {report.seconds:.1f} s)"
@@ -220,20 +238,30 @@ def _flush(args: argparse.Namespace) -> int:
 def _unfence(args: argparse.Namespace) -> int:
     from provisioning.fence import unfence_standby
 
+    token = _fencing_token(args)
     t = topology_from_args(args)
-    asyncio.run(unfence_standby(t.standby, t.standby_state_dir))
+    asyncio.run(unfence_standby(t.standby, t.standby_state_dir, fencing_token=token))
     print("fence lifted: the standby accepts the GPU's sync again")
     return 0
 
 
 def _reverse(args: argparse.Namespace) -> int:
+    token = _fencing_token(args)
     progress = StderrProgress()
     controller = SyncController(topology_from_args(args), progress=progress)
+    t = controller.topology
+    if token is not None:
+        # Refused here, a deposed leader's failback does not even reach the dashboard.
+        asyncio.run(claim_fencing_token(t.standby, t.standby_state_dir, token))
     _tell_proxy(args, "reverse_syncing")
     try:
         report = asyncio.run(
-            reverse_sync(controller, progress=progress, first_sync_timeout=args.timeout)
+            reverse_sync(
+                controller, progress=progress, first_sync_timeout=args.timeout, fencing_token=token
+            )
         )
+    except StaleFencingToken:
+        raise  # a newer leader acts on this standby now: its reports stand, not ours
     except ProvisioningError:
         _tell_proxy(args, "fenced")  # failback abandoned: the standby serves, still fenced
         raise
@@ -291,3 +319,13 @@ def add_sync_subcommand(subparsers: argparse._SubParsersAction[argparse.Argument
             parser.add_argument("--keep", type=int, help="then prune to the N latest snapshots")
         if name in ("fence", "flush"):
             add_options(parser, "drain_timeout")
+        if name in ("fence", "flush", "unfence", "reverse"):
+            # Not a setting: a token belongs to one decision, so it must never sit in a config
+            # file (the [provisioning] table refuses the key) or in DUMONT_PROVISION_*.
+            parser.add_argument(
+                "--fencing-token",
+                metavar="N",
+                help=f"the proxy leader's decision token (default: ${ENV_VAR}, which the"
+                " proxy passes to its hooks); the standby refuses one older than the newest it"
+                " has seen (exit 3). Absent: no check",
+            )

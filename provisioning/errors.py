@@ -3,7 +3,9 @@
 ProvisioningError            root: every error this package raises on purpose              exit 2
 ├── UsageError               bad input: a missing key, a bad zone, a malformed flag or file
 ├── StateConflict            the pair's state forbids this now (create twice, resume  exit 3
-│                            a pair that is not parked): right command, wrong moment
+│   │                        a pair that is not parked): right command, wrong moment
+│   └── StaleFencingToken    the standby has seen a newer fencing token (issue 16): a
+│                            deposed proxy leader's hook, refused
 ├── StoreError               the pair store cannot be read or written
 │   └── PairNotFound         no pair with that id
 ├── CloudError               a cloud API refused or failed; the API's own message is kept
@@ -45,6 +47,7 @@ __all__ = [
     "RemoteCommandError",
     "ReverseSyncError",
     "SnapshotAgentError",
+    "StaleFencingToken",
     "StateConflict",
     "StoreError",
     "SyncError",
@@ -67,6 +70,16 @@ class StateConflict(ProvisioningError):
     exists in another state, resuming one that is not parked). Nothing was changed."""
 
     exit_status = 3
+
+
+class StaleFencingToken(StateConflict):
+    """A proxy leader's hook carried a fencing token lower than the highest the standby has
+    recorded: a newer leader's decision was acted on there, so this one is refused."""
+
+    def __init__(self, message: str, *, token: int, seen: int) -> None:
+        super().__init__(message)
+        self.token = token
+        self.seen = seen
 
 
 class StoreError(ProvisioningError):

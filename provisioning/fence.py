@@ -12,6 +12,10 @@ shared lock, then looks for the fence flag:
 Fencing sets the flag and then takes the lock exclusively: sessions that started before the flag
 finish (they are the primary's last legitimate writes), and one that hangs (a partition) is killed
 after ``drain_timeout``. After that nothing the old primary sends can delete or overwrite a file.
+
+Given a fencing token (issue 16: several proxy replicas, one leader), setting and lifting the flag
+happen inside provisioning.fencing_token's guard, in the same remote command: a token older than
+the standby's record is refused and the flag stays as it was.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import re
 import shlex
 
 from provisioning.errors import FenceError, RemoteCommandError, UsageError
+from provisioning.fencing_token import stale_token, token_guard
 from provisioning.ssh import SshHost, run_remote
 
 __all__ = [
     "GATE_MARKER",
     "authorized_keys_line",
+    "claim_fencing_token",
     "fence_standby",
     "gate_script",
     "install_gate",
@@ -92,29 +98,85 @@ async def install_gate(
     await run_remote(standby, script, stdin=gate_script(state_dir).encode())
 
 
-async def fence_standby(standby: SshHost, state_dir: str, *, drain_timeout: float = 10.0) -> None:
+async def _run_guarded(
+    standby: SshHost,
+    script: str,
+    fencing_token: int | None,
+    *,
+    failed: str,
+    refused: str,
+    timeout: float = 60.0,
+) -> None:
+    """Run a fence step; a refused token becomes StaleFencingToken, anything else FenceError."""
+    try:
+        await run_remote(standby, script, timeout=timeout)
+    except RemoteCommandError as exc:
+        if stale := stale_token(exc, fencing_token, standby, refused):
+            raise stale from None
+        raise FenceError(f"{failed} {standby.describe()}: {exc}") from exc
+
+
+async def fence_standby(
+    standby: SshHost,
+    state_dir: str,
+    *,
+    drain_timeout: float = 10.0,
+    fencing_token: int | None = None,
+) -> None:
     """Set the fence flag and drain (or kill) sync sessions that started before it."""
     _gate, flag, lock = _paths(state_dir)
     q = shlex.quote
     wait = max(1, round(drain_timeout))
+    set_flag = f"touch {q(flag)}"
+    if fencing_token is not None:
+        set_flag = token_guard(state_dir, fencing_token, set_flag)
     script = (
-        f"set -e; mkdir -p {q(state_dir)}; touch {q(flag)}; sync;"
+        f"set -e; mkdir -p {q(state_dir)}; {set_flag}; sync;"
         f" if ! flock -x -w {wait} {q(lock)} true; then"
         f"   fuser -k -TERM {q(lock)} >/dev/null 2>&1 || true;"
         f"   flock -x -w 5 {q(lock)} true; fi"
     )
-    try:
-        await run_remote(standby, script, timeout=drain_timeout + 30)
-    except RemoteCommandError as exc:
-        raise FenceError(f"cannot fence standby {standby.describe()}: {exc}") from exc
+    await _run_guarded(
+        standby,
+        script,
+        fencing_token,
+        failed="cannot fence standby",
+        refused="the fence is left as it was",
+        timeout=drain_timeout + 30,
+    )
 
 
-async def unfence_standby(standby: SshHost, state_dir: str) -> None:
+async def unfence_standby(
+    standby: SshHost,
+    state_dir: str,
+    *,
+    fencing_token: int | None = None,
+    refused: str = "the fence stays",
+) -> None:
+    """Lift the fence; with a token, only if the standby has seen no newer one (``refused``: what
+    the caller leaves behind when it has)."""
     _gate, flag, _lock = _paths(state_dir)
-    try:
-        await run_remote(standby, f"rm -f {shlex.quote(flag)}")
-    except RemoteCommandError as exc:
-        raise FenceError(f"cannot lift the fence on {standby.describe()}: {exc}") from exc
+    q = shlex.quote
+    script = f"rm -f {q(flag)}"
+    if fencing_token is not None:
+        script = f"set -e; mkdir -p {q(state_dir)}; {token_guard(state_dir, fencing_token, script)}"
+    await _run_guarded(
+        standby, script, fencing_token, failed="cannot lift the fence on", refused=refused
+    )
+
+
+async def claim_fencing_token(standby: SshHost, state_dir: str, fencing_token: int) -> None:
+    """Record ``fencing_token`` on the standby, or refuse it (StaleFencingToken) when the standby
+    has seen a newer one: the first step of a flush or reverse sync, before anything moves."""
+    _paths(state_dir)  # only to validate it: the guard's paths live in the same dir
+    guard = token_guard(state_dir, fencing_token, ":")
+    await _run_guarded(
+        standby,
+        f"set -e; mkdir -p {shlex.quote(state_dir)}; {guard}",
+        fencing_token,
+        failed="cannot check the fencing token on",
+        refused="nothing was changed",
+    )
 
 
 async def is_fenced(standby: SshHost, state_dir: str) -> bool:

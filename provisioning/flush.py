@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from provisioning.errors import RemoteCommandError, SyncError
-from provisioning.fence import is_fenced
+from provisioning.fence import claim_fencing_token, is_fenced
 from provisioning.lsyncd_config import SyncRoot
 from provisioning.progress import Progress, quiet
 from provisioning.reverse_sync import first_rsync_complaint, rsync_transferred, unchanged_since
@@ -110,9 +110,15 @@ async def flush_to_standby(
     progress: Progress = quiet,
     timeout: float = 3600.0,
     passes: int = 3,
+    fencing_token: int | None = None,
 ) -> FlushReport:
+    """Steps 1-3 above. With ``fencing_token`` the standby records it first, or refuses it (a
+    newer decision was acted on there) before lsyncd is touched; the caller's fence checks it
+    again, in case a newer one arrived during the passes."""
     t = controller.topology
     started = time.monotonic()
+    if fencing_token is not None:
+        await claim_fencing_token(t.standby, t.standby_state_dir, fencing_token)
     if await is_fenced(t.standby, t.standby_state_dir):
         raise FlushError("the standby is fenced: the sync is not running, nothing to flush to")
     progress("stopping forward sync for the final pass")

@@ -170,13 +170,19 @@ async def reverse_sync(
     progress: Progress = quiet,
     first_sync_timeout: float = 3600.0,
     drain_timeout: float = 10.0,
+    fencing_token: int | None = None,
 ) -> ReverseReport:
+    """Steps 1-4 above. With ``fencing_token``, step 1's fence refuses a token older than the
+    standby's record before anything moves, and step 4 lifts the fence only if no newer token
+    arrived meanwhile: a newer leader that fenced during the copy keeps its fence."""
     t = controller.topology
     started = time.monotonic()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     backup_root = f"{t.settings.state_dir}/reverse-backups/{stamp}"
     progress("fencing the standby and stopping forward sync")
-    await fence_standby(t.standby, t.standby_state_dir, drain_timeout=drain_timeout)
+    await fence_standby(
+        t.standby, t.standby_state_dir, drain_timeout=drain_timeout, fencing_token=fencing_token
+    )
     try:
         await controller.stop()
     except RemoteCommandError as exc:
@@ -201,7 +207,12 @@ async def reverse_sync(
     files_copied = sum(files for files, _ in copies)
     bytes_copied = sum(size for _, size in copies)
     progress("lifting the fence and restarting forward sync")
-    await unfence_standby(t.standby, t.standby_state_dir)
+    await unfence_standby(
+        t.standby,
+        t.standby_state_dir,
+        fencing_token=fencing_token,
+        refused="the standby stays fenced and forward sync stays stopped",
+    )
     await controller.start()
     await controller.wait_first_sync(timeout=first_sync_timeout)
     return ReverseReport(

@@ -299,11 +299,16 @@ class SyncController:
 
     # -- failover ----------------------------------------------------------------------------
 
-    async def fence(self, *, drain_timeout: float = 10.0) -> FenceReport:
+    async def fence(
+        self, *, drain_timeout: float = 10.0, fencing_token: int | None = None
+    ) -> FenceReport:
         """Fence the standby (must succeed); then, at once, stop lsyncd on the GPU if it answers
-        and drop the stale editor backups on the standby (nothing the GPU sends lands now)."""
+        and drop the stale editor backups on the standby (nothing the GPU sends lands now).
+        A ``fencing_token`` older than the standby's record is refused before any of it."""
         t = self.topology
-        await fence_standby(t.standby, t.standby_state_dir, drain_timeout=drain_timeout)
+        await fence_standby(
+            t.standby, t.standby_state_dir, drain_timeout=drain_timeout, fencing_token=fencing_token
+        )
         # The proxy's switch waits for this hook, and stopping the GPU's lsyncd is hygiene, not
         # safety (the fence is): a GPU that does not answer ssh's banner within a second (frozen,
         # cut off) is left alone. The continuity run's silent faults spent 3 s here at 3 s.

@@ -50,6 +50,7 @@ __all__ = [
     "HealthConfig",
     "HooksConfig",
     "HostPort",
+    "Http2Config",
     "LimitsConfig",
     "PricesConfig",
     "TLSConfig",
@@ -261,6 +262,33 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class Http2Config:
+    """HTTP/2 to the browser over TLS (issue 19); docs/HTTP2.md explains each bound."""
+
+    enabled: bool = _flag(True, "offer HTTP/2 by ALPN on the TLS listener (HTTP/1.1 stays)")
+    max_concurrent_streams: int = setting(
+        128, help="streams open at once on one connection", parse=count, metavar="N"
+    )
+    max_header_list_size: int = setting(
+        65536, help="bytes of one request's decoded header list, else GOAWAY", parse=count,
+        metavar="N",
+    )  # fmt: skip
+    stream_window: int = setting(
+        262144, help="bytes a stream may send before the proxy reads them on", parse=count,
+        metavar="N",
+    )  # fmt: skip
+    max_resets: int = setting(
+        200, help="streams a client may reset per reset_interval, else GOAWAY (CVE-2023-44487)",
+        parse=count, metavar="N",
+    )  # fmt: skip
+    max_control_frames: int = setting(
+        200, help="SETTINGS, PING and empty DATA frames a client may send per reset_interval",
+        parse=count, metavar="N",
+    )  # fmt: skip
+    reset_interval: float = _seconds(10.0, "the window over which resets and floods are counted")
+
+
+@dataclass(frozen=True)
 class TLSConfig:
     cert: str | None = setting(
         None, help="PEM certificate chain: serve HTTPS", parse=optional_text, metavar="FILE"
@@ -375,6 +403,7 @@ class Config:
     )
     access_log: bool = _flag(False, "log every request")
     limits: LimitsConfig = table(LimitsConfig)
+    http2: Http2Config = table(Http2Config)
     tls: TLSConfig = table(TLSConfig)
     allow_python_parser: bool = _flag(
         False, "start even if aiohttp's C HTTP parser is missing (not for the internet)"

@@ -137,6 +137,8 @@ class ProxyServer:
 
             self.cluster = ClusterMember(config, self.sites)
             self.sites.process_metrics.append(self.cluster.metrics.render)
+            if self.auth is not None:  # a sign-out on one replica ends the session on all
+                self.cluster.share_sessions(self.auth.sign_in.sessions)
         pages_app = make_public_app(self.sites, self.tips, self.auth)
         pages = LocalApp(pages_app, self._runtime / "pages.sock", grace)
         control_app = make_control_app(self.sites, self.cluster)
@@ -151,7 +153,7 @@ class ProxyServer:
             config.control_listen,
             None,
         )
-        ssl_context = server_context(config.tls)
+        ssl_context = server_context(config.tls, http2=config.http2.enabled)
         # Control first: once the public /__dumont/healthz answers (what deploy scripts, the
         # container's HEALTHCHECK and the tests wait for), the admin API and metrics answer too.
         await self.control.start()
@@ -174,11 +176,13 @@ class ProxyServer:
                 tls=ssl_context is not None,
                 access_log=config.access_log,
                 hsts=hsts,
+                http2=config.http2 if ssl_context is not None and config.http2.enabled else None,
             ),
             config.listen,
             ssl_context,
         )
         await self.public.start()
+        self.sites.process_metrics.append(self.public.context.protocols.render)
         log.info(
             "serving on %s://%s (control on http://%s): %s",
             "https" if ssl_context else "http",

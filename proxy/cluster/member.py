@@ -38,6 +38,7 @@ from .leader import Leadership, Term
 from .metrics import ClusterMetrics
 from .presence import Presence
 from .registry import WorkspaceRegistry
+from .revocations import RevocationBook, SharedRevocations
 from .views import View, ViewBoard, peer_counts
 
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ class ClusterMember:
         self.advertise = cluster.advertise or f"http://{config.control_listen}"
         self.etcd = Etcd(
             cluster.endpoints,
-            timeout=max(0.5, cluster.lease_ttl / 3),
+            # Two thirds of the TTL: a store that answers in a second or two is slow, not lost.
+            timeout=cluster.lease_ttl * 2 / 3,
             username=cluster.username,
             password=cluster.password,
             ssl_context=cluster.ssl_context(),
@@ -100,6 +102,7 @@ class ClusterMember:
             lambda: self.presence.lease,
             self._views_changed,
         )
+        self.revocations: SharedRevocations | None = None  # with sign-in (share_sessions)
         self.metrics = ClusterMetrics()
         self.tasks = TaskSet("cluster")
         self._watches = TaskSet("cluster-watch")
@@ -122,6 +125,15 @@ class ClusterMember:
 
     # ------------------------------------------------------------------------- lifecycle
 
+    def share_sessions(self, book: RevocationBook) -> None:
+        """Sign-in (issue 17): a logout on any replica ends the session on every replica."""
+        shared = self.revocations = SharedRevocations(self.etcd, self.prefix, book)
+
+        def signed_out(sid: str, expires: float) -> None:
+            self.tasks.spawn(shared.publish(sid, expires), name="share-sign-out")
+
+        book.on_revoke.append(signed_out)
+
     async def start(self, wait: float) -> None:
         """Join the cluster; wait up to ``wait`` seconds for the first sync, after which the
         workspaces route (until then they answer 503 with Retry-After)."""
@@ -137,7 +149,7 @@ class ClusterMember:
         """Hand the leadership over at once and leave, so the others need not wait a TTL."""
         await self._watches.close()
         await self.tasks.close()
-        with contextlib.suppress(EtcdError):
+        with contextlib.suppress(EtcdError, TimeoutError):
             await asyncio.wait_for(self._leave(), self.settings.lease_ttl / 3)
         await self.etcd.close()
 
@@ -175,12 +187,16 @@ class ClusterMember:
         for decision in (await self.decisions.load()).values():
             self._decided(decision)
         await self.views.load()
+        if self.revocations is not None:
+            await self.revocations.load()
         await self._read_roster()
 
     def _watch(self) -> None:
         self._watches.spawn(self.registry.follow(), name="watch-workspaces")
         self._watches.spawn(self.decisions.follow(), name="watch-decisions")
         self._watches.spawn(self.views.follow(), name="watch-views")
+        if self.revocations is not None:
+            self._watches.spawn(self.revocations.follow(), name="watch-sign-outs")
 
     async def _rewatch(self) -> None:
         """After a lost contact: the decisions read again and applied, then routing, then new

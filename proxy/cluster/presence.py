@@ -7,6 +7,10 @@ the store: counted from the send of the last renewal that succeeded, as the lead
 lease (proxy.cluster.leader.LeaseClock), a replica out of contact for a TTL knows that the
 cluster may have decided without it, and stops routing by decisions it can no longer confirm.
 While out of contact it retries quickly, so that a healed link routes again within a second.
+
+Renewals are sent every third of the TTL whether or not the previous one has answered (a few at
+most in flight): a store that answers slowly, in anything under a TTL, is slow, not lost, and the
+replica stays in contact and keeps routing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from proxy.tasks import TaskSet
+
 from .etcd import Etcd, EtcdError
 from .leader import LeaseClock
 
@@ -25,6 +31,7 @@ __all__ = ["Presence"]
 log = logging.getLogger("dumont.cluster")
 
 RETRY = 0.2  # seconds between renewals while out of contact
+IN_FLIGHT = 4  # renewals waiting for an answer at once, at most
 
 
 class Presence:
@@ -49,6 +56,7 @@ class Presence:
         self.lease = 0
         self._was_in_contact = False
         self._deadline: asyncio.TimerHandle | None = None
+        self._renewals = TaskSet(f"presence-{replica}")
 
     def in_contact(self) -> bool:
         return self.contact.may_act(self._now())
@@ -61,16 +69,20 @@ class Presence:
     async def run(self) -> None:
         try:
             while True:
-                try:
-                    await self._renew()
-                    await asyncio.sleep(self.ttl / 3)
-                except EtcdError as exc:
-                    if self._was_in_contact:
-                        log.warning("%s: the store does not answer: %s", self.replica, exc)
-                    await asyncio.sleep(RETRY)
+                if not self.lease:
+                    try:
+                        await self._establish()
+                    except EtcdError as exc:
+                        self._complain(exc)
+                        await asyncio.sleep(RETRY)
+                        continue
+                elif len(self._renewals) < IN_FLIGHT:
+                    self._renewals.spawn(self._renew(self.lease), name="renewal")
+                await asyncio.sleep(self.ttl / 3 if self.in_contact() else RETRY)
         finally:
             if self._deadline is not None:
                 self._deadline.cancel()
+            await self._renewals.close()
 
     async def leave(self) -> None:
         """Graceful shutdown: the leader sees this replica gone at once."""
@@ -81,20 +93,29 @@ class Presence:
             except EtcdError as exc:
                 log.info("%s: leaving the cluster: %s", self.replica, exc)
 
-    async def _renew(self) -> None:
+    async def _establish(self) -> None:
+        """No lease yet, or it expired while we were away: a new one, and the key on it."""
         sent = self._now()
-        if self.lease and await self.etcd.keepalive(self.lease, timeout=self.ttl / 3) > 0:
-            self._contacted(sent)
-            return
-        # No lease yet, or it expired while we were away: a new one, and the key on it. The
-        # contact it proves is counted from the grant, not from the keepalive that found the
-        # lease gone: that one may have tried every member in turn for longer than a TTL, and
-        # counted from its start, the contact was over before it began (in contact and lost
-        # in one millisecond, routing back only a renewal period later: test_presence.py).
-        sent = self._now()
-        self.lease = await self.etcd.grant(self.ttl)
-        await self.etcd.put(self.key, json.dumps(self.describe()).encode(), self.lease)
+        lease = await self.etcd.grant(self.ttl)
+        await self.etcd.put(self.key, json.dumps(self.describe()).encode(), lease)
+        self.lease = lease
         self._contacted(sent)
+
+    async def _renew(self, lease: int) -> None:
+        sent = self._now()
+        try:
+            remaining = await self.etcd.keepalive(lease, timeout=self.ttl)
+        except EtcdError as exc:
+            self._complain(exc)
+            return
+        if remaining > 0:
+            self._contacted(sent)
+        elif self.lease == lease:
+            self.lease = 0  # expired while we were away: the run loop establishes a new one
+
+    def _complain(self, exc: EtcdError) -> None:
+        if self._was_in_contact:
+            log.warning("%s: the store does not answer: %s", self.replica, exc)
 
     def _contacted(self, sent: float) -> None:
         self.contact.renewed(sent)

@@ -169,3 +169,17 @@ def render_workspaces(overview: Mapping[str, Any]) -> str:
         ],
     )
     return "\n".join(out)
+
+
+def render_cluster(cluster: Mapping[str, Any]) -> str:
+    """One line about the replicas (issue 16): who this is, who leads, and whether it routes."""
+    me = cluster["replica"]
+    leader = cluster.get("leader")
+    role = "leader" if cluster.get("leading") else "follower"
+    led = f"leader {leader} (term {cluster.get('term')})" if leader else "no leader"
+    contact = "in contact with the store" if cluster.get("in_contact") else "out of contact"
+    if cluster.get("store_lost"):
+        contact = "store lost by every replica: routing by the last decisions"
+    routing = "" if cluster.get("routing", True) else "; NOT ROUTING"
+    replicas = 1 + len(cluster.get("peers") or {})
+    return f"cluster: replica {me} ({role}); {led}; {replicas} replicas; {contact}{routing}"

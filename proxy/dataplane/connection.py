@@ -36,12 +36,20 @@ import httptools
 from proxy.headers import ClientFacts
 from proxy.validation import Rejected, is_websocket_upgrade, screen_request
 
+from .exchange import HttpExchange
+from .h2_connection import H2Connection
 from .messages import RequestHead, closing_response
 from .plain import plain_request
 from .upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER
+from .websocket import WebSocketExchange
 
 if TYPE_CHECKING:
+    from proxy.observe import TrafficObserver
+
+    from .exchange import Destination
     from .listener import ListenerContext
+    from .router import Router
+    from .upstream import UpstreamPool
 
 __all__ = ["ClientConnection", "Exchange"]
 
@@ -79,6 +87,11 @@ class _Queued:
     refusal: _Refusal | None = None
     body: list[bytes] = field(default_factory=list)
     complete: bool = False
+
+
+def _chose_h2(transport: asyncio.BaseTransport) -> bool:
+    tls = transport.get_extra_info("ssl_object")
+    return tls is not None and tls.selected_alpn_protocol() == "h2"
 
 
 class ClientConnection(asyncio.Protocol):
@@ -127,7 +140,15 @@ class ClientConnection(asyncio.Protocol):
     # ------------------------------------------------------------------- the door and the head
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        settings = self.context.http2
+        if settings is not None and _chose_h2(transport):
+            # The browser chose HTTP/2 by ALPN: the connection is an H2Connection's from now on.
+            protocol = H2Connection(self.context, settings)
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            return
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.context.protocols.connection_opened("h1")
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "unix"
         refusal = self.context.counter.admit(self.peer)
@@ -392,12 +413,41 @@ class ClientConnection(asyncio.Protocol):
         if not item.complete:
             self._body_seen = self.loop.time()
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_check)
+        self.context.protocols.request_started("h1")
         self.exchange = self.context.handler.start(self, item.head)
         for chunk in item.body:
             self.exchange.body_received(chunk)
         item.body.clear()
         if item.complete:
             self.exchange.body_complete()
+
+    def http_exchange(
+        self,
+        head: RequestHead,
+        destination: Destination,
+        facts: ClientFacts,
+        *,
+        pages: UpstreamPool,
+        watcher: bool,
+        hsts: str | None,
+        extra_out: tuple[bytes, ...] = (),
+    ) -> Exchange:
+        return HttpExchange(
+            self, head, destination, facts,
+            pages=pages, watcher=watcher, hsts=hsts, extra_out=extra_out,
+        )  # fmt: skip
+
+    def websocket_exchange(
+        self,
+        head: RequestHead,
+        router: Router,
+        traffic: TrafficObserver,
+        facts: ClientFacts,
+        *,
+        wait: float,
+        hsts: str | None,
+    ) -> Exchange:
+        return WebSocketExchange(self, head, router, traffic, facts, wait=wait, hsts=hsts)
 
     @property
     def body_complete(self) -> bool:

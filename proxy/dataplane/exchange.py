@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from proxy.backends import Backend
     from proxy.observe import TrafficObserver
 
-    from .connection import ClientConnection
+    from .client import ClientSide
     from .router import Router
 
 __all__ = ["IDEMPOTENT", "TRANSITION_HEADER", "HttpExchange", "problem_bytes"]
@@ -131,7 +131,7 @@ class HttpExchange:
 
     def __init__(
         self,
-        conn: ClientConnection,
+        conn: ClientSide,
         head: RequestHead,
         destination: Destination,
         client: ClientFacts,
@@ -139,7 +139,10 @@ class HttpExchange:
         pages: UpstreamPool,
         watcher: bool,
         hsts: str | None,
+        extra_out: tuple[bytes, ...] = (),
     ) -> None:
+        if extra_out:
+            self.extra_out = extra_out  # the gate's refusal header (proxy.dataplane.handlers)
         self.conn = conn
         self.head = head
         self.destination = destination
@@ -213,8 +216,7 @@ class HttpExchange:
             data = b"".join([data, *self.body])
             self.body.clear()
         elif self.expect_continue and not self.body_done:
-            self.conn.write(CONTINUE)
-            self.conn.response_started = False  # an interim answer; the real one is to come
+            self._send_continue()
         if self.body_size:
             self.body_size = 0
             self.conn.resume_reading_for("buffer")
@@ -283,12 +285,49 @@ class HttpExchange:
                 self.document = bytearray()
                 self.document_headers = headers
                 return
+        self._hold_head(head)
+
+    # ----------------------------------------------- the browser's wire format (HTTP/1.1 here)
+    # The seam for another protocol to the browser: proxy.dataplane.h2_exchange overrides the
+    # methods of this section and ``_prepare_head``, nothing else, so choosing a backend, retries,
+    # screening, the watcher, the transition page and accounting are one code for both.
+
+    def _send_continue(self) -> None:
+        self.conn.write(CONTINUE)
+        self.conn.response_started = False  # an interim answer; the real one is to come
+
+    def _hold_head(self, head: ResponseHead) -> None:
+        """Keep the browser's head until the first body byte or the end (a failure before then
+        can still be retried or answered with an error)."""
         extra = self._framing(head.content_length)
         if self.hsts is not None and b"strict-transport-security" not in head.fields:
             extra.append(b"Strict-Transport-Security: " + self.hsts.encode())
         self.pending_head = browser_response_head(
             head.status_line, head.headers, extra, head.named, head.names
         )
+
+    def _send_body(self, data: bytes) -> None:
+        framed = _chunk(data) if self.chunked_out else data
+        if self.pending_head:
+            framed = self.pending_head + framed
+            self.pending_head = b""
+        self.conn.write(framed)
+
+    def _send_end(self) -> None:
+        if self.pending_head:
+            self.conn.write(self.pending_head)
+            self.pending_head = b""
+        if self.chunked_out:
+            self.conn.write(LAST_CHUNK)
+
+    def _drop_held(self) -> None:
+        """Nothing reached the browser yet: forget the held head before a retry or an error."""
+        self.pending_head = b""
+        self.chunked_out = False
+
+    def _send_problem(self, problem: HTTPProblem) -> None:
+        extra = {"Strict-Transport-Security": self.hsts} if self.hsts else {}
+        self.conn.write(problem_bytes(problem, self.conn.keep_alive, extra))
 
     def _framing(self, length: int | None) -> list[bytes]:
         """How the body is framed for the browser, and whether the connection stays open."""
@@ -329,11 +368,7 @@ class HttpExchange:
             return
         if self.document is not None:
             self._send_document()
-        if self.pending_head:
-            self.conn.write(self.pending_head)
-            self.pending_head = b""
-        if self.chunked_out:
-            self.conn.write(LAST_CHUNK)
+        self._send_end()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.pool.release(upstream)
@@ -358,8 +393,7 @@ class HttpExchange:
             headers, body = injected
             headers.popall("Content-Length", None)
         self._prepare_head(headers, len(body))
-        self.conn.write(self.pending_head + body)
-        self.pending_head = b""
+        self._send_body(body)
         self.bytes_down += len(body)
 
     def response_body(self, data: bytes) -> None:
@@ -374,11 +408,7 @@ class HttpExchange:
             else:
                 return
         self.bytes_down += len(data)
-        framed = _chunk(data) if self.chunked_out else data
-        if self.pending_head:
-            framed = self.pending_head + framed
-            self.pending_head = b""
-        self.conn.write(framed)
+        self._send_body(data)
 
     def client_writable(self, writable: bool) -> None:
         if self.upstream is not None:
@@ -394,8 +424,7 @@ class HttpExchange:
             self._finish()
             return
         # Nothing reached the browser yet (a head held back, a document being buffered).
-        self.pending_head = b""
-        self.chunked_out = False
+        self._drop_held()
         self.bytes_down = 0
         self._failed(self.backend, failure, upstream)
 
@@ -463,8 +492,7 @@ class HttpExchange:
             self._dispatch()
             return
         self.status = problem.status
-        extra = {"Strict-Transport-Security": self.hsts} if self.hsts else {}
-        self.conn.write(problem_bytes(problem, self.conn.keep_alive, extra))
+        self._send_problem(problem)
         self._finish()
 
     def _detach_upstream(self) -> None:

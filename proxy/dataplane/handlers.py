@@ -21,13 +21,13 @@ from proxy.headers import ClientFacts, IPNetwork
 from proxy.pages import PREFIX
 from proxy.validation import is_websocket_upgrade
 
-from .exchange import Destination, HttpExchange, is_navigation_head
-from .websocket import WebSocketExchange
+from .exchange import Destination, is_navigation_head
 
 if TYPE_CHECKING:
     from proxy.config import Config
 
-    from .connection import ClientConnection, Exchange
+    from .client import ClientSide
+    from .connection import Exchange
     from .messages import RequestHead
     from .router import Directory, Gate
     from .upstream import UpstreamPool
@@ -36,7 +36,7 @@ __all__ = ["LocalAppHandler", "PublicHandler"]
 
 
 def _facts(
-    conn: ClientConnection, head: RequestHead, trusted_proxies: tuple[IPNetwork, ...]
+    conn: ClientSide, head: RequestHead, trusted_proxies: tuple[IPNetwork, ...]
 ) -> ClientFacts:
     """Who asked, kept per connection: the peer never changes, the Host seldom does."""
     host = head.first(b"host")
@@ -51,23 +51,6 @@ def _facts(
 
 def _is_own_path(target: str) -> bool:
     return target.startswith(PREFIX) and (len(target) == len(PREFIX) or target[len(PREFIX)] in "/?")
-
-
-class RefusedExchange(HttpExchange):
-    """A request the gate refused: to the pages app, with the gate's header saying why."""
-
-    def __init__(
-        self,
-        conn: ClientConnection,
-        head: RequestHead,
-        pages: Destination,
-        facts: ClientFacts,
-        refusal: bytes,
-        hsts: str | None,
-    ) -> None:
-        self.extra_out = (refusal,)  # before the exchange starts: it sends the head at once
-        assert pages.local is not None
-        super().__init__(conn, head, pages, facts, pages=pages.local, watcher=False, hsts=hsts)
 
 
 class PublicHandler:
@@ -86,20 +69,28 @@ class PublicHandler:
         self.own = Destination(None, pages)
         self.gate = gate
 
-    def start(self, conn: ClientConnection, head: RequestHead) -> Exchange:
+    def start(self, conn: ClientSide, head: RequestHead) -> Exchange:
         config = self.config
         facts = _facts(conn, head, config.trusted_proxies)
         gate = self.gate
         if gate is not None and (refusal := gate.refusal(head, facts.host)) is not None:
-            return RefusedExchange(conn, head, self.own, facts, refusal, self.hsts)
+            # To the pages app, with the gate's header saying why.
+            return conn.http_exchange(
+                head,
+                self.own,
+                facts,
+                pages=self.pages,
+                watcher=False,
+                hsts=self.hsts,
+                extra_out=(refusal,),
+            )
         route = None if _is_own_path(head.target) else self.directory.for_host(facts.host)
         if route is None:
-            return HttpExchange(
-                conn, head, self.own, facts, pages=self.pages, watcher=False, hsts=self.hsts
+            return conn.http_exchange(
+                head, self.own, facts, pages=self.pages, watcher=False, hsts=self.hsts
             )
         if is_websocket_upgrade(head):
-            return WebSocketExchange(
-                conn,
+            return conn.websocket_exchange(
                 head,
                 route.router,
                 route.traffic,
@@ -109,8 +100,7 @@ class PublicHandler:
             )
         # A page load with no backend ready gets the transition page at once (issue 3); API
         # calls wait for the switch to finish.
-        return HttpExchange(
-            conn,
+        return conn.http_exchange(
             head,
             route.navigation if is_navigation_head(head) else route.call,
             facts,
@@ -127,8 +117,8 @@ class LocalAppHandler:
         self.app = app
         self.destination = Destination(None, app)
 
-    def start(self, conn: ClientConnection, head: RequestHead) -> Exchange:
+    def start(self, conn: ClientSide, head: RequestHead) -> Exchange:
         facts = ClientFacts(conn.peer, conn.scheme, head.first(b"host"), False)
-        return HttpExchange(
-            conn, head, self.destination, facts, pages=self.app, watcher=False, hsts=None
+        return conn.http_exchange(
+            head, self.destination, facts, pages=self.app, watcher=False, hsts=None
         )

@@ -1,5 +1,9 @@
 """A listening socket of the data plane: its limits, its connections, its graceful end.
 
+With TLS and ``http2.enabled`` ALPN offers ``h2`` before ``http/1.1``; a connection that chose h2
+is handed to proxy.dataplane.h2_connection as soon as the handshake is done. Cleartext HTTP/2
+(h2c upgrades, prior knowledge) is not served: such bytes are HTTP/1.1 errors, as before.
+
 ``Listener.start`` binds (with TLS when given a context; a handshake must finish within the head
 timeout, not asyncio's 60 s); ``Listener.stop`` stops accepting, lets busy connections finish their
 response for up to ``grace`` seconds while idle ones close at once, then cuts what is left.
@@ -14,13 +18,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.config import HostPort, LimitsConfig
+from proxy.config import HostPort, Http2Config, LimitsConfig
 from proxy.tasks import TaskSet
 
+from .client import ClientSide
 from .connection import ClientConnection, Exchange
 from .messages import RequestHead
 
-__all__ = ["ConnectionCounter", "Handler", "Listener", "ListenerContext"]
+__all__ = ["ConnectionCounter", "Handler", "Listener", "ListenerContext", "ProtocolCounts"]
 
 log = logging.getLogger("dumont.dataplane")
 
@@ -28,7 +33,50 @@ log = logging.getLogger("dumont.dataplane")
 class Handler(Protocol):
     """Turns a screened request head into the exchange that answers it."""
 
-    def start(self, connection: ClientConnection, head: RequestHead) -> Exchange: ...
+    def start(self, connection: ClientSide, head: RequestHead) -> Exchange: ...
+
+
+class Connection(Protocol):
+    """A browser connection, whichever protocol: what a graceful end needs of it."""
+
+    def drain(self) -> None:
+        """Idle: close now; busy: finish what was begun (HTTP/2: after a GOAWAY), then close."""
+
+    def abort(self) -> None: ...
+
+
+class ProtocolCounts:
+    """Connections, requests and GOAWAYs by protocol, for /metrics: the per-workspace request
+    metrics keep their names and labels, and these say which protocol carried the traffic."""
+
+    def __init__(self) -> None:
+        self.connections: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        self.goaways: Counter[str] = Counter()
+
+    def connection_opened(self, protocol: str) -> None:
+        self.connections[protocol] += 1
+
+    def request_started(self, protocol: str) -> None:
+        self.requests[protocol] += 1
+
+    def goaway(self, reason: str) -> None:
+        self.goaways[reason] += 1
+
+    def render(self) -> bytes:
+        """Prometheus' text format (the process metrics of proxy.sites are joined as bytes)."""
+        out = []
+        for name, help_, label, counts in (
+            ("dumont_client_connections_total", "Browser connections accepted", "protocol",
+             self.connections),
+            ("dumont_client_requests_total", "Requests begun, by the protocol that carried them",
+             "protocol", self.requests),
+            ("dumont_http2_goaways_total", "HTTP/2 connections the proxy ended early",
+             "reason", self.goaways),
+        ):  # fmt: skip
+            out.append(f"# HELP {name} {help_}\n# TYPE {name} counter\n")
+            out += [f'{name}{{{label}="{key}"}} {value}\n' for key, value in sorted(counts.items())]
+        return "".join(out).encode()
 
 
 class ConnectionCounter:
@@ -63,11 +111,13 @@ class ListenerContext:
 
     limits: LimitsConfig
     handler: Handler
+    http2: Http2Config | None = None  # None: HTTP/1.1 only (no TLS, or http2.enabled off)
     tls: bool = False
     access_log: bool = False
     hsts: str | None = None  # the Strict-Transport-Security value, when sent
     draining: bool = False
-    connections: set[ClientConnection] = field(default_factory=set)
+    connections: set[Connection] = field(default_factory=set)
+    protocols: ProtocolCounts = field(default_factory=ProtocolCounts)
     tasks: TaskSet = field(default_factory=lambda: TaskSet("dataplane"))
     counter: ConnectionCounter = field(init=False)
     max_head_bytes: int = field(init=False)

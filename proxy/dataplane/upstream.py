@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -37,6 +38,11 @@ __all__ = [
 ]
 
 KEEPALIVE_SECONDS = 4.0
+# Connections one pool opens at most; past it a request waits for one to come free. An HTTP/1.1
+# browser connection carries one request at a time, so it never came near this; an HTTP/2 one
+# carries up to http2.max_concurrent_streams (issue 19), and 100 of them opened 10,000 backend
+# connections in bench/h2load.py, past what the origin accepted (code-server is one Node process).
+MAX_CONNECTIONS = 1024
 # A response head larger than this is refused (llhttp has no limit of its own).
 MAX_RESPONSE_HEAD = 64 * 1024
 MAX_RESPONSE_HEADERS = 200
@@ -363,6 +369,7 @@ class UpstreamPool:
         connect_timeout: float,
         unix_path: str | None = None,
         max_idle: int = 512,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.host = host
         self.port = port
@@ -370,8 +377,13 @@ class UpstreamPool:
         self.unix_path = unix_path
         self.max_idle = max_idle
         self._ssl = ssl.create_default_context() if tls else None
+        self.max_connections = max_connections
         self._idle: list[UpstreamConnection] = []
         self._all: set[UpstreamConnection] = set()
+        self._opening = 0
+        # Requests waiting for a connection at the cap: given a released one, or None (a slot
+        # came free: open one).
+        self._waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
         self.closed = False
 
     def take_idle(self) -> UpstreamConnection | None:
@@ -389,6 +401,35 @@ class UpstreamPool:
         if self.closed:
             raise UpstreamClosed("the backend's pool was closed (the role was re-pointed)")
         loop = asyncio.get_running_loop()
+        while len(self._all) + self._opening >= self.max_connections:
+            waiter: asyncio.Future[UpstreamConnection | None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter
+            except asyncio.CancelledError:
+                # Cancelled after being handed a connection or a slot: pass it on, not lose it.
+                if waiter.done() and not waiter.cancelled():
+                    given = waiter.result()
+                    if given is not None:
+                        self.release(given)
+                    else:
+                        self._wake(None)
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if handed is not None:
+                return handed
+            if self.closed:
+                raise UpstreamClosed("the backend's pool was closed (the role was re-pointed)")
+        self._opening += 1
+        try:
+            return await self._open(loop)
+        finally:
+            self._opening -= 1
+            self._wake(None)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
         try:
             if self.unix_path is not None:
                 opening = loop.create_unix_connection(
@@ -414,7 +455,15 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Back to the pool after a complete response, or closed if it cannot be trusted."""
-        if self.closed or not conn.reusable or len(self._idle) >= self.max_idle:
+        if self.closed or not conn.reusable:
+            conn.close()
+            return
+        # The exchange may have paused reading (its browser was slow) as the last bytes came:
+        # an idle connection must read, or the next response on it would never arrive.
+        conn.reading(True)
+        if self._waiters and self._wake(conn):
+            return
+        if len(self._idle) >= self.max_idle:
             conn.close()
             return
         conn.idle_since = time.monotonic()
@@ -424,6 +473,17 @@ class UpstreamPool:
         self._all.discard(conn)
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
+        if self._waiters:
+            self._wake(None)  # a slot came free
+
+    def _wake(self, conn: UpstreamConnection | None) -> bool:
+        """Hand ``conn`` (or a free slot: None) to the first request still waiting."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
 
     @property
     def idle_count(self) -> int:
@@ -441,6 +501,8 @@ class UpstreamPool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+        while self._wake(None):
+            pass  # whoever waited for a connection is told the pool is closed
 
     def close(self) -> None:
         """Close every connection, busy or idle; exchanges on them see a failure."""
@@ -448,3 +510,5 @@ class UpstreamPool:
         for conn in list(self._all):
             conn.close()
         self._idle.clear()
+        while self._wake(None):
+            pass

@@ -16,7 +16,7 @@ relaying frames through a WebSocket library; this splice does less work than tha
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from multidict import CIMultiDict
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from proxy.backends import Backend
     from proxy.observe import TrafficObserver
 
+    from .client import ClientSide
     from .connection import ClientConnection
     from .router import Router
 
@@ -47,7 +48,7 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
 class WebSocketExchange:
     def __init__(
         self,
-        conn: ClientConnection,
+        conn: ClientSide,
         head: RequestHead,
         router: Router,
         traffic: TrafficObserver,
@@ -124,15 +125,53 @@ class WebSocketExchange:
             upstream.detach()
             self.upstream = None
             body = f"backend refused the WebSocket: {head.reason}".encode()
-            out = CIMultiDict(
-                {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))}
-            )
-            out["Connection"] = "close"
-            self.conn.keep_alive = False
-            self.conn.write(serialize_head(f"HTTP/1.1 {head.status} {head.reason}", out) + body)
-            self.conn.finished(head.status, len(body), 0)
+            self._answer_refusal(head.status, head.reason, body)
             return
         self._splice(headers)
+
+    # ------------------------------------------- the browser's wire format (HTTP/1.1 here)
+    # proxy.dataplane.h2_websocket overrides these for RFC 8441's streams; the rest is shared.
+
+    def _answer_refusal(self, status: int, reason: str, body: bytes) -> None:
+        out = CIMultiDict(
+            {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))}
+        )
+        out["Connection"] = "close"
+        self.conn.keep_alive = False
+        self.conn.write(serialize_head(f"HTTP/1.1 {status} {reason}", out) + body)
+        self.conn.finished(status, len(body), 0)
+
+    def _accept(self, headers: CIMultiDict[str]) -> bytes:
+        """Tell the browser the WebSocket is open; return what it sent behind its request."""
+        passed = CIMultiDict(
+            (k, v) for k, v in headers.items() if k not in HOP_BY_HOP or k == "Upgrade"
+        )
+        passed["Connection"] = "Upgrade"
+        assert self.answer is not None
+        self.conn.write(serialize_head(f"HTTP/1.1 101 {self.answer.reason}", passed))
+        return self._connection.become_tunnel(self._to_backend)
+
+    @property
+    def _connection(self) -> ClientConnection:
+        # The HTTP/1.1 methods' side is a whole connection (H2WebSocketExchange overrides them).
+        return cast("ClientConnection", self.conn)
+
+    def _send_problem(self, problem: HTTPProblem) -> None:
+        self.conn.keep_alive = False
+        extra = {"Strict-Transport-Security": self.hsts} if self.hsts else {}
+        self.conn.write(problem_bytes(problem, False, extra))
+
+    def throttle_client(self, writable: bool) -> None:
+        """The backend's send buffer crossed a water mark: stop or resume reading the browser."""
+        transport = self._connection.transport
+        if transport is not None and not transport.is_closing():
+            if writable:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _close_client(self) -> None:
+        self._connection.close()
 
     def upstream_failed(self, failure: UpstreamFailure) -> None:
         self._timer.cancel()
@@ -149,16 +188,10 @@ class WebSocketExchange:
         upstream = self.upstream
         assert upstream is not None
         assert self.backend is not None
-        passed = CIMultiDict(
-            (k, v) for k, v in headers.items() if k not in HOP_BY_HOP or k == "Upgrade"
-        )
-        passed["Connection"] = "Upgrade"
-        assert self.answer is not None
-        self.conn.write(serialize_head(f"HTTP/1.1 101 {self.answer.reason}", passed))
         self.spliced = True
         upstream.on_raw = self._to_browser
         upstream.sink = _Splice(self)  # the backend's send buffer now throttles the browser
-        browser_tail = self.conn.become_tunnel(self._to_backend)
+        browser_tail = self._accept(headers)
         if upstream.upgrade_tail:  # frames the backend sent right behind its 101
             self._to_browser(upstream.upgrade_tail)
         if browser_tail:
@@ -205,10 +238,8 @@ class WebSocketExchange:
         if self.upstream is not None:
             self.upstream.detach()
             self.upstream = None
-        self.conn.keep_alive = False
         retry = isinstance(problem, NoBackendAvailable)
-        extra = {"Strict-Transport-Security": self.hsts} if self.hsts else {}
-        self.conn.write(problem_bytes(problem, False, extra))
+        self._send_problem(problem)
         self.ended = True
         self.conn.finished(problem.status if not retry else 503, 0, 0)
 
@@ -218,7 +249,7 @@ class WebSocketExchange:
         self.ended = True
         if self.upstream is not None:
             self.upstream.close()
-        self.conn.close()
+        self._close_client()
         if self.spliced and self.backend is not None:
             self.backend.websockets.discard(self)
             self.traffic.websocket_closed(self.backend.name, *self.relayed)
@@ -237,12 +268,7 @@ class _Splice:
         self.exchange = exchange
 
     def upstream_writable(self, writable: bool) -> None:
-        conn = self.exchange.conn
-        if conn.transport is not None and not conn.transport.is_closing():
-            if writable:
-                conn.transport.resume_reading()
-            else:
-                conn.transport.pause_reading()
+        self.exchange.throttle_client(writable)
 
     def head_received(self, head: ResponseHead) -> None:
         return None

@@ -17,11 +17,12 @@ from proxy.config import Config, HealthConfig, HostPort, workspace_setting
 from proxy.server import ProxyServer
 from proxy.workspaces.spec import parse_workspace
 from tests.auth.idp import CLIENT_ID, CLIENT_SECRET, UserAgent
+from tests.support.h2client import certificate
 from tests.support.ports import free_port
 from tests.support.proxies import upstreams
 from tests.support.upstream_app import make_upstream_app
 
-__all__ = ["AuthBed", "auth_bed", "upstreams"]
+__all__ = ["AuthBed", "auth_bed", "certificate", "upstreams"]
 
 ALICE = "alice.ide.test"
 BOB = "bob.ide.test"

@@ -18,6 +18,7 @@ import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,7 @@ from tests.auth.idp import (
     query_of,
     signing_key,
 )
+from tests.support.h2client import H2Client, tls_settings
 from tests.support.ports import free_port
 from tests.support.proxies import control_url
 
@@ -337,6 +339,37 @@ async def test_a_websocket_upgrade_without_session_gets_401(fake_bed: FakeStarte
     assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
     assert b"sign in first" in reply
     assert b"backend" not in reply  # the echo backend never answered
+
+
+async def test_the_gate_holds_over_http2(
+    fake_bed: FakeStarter, certificate: tuple[Path, Path]
+) -> None:
+    """Over HTTP/2 (issue 19) the gate sees every stream first, WebSockets (RFC 8441) included."""
+    bed = await fake_bed(proxy={"tls": tls_settings(certificate)})
+    client = await H2Client.open(bed.auth_bed.port)
+    try:
+        page = await client.request(
+            [*H2Client.request_fields("/some/file", host=ALICE),
+             (b"sec-fetch-mode", b"navigate"), (b"accept", b"text/html")]
+        )  # fmt: skip
+        opening = client.start(
+            [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"https"),
+             (b":authority", ALICE.encode()), (b":path", b"/ws"),
+             (b"sec-websocket-version", b"13"), (b"origin", f"https://{ALICE}".encode())],
+            end=False,
+        )  # fmt: skip
+        await client.flush()
+        await client.wait_for(lambda: client.done(opening), 10)
+        websocket = client.replies[opening]
+    finally:
+        await client.close()
+    assert page.status == 302
+    # To the issuer, with a callback on https: the proxy knows the stream came over TLS.
+    location = (page.header(b"location") or b"").decode()
+    assert "/authorize?" in location
+    assert "redirect_uri=https%3A%2F%2Falice.ide.test" in location
+    assert websocket.status == 401
+    assert b"backend" not in websocket.body  # the echo backend never answered
 
 
 async def test_sign_in_attempts_are_rate_limited(fake_bed: FakeStarter, agent: UserAgent) -> None:

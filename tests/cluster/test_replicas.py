@@ -9,8 +9,11 @@ through relays of its own, so one replica can be cut off from the store while th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import io
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,6 +27,7 @@ from yarl import URL
 from proxy.cluster.etcd import Etcd
 from proxy.cluster.settings import ClusterConfig
 from proxy.config import HooksConfig
+from proxy.dashboard.status_cli import status_main
 from proxy.failover import CheckResult
 from proxy.server import ProxyServer
 from tests.support.etcd import EtcdCluster, Relay, etcd_cluster
@@ -211,6 +215,25 @@ async def _status_is(session: aiohttp.ClientSession, replica: Replica, status: i
     return answer == status or (status == 200 and isinstance(answer, str))
 
 
+async def test_a_store_answering_slowly_is_not_a_store_lost(
+    replicas: Start, upstreams: tuple[TestServer, TestServer]
+) -> None:
+    gpu, cpu = upstreams
+    group = await replicas(gpu.make_url(""), cpu.make_url(""))
+    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
+    await everyone_routes_to(group, "gpu", timeout=10)
+    slow = next(r for r in group if not r.leading())
+    for relay in slow.relays:
+        relay.delay = 0.5  # about a second more for every request and its answer
+    async with aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + 4 * TTL
+        while time.monotonic() < deadline:
+            assert await backend_of(session, slow) == "gpu"
+            assert slow.member.presence.in_contact()
+            await asyncio.sleep(0.2)
+    assert not slow.member.store_lost
+
+
 async def test_one_replicas_bad_view_fails_no_one_over(
     replicas: Start, upstreams: tuple[TestServer, TestServer]
 ) -> None:
@@ -347,6 +370,16 @@ async def test_a_command_sent_to_a_follower_is_carried_out_by_the_leader(
     assert status["leader"] == leaders(group)[0].name
     assert status["replica"] == follower.name
 
+    # `dumont-proxy status` says which replica leads (blocking urllib: in a thread, since the
+    # replicas answer on this very loop).
+    control = str(control_url(follower.server)).rstrip("/")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        await asyncio.to_thread(status_main, ["--control", control], {})
+    first = out.getvalue().splitlines()[0]
+    assert first.startswith(f"cluster: replica {follower.name} (follower); leader ")
+    assert leaders(group)[0].name in first
+
 
 async def test_with_the_store_lost_by_everyone_the_last_decisions_hold_for_a_grace(
     replicas: Start, upstreams: tuple[TestServer, TestServer]
@@ -362,6 +395,11 @@ async def test_with_the_store_lost_by_everyone_the_last_decisions_hold_for_a_gra
     await everyone_routes_to(group, "gpu", timeout=1)  # still routing by the last decision
     metrics = await _get_text(control_url(group[0].server) / "metrics")
     assert "dumont_cluster_store_lost 1.0" in metrics
+    # Every replica series the alerts use is one a replica exports.
+    alerts = (Path(__file__).parents[2] / "deploy" / "prometheus" / "alerts.yml").read_text()
+    used = set(re.findall(r"\bdumont_cluster_[a-z_]+", alerts))
+    assert used
+    assert all(f"\n{name} " in metrics for name in used), used
     async with aiohttp.ClientSession() as session:
         await until(
             lambda: _all_status(session, group, 503), timeout=6, what="stopped after the grace"

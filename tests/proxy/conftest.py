@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support.h2client import certificate
 from tests.support.proxies import make_proxy, upstream_processes, upstreams
 
-__all__ = ["make_proxy", "upstream_processes", "upstreams"]
+__all__ = ["certificate", "make_proxy", "upstream_processes", "upstreams"]

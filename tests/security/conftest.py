@@ -4,9 +4,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.h2client import certificate
+from tests.support.proxies import make_proxy
 from tests.support.rawnet import CountingUpstream, proxy
 
-__all__ = ["proxy", "upstream"]
+__all__ = ["certificate", "make_proxy", "proxy", "upstream"]
 
 
 @pytest.fixture(scope="module")

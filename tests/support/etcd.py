@@ -160,6 +160,7 @@ class Relay:
         self.port = 0
         self.flowing = asyncio.Event()
         self.flowing.set()
+        self.delay = 0.0  # seconds each chunk is held, each way: a slow store, not a lost one
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -197,6 +198,8 @@ class Relay:
         with contextlib.suppress(OSError):
             while data := await source.read(65536):
                 await self.flowing.wait()  # a cut holds the bytes, as a dead link would
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 sink.write(data)
                 await sink.drain()
         sink.close()
