@@ -1,9 +1,11 @@
 """Three proxy replica processes, a three-member etcd and two backend processes (issue 16), with
 replica r2 in a network namespace of its own (tests/support/replicas.py): what a user behind
-each replica sees when a leader, a backend or an etcd member dies, and when r2 is cut off.
+each replica sees when a leader, a backend or an etcd member dies (SIGKILL) or freezes
+(SIGSTOP), and when r2 is cut off from the store or from the primary alone.
 
-A poller asks every replica for /work at once, every 50 ms; "split" is a round in which two
-replicas answered from different backends. The issue's bound on that: lease TTL + 1 s. The bounds
+A poller asks every replica for /work at once, every 50 ms; "split" is a stretch during which two
+replicas' latest answers came from different backends, timed by when the answers arrived
+(tests/support/replicas.py's split_windows). The issue's bound on that: lease TTL + 1 s. The bounds
 on times are generous (this machine has two cores and other runs on it); each is the documented
 one plus what a loaded box adds, and says which.
 """
