@@ -117,9 +117,15 @@ class Leadership:
                 await self.etcd.revoke(lease)
 
     async def _campaign(self) -> None:
-        if not self.lease:
-            self.lease = await self.etcd.grant(self.ttl)
+        # The lease is refreshed first and the time counted from before that: etcd expires it
+        # TTL after the refresh it received, whatever the transaction below. Counted from the
+        # transaction (a third of a TTL and a round trip after the last refresh, when the lease
+        # was kept alive between tries) a new leader could act past its lease's expiry, while
+        # another replica takes the key (test_leader.py).
         sent = self._now()
+        if not self.lease or await self.etcd.keepalive(self.lease) == 0:
+            sent = self._now()
+            self.lease = await self.etcd.grant(self.ttl)
         taken = await self.etcd.txn(
             [Compare(self.key, "CREATE", 0)], [put_op(self.key, self.replica.encode(), self.lease)]
         )
@@ -133,9 +139,7 @@ class Leadership:
             self.clock.renewed(sent)
             self._elected(Term(self.replica, held.create_revision))
             return
-        # Someone leads; keep our lease alive meanwhile, and look again in a third of a TTL.
-        if await self.etcd.keepalive(self.lease) == 0:
-            self.lease = 0
+        # Someone leads; our lease is kept alive by the next try, a third of a TTL from now.
         await asyncio.sleep(self.ttl / 3)
 
     async def _renew(self) -> None:

@@ -107,6 +107,7 @@ class ClusterMember:
         self.tasks = TaskSet("cluster")
         self._watches = TaskSet("cluster-watch")
         self._failsafe: asyncio.Task[None] | None = None
+        self._resync: asyncio.Task[None] | None = None  # reading what was decided while away
         self._writes: dict[str, asyncio.Task[int | None]] = {}
         self._synced = asyncio.Event()
         self._peer_counts: dict[str, tuple[int, dict[Role, int]]] = {}
@@ -199,10 +200,20 @@ class ClusterMember:
             self._watches.spawn(self.revocations.follow(), name="watch-sign-outs")
 
     async def _rewatch(self) -> None:
-        """After a lost contact: a watch stream on a member we lost may hang without ending."""
+        """After a lost contact: the decisions read again and applied, then routing, then new
+        watches from there (a watch stream on a member we lost may hang without ending)."""
         await self._watches.close()
         self._watches = TaskSet("cluster-watch")
+        while True:
+            try:
+                await self.decisions.load()
+                break
+            except EtcdError as exc:
+                log.info("%s: reading the decisions made while away: %s", self.replica, exc)
+                await asyncio.sleep(FIRST_SYNC_RETRY)
+        self._halt_all(False)
         self._watch()
+        self._resync = None
 
     # ------------------------------------------------------------------- the workspaces
 
@@ -359,12 +370,22 @@ class ClusterMember:
                 self._failsafe.cancel()
                 self._failsafe = None
             self._set_store_lost(False)
-            self._halt_all(False)
-            if self._lost_contact:
-                self._lost_contact = False
-                self.tasks.spawn(self._rewatch(), name="rewatch")
+            if not self._lost_contact:
+                self._halt_all(False)
+                return
+            # Back after a loss: decisions made meanwhile may not have reached this replica (its
+            # watch was on a dead link, and is caught up only after a new one starts), so it
+            # reads them before routing again; routing first sent users to a machine the cluster
+            # had already left, for the watch's round trip (test_replicas_bed.py).
+            self._lost_contact = False
+            if self._resync is not None:
+                self._resync.cancel()
+            self._resync = self.tasks.spawn(self._rewatch(), name="rewatch")
             return
         self._lost_contact = True
+        if self._resync is not None:  # lost again before it read them: the failsafe decides
+            self._resync.cancel()
+            self._resync = None
         if self._failsafe is None:
             self._failsafe = self.tasks.spawn(self._run_failsafe(), name="failsafe")
 

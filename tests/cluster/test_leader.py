@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -31,6 +33,66 @@ def test_a_leader_stops_acting_a_margin_before_its_lease_can_expire() -> None:
     assert not clock.may_act(10.5)
     with pytest.raises(ValueError, match="margin"):
         LeaseClock(ttl=2.0, margin=2.0)
+
+
+class SlowStore:
+    """Just enough of Etcd for a campaign, each call taking ``rtt`` (received half-way), with
+    someone else holding the leader key until ``free()``; it notes when etcd last received a
+    grant or keepalive of our lease, which is what the lease's expiry counts from."""
+
+    def __init__(self, rtt: float) -> None:
+        self.rtt = rtt
+        self.holder = b"other"
+        self.refreshed_at = 0.0  # loop time etcd last received our grant or keepalive
+
+    async def _trip(self) -> float:
+        await asyncio.sleep(self.rtt / 2)
+        received = asyncio.get_running_loop().time()
+        await asyncio.sleep(self.rtt / 2)
+        return received
+
+    async def grant(self, ttl: int) -> int:
+        self.refreshed_at = await self._trip()
+        return 7
+
+    async def keepalive(self, lease: int, timeout: float | None = None) -> int:
+        self.refreshed_at = await self._trip()
+        return TTL
+
+    async def txn(self, compares: object, success: object) -> SimpleNamespace:
+        await self._trip()
+        taken = self.holder == b""
+        if taken:
+            self.holder = b"me"
+        return SimpleNamespace(succeeded=taken)
+
+    async def get(self, key: str) -> SimpleNamespace | None:
+        await self._trip()
+        return SimpleNamespace(
+            value=self.holder, create_revision=5, lease=7 if self.holder == b"me" else 9
+        )
+
+
+async def test_a_leader_elected_on_an_old_lease_stops_before_that_lease_can_expire() -> None:
+    """The campaign kept its lease alive between tries; elected, it must count its time from
+    that lease's last refresh, not from the winning transaction, which came a third of a TTL
+    and a round trip later: etcd expires the lease from the refresh."""
+    store = SlowStore(rtt=0.1)
+    elected: list[Term | None] = []
+    leadership = Leadership(cast(Etcd, store), "/d/leader", "me", TTL, elected.append)
+    task = asyncio.ensure_future(leadership.run())  # noqa: TID251 - cancelled below
+    try:
+        await asyncio.sleep(0.5)  # a try or two while "other" leads
+        store.holder = b""
+        await until(lambda: elected, "elected", timeout=5, interval=0.01)
+        until_ = leadership.clock.acting_until()
+        assert until_ is not None
+        assert until_ <= store.refreshed_at + TTL, (
+            f"acts {until_ - store.refreshed_at - TTL:.3f} s past the lease's expiry"
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 class Replica:

@@ -58,6 +58,39 @@ async def test_presence_contact_loss_and_return(etcd_cluster: EtcdCluster) -> No
         await relay.close()
 
 
+async def test_back_from_a_long_cut_it_stays_in_contact(etcd_cluster: EtcdCluster) -> None:
+    """Cut from all three members, a renewal tries each in turn for seconds; the one that gets
+    through after healing must not count from when that try began, or the contact it proves
+    has already run out: "in contact" then "lost" in the same millisecond, and routing back
+    only a renewal period later."""
+    relays = [await Relay(m.client_port).start() for m in etcd_cluster.members]
+    etcd = Etcd([r.endpoint for r in relays], timeout=TTL / 3)
+    changes: list[tuple[float, bool]] = []
+    presence = Presence(
+        etcd, "/d", "r3", TTL, on_contact=lambda up: changes.append((time.monotonic(), up))
+    )
+    task = asyncio.ensure_future(presence.run())  # noqa: TID251 - cancelled below
+    try:
+        await until(presence.in_contact, "in contact")
+        for relay in relays:
+            relay.cut()
+        await until(lambda: changes[-1][1] is False, "out of contact", timeout=TTL + 1)
+        await asyncio.sleep(3 * TTL)  # past the lease: the renewal that heals grants anew
+        for relay in relays:
+            relay.heal()
+        healed = time.monotonic()
+        await until(lambda: changes[-1][1] is True, "back", timeout=5)
+        await asyncio.sleep(1.0)
+        assert [up for at, up in changes if at >= healed] == [True]
+        assert presence.in_contact()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await etcd.close()
+        for relay in relays:
+            await relay.close()
+
+
 async def test_a_dead_replica_vanishes_one_ttl_later(etcd_cluster: EtcdCluster) -> None:
     etcd = Etcd(etcd_cluster.endpoints)
     presence = Presence(etcd, "/d", "r2", TTL)

@@ -225,7 +225,7 @@ async def test_a_store_answering_slowly_is_not_a_store_lost(
     await everyone_routes_to(group, "gpu", timeout=10)
     slow = next(r for r in group if not r.leading())
     for relay in slow.relays:
-        relay.delay = 0.5  # about a second more for every request and its answer
+        relay.delay = 0.3  # each chunk held: most of a second more for a request and its answer
     async with aiohttp.ClientSession() as session:
         deadline = time.monotonic() + 4 * TTL
         while time.monotonic() < deadline:

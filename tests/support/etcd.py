@@ -39,10 +39,11 @@ class Member:
     data_dir: Path
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"  # the client URL's address: another one reaches a network namespace
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
 
 @dataclass
@@ -54,14 +55,21 @@ class EtcdCluster:
         return [m.endpoint for m in self.members]
 
     @classmethod
-    def start(cls, root: Path, members: int = 3) -> EtcdCluster:
+    def start(cls, root: Path, members: int = 3, host: str = "127.0.0.1") -> EtcdCluster:
         if ETCD is None:
             raise RuntimeError("etcd is not installed (scripts/install-debian-deps.sh)")
         cluster = cls()
         for index in range(members):
             name = f"m{index}"
             cluster.members.append(
-                Member(name, free_port(), free_port(), root / f"etcd-{name}", root / f"{name}.log")
+                Member(
+                    name,
+                    free_port(),
+                    free_port(),
+                    root / f"etcd-{name}",
+                    root / f"{name}.log",
+                    host=host,
+                )
             )
         initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in cluster.members)
         try:
