@@ -35,6 +35,7 @@ from proxy.settings import (
 from proxy.settings import SettingError as _SettingError
 
 from .auth.config import AuthConfig, check_auth
+from .cluster.settings import ClusterConfig
 from .errors import ConfigError
 from .failover import Policy
 from .pages.config import PagesConfig
@@ -411,6 +412,7 @@ class Config:
     prices: PricesConfig = table(PricesConfig)
     pages: PagesConfig = table(PagesConfig)
     auth: AuthConfig = table(AuthConfig)
+    cluster: ClusterConfig = table(ClusterConfig)
     assets_dir: Path = setting(
         DEFAULT_ASSETS,
         help="directory holding templates/ and static/",
@@ -462,6 +464,8 @@ def _checked(config: Config) -> Config:
         )
     if primary is not None and standby is not None and primary.origin() == standby.origin():
         raise ConfigError("standby", f"must differ from primary ({primary})")
+    if (problem := config.cluster.problems(config.health.interval)) is not None:
+        raise ConfigError(*problem)
     if config.default_workspace is not None:
         try:
             check_name("default_workspace", config.default_workspace)

@@ -27,7 +27,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 from yarl import URL
@@ -41,6 +41,9 @@ from .hooks import run_hook
 from .public_app import SITES
 from .sites import Site, Sites
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .cluster.member import ClusterMember
 
 __all__ = ["ACCESS", "AccessCheck", "make_control_app"]
 
@@ -265,10 +268,16 @@ _COMMANDS = (
 
 
 def make_control_app(
-    sites: Sites, *, root: str = "", access: AccessCheck | None = None
+    sites: Sites,
+    *,
+    root: str = "",
+    access: AccessCheck | None = None,
+    cluster: ClusterMember | None = None,
 ) -> web.Application:
     """The control API and the dashboard. ``root`` and ``access``: where the app is mounted and
-    who may use it; the control listener's are "" and the bearer token."""
+    who may use it; the control listener's are "" and the bearer token. ``cluster``: this
+    replica's membership (issue 16), for /admin/cluster and commands forwarded to the leader
+    (sign-in's admin pages get those from proxy.server, behind their guard)."""
     app = web.Application(middlewares=[error_boundary])
     app[SITES] = sites
     app[ACCESS] = _check_token if access is None else access
@@ -283,4 +292,8 @@ def make_control_app(
     app.router.add_delete("/admin/workspaces/{workspace}", delete_workspace)
     # /metrics, /dashboard, PUT /admin/sync (and per workspace)
     add_routes(app, sites, sites.config.assets_dir, _allowed, root=root)
+    if cluster is not None:
+        from .cluster.routes import add_cluster_routes  # aiohttp's client, only for replicas
+
+        add_cluster_routes(app, cluster)
     return app

@@ -29,6 +29,7 @@ __all__ = [
     "HTTPProblem",
     "NoBackendAvailable",
     "NotFound",
+    "StoreUnavailable",
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
@@ -101,3 +102,10 @@ class NoBackendAvailable(HTTPProblem):
     def __init__(self, detail: str | None = None, retry_after: int = 2) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(HTTPProblem):
+    """Proxy replicas: the cluster's store did not take a change; nothing was applied."""
+
+    status = 503
+    reason = "the cluster's store is not available; retry shortly"

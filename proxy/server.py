@@ -44,6 +44,7 @@ from .workspace import Workspace
 
 if TYPE_CHECKING:
     from .auth.service import Auth
+    from .cluster.member import ClusterMember
 
 __all__ = ["ProxyServer", "install_event_loop_policy", "run"]
 
@@ -98,6 +99,8 @@ class ProxyServer:
         self.auth: Auth | None = build_auth(config, self.sites)
         if self.auth is not None:
             self.sites.process_metrics.append(self.auth.metrics.render)
+        # Proxy replicas through etcd (issue 16); None without [cluster] endpoints: alone.
+        self.cluster: ClusterMember | None = None
         self.public: Listener | None = None
         self.control: Listener | None = None
         self._apps: list[LocalApp] = []
@@ -128,9 +131,23 @@ class ProxyServer:
         config = self.config
         self._runtime = Path(tempfile.mkdtemp(prefix="dumont-"))  # 0700: ours alone
         grace = config.shutdown_timeout
+        if config.cluster.enabled:
+            # Imported here: a proxy that runs alone loads none of it.
+            from .cluster.member import ClusterMember
+
+            self.cluster = ClusterMember(config, self.sites)
+            self.sites.process_metrics.append(self.cluster.metrics.render)
+            if self.auth is not None:  # a sign-out on one replica ends the session on all
+                self.cluster.share_sessions(self.auth.sign_in.sessions)
         pages_app = make_public_app(self.sites, self.tips, self.auth)
         pages = LocalApp(pages_app, self._runtime / "pages.sock", grace)
-        control_app = make_control_app(self.sites)
+        control_app = make_control_app(self.sites, cluster=self.cluster)
+        if self.cluster is not None and self.auth is not None:
+            from .auth.admin import ADMIN_ROOT
+            from .cluster.routes import add_cluster_routes
+
+            # After the admins' guard (already installed): checked there, then forwarded.
+            add_cluster_routes(self.auth.admin, self.cluster, root=ADMIN_ROOT)
         control = LocalApp(control_app, self._runtime / "control.sock", grace)
         self._apps = [pages, control]
         for app in self._apps:
@@ -146,6 +163,12 @@ class ProxyServer:
         # Control first: once the public /__dumont/healthz answers (what deploy scripts, the
         # container's HEALTHCHECK and the tests wait for), the admin API and metrics answer too.
         await self.control.start()
+        if self.cluster is not None:
+            # Joined (the workspaces and decisions read) before the public listener opens; a
+            # store that does not answer yet leaves every workspace answering 503 until it does.
+            if config.cluster.advertise is None:
+                self.cluster.advertise = f"http://{self.control.address}"
+            await self.cluster.start(wait=config.cluster.lease_ttl)
         self.public = Listener(
             ListenerContext(
                 config.limits,
@@ -183,6 +206,8 @@ class ProxyServer:
         listeners = [x for x in (self.public, self.control) if x is not None]
         for listener in listeners:
             listener.stop_accepting()
+        if self.cluster is not None:  # first: another replica takes over at once, not a TTL on
+            await self.cluster.stop()
         # 1001 tells browsers the proxy is going away; the apps end their event streams.
         await self.sites.close_websockets()
         grace = self.config.shutdown_timeout

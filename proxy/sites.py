@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from yarl import URL
@@ -40,9 +40,20 @@ from .workspaces.hosts import HostTable
 from .workspaces.spec import WorkspaceSpec, check_name, parse_workspace
 from .workspaces.store import StoreError, WorkspaceStore
 
-__all__ = ["Site", "Sites"]
+__all__ = ["SharedRegistry", "Site", "Sites"]
 
 log = logging.getLogger("dumont.workspaces")
+
+
+class SharedRegistry(Protocol):
+    """Where the workspaces live when proxy replicas share them (proxy.cluster): the control
+    API's changes are written there first (an HTTPProblem when the store does not take them:
+    nothing is applied), then here, and reach the other replicas through :meth:`Sites.install`
+    and :meth:`Sites.remove`."""
+
+    async def put(self, name: str, document: Mapping[str, Any]) -> None: ...
+
+    async def delete(self, name: str) -> None: ...
 
 
 class Site:
@@ -130,6 +141,10 @@ class Sites:
         # --primary/--standby alone exposes exactly the series it always did.
         self.named = bool(config.workspaces) or config.state_dir is not None
         self.store: WorkspaceStore | None = None
+        # Set by proxy.cluster: the replicas' shared registry, and who hears of each new Site.
+        self.shared: SharedRegistry | None = None
+        self.describe_cluster: Callable[[], dict[str, Any]] | None = None
+        self.on_new_site: list[Callable[[Site], None]] = []
         specs = self._with_stored(specs) if config.state_dir is not None else specs
         self.by_name: dict[str, Site] = {}
         for spec in specs:
@@ -181,7 +196,10 @@ class Sites:
         return tuple(found.values())
 
     def _site(self, spec: WorkspaceSpec, workspace: Workspace | None = None) -> Site:
-        return Site(spec, workspace_config(self.config, spec), self.tips, self.schedule, workspace)
+        site = Site(spec, workspace_config(self.config, spec), self.tips, self.schedule, workspace)
+        for hear in self.on_new_site:
+            hear(site)
+        return site
 
     def _table(self, sites: Iterable[Site]) -> HostTable:
         return HostTable((site.spec for site in sites), self.config.default_workspace)
@@ -213,6 +231,10 @@ class Sites:
             parts = [(s.name, s.board.metrics) for s in self if s.board.metrics is not None]
             body = render_by_workspace(parts)
         return b"".join([body, *(render() for render in self.process_metrics)])
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """The dashboard's replicas card: proxy.cluster's status, None when running alone."""
+        return None if self.describe_cluster is None else self.describe_cluster()
 
     def get(self, name: str) -> Site:
         site = self.by_name.get(name)
@@ -249,13 +271,32 @@ class Sites:
         """Create or replace; replacing with the same backends and overrides keeps the failover
         state (only the hosts change). Returns the Site and whether it is new."""
         spec = self._parse(name, document)
-        old = self.by_name.get(name)
-        others = [s for s in self.by_name.values() if s.name != name]
         try:
-            table = HostTable([*(s.spec for s in others), spec], self.config.default_workspace)
+            table = self._table_with(spec)
         except SettingError as exc:
             raise BadRequest(f"{exc.key}: {exc.problem}") from None
-        self._save(name, spec)
+        await self._save(name, spec)
+        return await self._install(spec, table)
+
+    async def install(self, spec: WorkspaceSpec) -> None:
+        """A workspace the shared registry holds (another replica's change, or this one's coming
+        back): applied as is, or skipped with one line when its hosts collide with another's."""
+        try:
+            table = self._table_with(spec)
+        except SettingError as exc:
+            log.error("workspace %s skipped: %s: %s", spec.name, exc.key, exc.problem)
+            return
+        await self._install(spec, table)
+
+    def _table_with(self, spec: WorkspaceSpec) -> HostTable:
+        others = [s.spec for s in self.by_name.values() if s.name != spec.name]
+        return HostTable([*others, spec], self.config.default_workspace)
+
+    async def _install(self, spec: WorkspaceSpec, table: HostTable) -> tuple[Site, bool]:
+        name = spec.name
+        old = self.by_name.get(name)
+        if old is not None and old.spec == spec:
+            return old, False
         if (
             old is not None
             and old.spec.same_backends(spec)
@@ -265,6 +306,16 @@ class Sites:
             self.hosts = table
             log.info("workspace %s now answers %s", name, ", ".join(spec.hosts))
             return old, False
+        if old is not None and old.spec.overrides == spec.overrides:
+            # One machine replaced (PUT .../backends/ROLE on another replica): as replace_backend
+            # does here, the failover state stays.
+            moved = [r for r in ("primary", "standby") if old.spec.url(r) != spec.url(r)]
+            if len(moved) == 1:
+                role: Role = "primary" if moved == ["primary"] else "standby"
+                await old.workspace.replace_backend(role, spec.url(role))
+                old.spec = spec
+                self.hosts = table
+                return old, False
         site = self._site(spec)
         self.by_name[name] = site
         self.hosts = table
@@ -296,16 +347,24 @@ class Sites:
             other = "standby" if role == "primary" else "primary"
             raise Conflict(f"{url} is already the {other}")
         if name != "default" or self.config.primary is None:  # the flags' one is the flags'
-            self._save(name, spec)
+            await self._save(name, spec)
+        site.spec = spec  # first: the store's echo of this change must find it done
         await site.workspace.replace_backend(role, url)
-        site.spec = spec
         return site
 
     async def delete(self, name: str) -> None:
-        site = self.get(name)
-        if self.store is not None:
+        self.get(name)
+        if self.shared is not None:
+            await self.shared.delete(name)
+        elif self.store is not None:
             self._store_call(self.store.delete, name)
-        del self.by_name[name]
+        await self.remove(name)
+
+    async def remove(self, name: str) -> None:
+        """Stop serving ``name`` (deleted here, or in the shared registry by another replica)."""
+        site = self.by_name.pop(name, None)
+        if site is None:
+            return
         self.hosts = self._table(self.by_name.values())
         log.warning("workspace %s deleted", name)
         await site.close(CLOSE_SHUTDOWN, drain=self.config.shutdown_timeout)
@@ -317,8 +376,10 @@ class Sites:
         except SettingError as exc:
             raise BadRequest(f"{exc.key}: {exc.problem}") from None
 
-    def _save(self, name: str, spec: WorkspaceSpec) -> None:
-        if self.store is not None:
+    async def _save(self, name: str, spec: WorkspaceSpec) -> None:
+        if self.shared is not None:
+            await self.shared.put(name, spec.document())
+        elif self.store is not None:
             self._store_call(self.store.put, name, spec.document())
 
     @staticmethod

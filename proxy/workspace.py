@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from yarl import URL
 
@@ -22,6 +22,7 @@ from .failover import (
     Activate,
     AdminFailback,
     AdminFailover,
+    Adopt,
     BackendReplaced,
     Cause,
     CheckResult,
@@ -33,6 +34,7 @@ from .failover import (
     HealthChanged,
     HookFinished,
     PassiveFailure,
+    PeerViews,
     Policy,
     ProbeNow,
     RequestServed,
@@ -48,7 +50,7 @@ from .logs import WorkspaceLog
 from .pages.view import SwitchSnapshot
 from .tasks import TaskSet
 
-__all__ = ["Workspace"]
+__all__ = ["Consensus", "Workspace"]
 
 log = logging.getLogger("dumont.workspace")
 
@@ -60,6 +62,18 @@ DRAIN_POLL = 0.05
 
 # Sees every event the machine handles and every decision it makes, in order.
 Observer = Callable[[Event | Decision], None]
+
+
+class Consensus(Protocol):
+    """Proxy replicas (proxy.cluster): where the leader's decisions go, and the fencing token its
+    hooks carry. A workspace without one decides alone, as a single proxy always did."""
+
+    def publish(self, workspace: Workspace) -> None:
+        """The leader's machine moved traffic: write its decision (in order, in the background)."""
+
+    async def fencing_token(self, workspace: Workspace) -> int | None:
+        """The token of the latest decision this replica wrote for ``workspace``, once written;
+        None when it does not lead (any more): its hooks must not run."""
 
 
 def _switch_fields(sw: SwitchRecord) -> dict[str, Any]:
@@ -105,6 +119,7 @@ class Workspace:
                 failback_hold=config.failback_hold,
                 before_failover=hooks.before_failover is not None,
                 before_failback=hooks.before_failback is not None,
+                view_grace=config.cluster.view_grace,
             )
         )
         self.backends: dict[Role, Backend] = {
@@ -121,6 +136,10 @@ class Workspace:
         self._changed: asyncio.Event | None = None
         self._check_counts: dict[Role, int] = {"primary": 0, "standby": 0}
         self._closing = False
+        # Set by proxy.cluster: this replica cannot confirm the cluster's decisions (it lost the
+        # store): no routing until it can, so that it never sends anyone to a stale machine.
+        self.halted = False
+        self.consensus: Consensus | None = None
         # The backend whose first request a completed switch waits for (note_served).
         self._unserved: Backend | None = None
 
@@ -146,6 +165,30 @@ class Workspace:
         while any(b.pool.busy_count for b in self.backends.values()) and self._now() < deadline:
             await asyncio.sleep(DRAIN_POLL)
         await self.close()
+
+    def adopt(self, role: Role | None, deciding: bool, pinned: bool = False) -> None:
+        """proxy.cluster: the cluster decided that ``role`` serves; this replica's machine
+        decides from now on (it leads) or follows (the failover package's Adopt)."""
+        self.feed(Adopt(self._now(), role, deciding, pinned))
+
+    def weigh_peers(self, peers: int, down: dict[Role, int]) -> None:
+        """proxy.cluster, on the leader: what the other replicas see (PeerViews)."""
+        self.feed(PeerViews(self._now(), peers, down))
+
+    def halt(self, halted: bool) -> None:
+        """proxy.cluster: stop routing (the store is lost) or route again. Open WebSockets end
+        with 1012: the cluster may have moved the workspace meanwhile, and the browser's
+        reconnect finds whichever replica can tell where it went."""
+        if halted == self.halted:
+            return
+        self.halted = halted
+        if halted:
+            for backend in self.backends.values():
+                self.tasks.spawn(
+                    backend.close_websockets(CLOSE_SWITCHED, b"proxy lost its cluster"),
+                    name=f"close-websockets-{backend.role}",
+                )
+        self.nudge()
 
     async def close_websockets(self, code: int = CLOSE_SHUTDOWN) -> None:
         for backend in self.backends.values():
@@ -207,6 +250,8 @@ class Workspace:
                         lost.close_websockets(CLOSE_SWITCHED, b"backend switched"),
                         name=f"close-websockets-{previous}",
                     )
+                if self.consensus is not None and self.machine.deciding:
+                    self.consensus.publish(self)
             case ProbeNow(role=role):
                 self.checker.probe_now(role)
             case RunHook(hook=hook, switch=switch):
@@ -277,6 +322,12 @@ class Workspace:
                 pass
 
     async def _run_hook(self, hook: Any, command: str, switch: SwitchRecord) -> None:
+        token: int | None = None
+        if self.consensus is not None:
+            token = await self.consensus.fencing_token(self)
+            if token is None:
+                self.log.warning("hook %s not run: this replica no longer leads", hook)
+                return
         env = {
             "DUMONT_WORKSPACE": self.name,
             "DUMONT_EVENT": hook,
@@ -290,6 +341,8 @@ class Workspace:
             "DUMONT_PRIMARY_URL": str(self.backends["primary"].url),
             "DUMONT_STANDBY_URL": str(self.backends["standby"].url),
         }
+        if token is not None:
+            env["DUMONT_FENCING_TOKEN"] = str(token)
         outcome = await run_hook(command, env, self.config.hooks.timeout)
         level = logging.INFO if outcome.ok else logging.ERROR
         self.log.log(
@@ -325,7 +378,7 @@ class Workspace:
     def ready_backend(self) -> Backend | None:
         """The backend to send a request to right now, without waiting; None during a switch."""
         role = self.machine.active
-        return None if role is None or self._closing else self.backends[role]
+        return None if role is None or self._closing or self.halted else self.backends[role]
 
     @property
     def epoch(self) -> int:
@@ -333,15 +386,15 @@ class Workspace:
 
     async def acquire(self, wait: float) -> Backend:
         """The backend to use now, waiting up to ``wait`` seconds for a switch to finish."""
-        backend = self.active_backend()
-        if backend is not None and not self._closing:
+        backend = self.ready_backend()
+        if backend is not None:
             return backend
         if self._closing:
             raise NoBackendAvailable("the proxy is shutting down")
         deadline = self._now() + wait
         while (remaining := deadline - self._now()) > 0:
             await self.changed(remaining)
-            if (backend := self.active_backend()) is not None:
+            if (backend := self.ready_backend()) is not None:
                 return backend
         raise NoBackendAvailable(retry_after=max(1, round(self.config.health.interval * 2)))
 

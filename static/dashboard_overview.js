@@ -155,6 +155,32 @@ function renderTotals(data) {
   $("next").disabled = last >= data.matching;
 }
 
+// The replicas card (issue 16), when the proxy is one of several: redrawn only when it changed.
+let lastCluster = "";
+function viewText(r) {
+  if (!r.published) return "no view yet";
+  if (!r.down_count) return "all up";
+  const more = r.down_count - r.down.length;
+  return r.down.join(", ") + (more > 0 ? ` and ${more} more` : "");
+}
+
+function renderCluster(cluster) {
+  const body = $("replicas-body");
+  if (!cluster || !body) return;
+  const seen = JSON.stringify(cluster);
+  if (seen === lastCluster) return;
+  lastCluster = seen;
+  text($("cluster-summary"), cluster.summary);
+  body.replaceChildren(...cluster.replicas.map((r) => {
+    const name = el("td", {}, r.replica);
+    if (r.this) name.append(" ", el("span", { className: "pill pill-small" }, "this one"));
+    const row = el("tr", {}, name, el("td", {}, pill(r.role)), el("td", {}, r.control || "–"),
+      el("td", {}, viewText(r)));
+    row.dataset.replica = r.replica;
+    return row;
+  }));
+}
+
 function schedule(ms) {
   clearTimeout(timer);
   timer = setTimeout(poll, ms);
@@ -189,6 +215,7 @@ async function poll() {
     }
     renderTotals(data);
     renderRows(data);
+    renderCluster(data.cluster);
     text($("updated"), new Date().toLocaleTimeString());
     $("offline").hidden = true;
     if (data.totals.workspaces > MANY) next = POLL_MANY_MS;

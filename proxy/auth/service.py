@@ -79,6 +79,13 @@ def build(config: Config, sites: Sites) -> Auth:
             "auth: sign-in without TLS (no tls.cert, no trusted_proxies): session cookies"
             " cross the network in clear"
         )
+    if auth.admins and auth.admin_host is None:
+        # At a workspace's Host the admin pages share an origin with its backend's pages, whose
+        # scripts could read the CSRF token an admin's page carries there (docs/SIGNIN.md).
+        log.warning(
+            "auth: admins without admin_host: the admin pages answer at every workspace's Host,"
+            " same-origin with its backend; give [auth] admin_host a Host no workspace serves"
+        )
     revocations = None if config.state_dir is None else config.state_dir / REVOCATIONS_FILE
     try:
         sessions = SessionBook(sealer, auth.session_lifetime, revocations)

@@ -64,6 +64,8 @@ class SessionBook:
         self.clock = clock
         self.revocations_file = revocations_file
         self.revoked: dict[str, float] = self._load()  # sid -> when its cookie expires anyway
+        # Who hears of each revocation (sid, expires): proxy.cluster tells the other replicas.
+        self.on_revoke: list[Callable[[str, float], None]] = []
         self.opened: OrderedDict[str | bytes, Session | None] = OrderedDict()
 
     def issue(self, email: str, groups: frozenset[str], host: str) -> tuple[Session, str]:
@@ -115,6 +117,15 @@ class SessionBook:
         self.revoked = {s: e for s, e in self.revoked.items() if e > now}
         self.revoked[session.sid] = session.expires
         self._save()
+        for hear in self.on_revoke:
+            hear(session.sid, session.expires)
+
+    def learn_revoked(self, sid: str, expires: float) -> None:
+        """Another replica revoked ``sid`` (proxy.cluster): refused here too, and remembered
+        across a restart like this replica's own."""
+        if self.revoked.get(sid) != expires and expires > self.clock():
+            self.revoked[sid] = expires
+            self._save()
 
     # ------------------------------------------------------------------- the revocation list
 

@@ -218,3 +218,53 @@ def overview(
         "limit": query.limit,
         "workspaces": [overview_row(glance, now) for glance in matching[query.offset : end]],
     }
+
+
+# A replica's view names at most this many (workspace, backend) pairs it sees down; more counted.
+VIEW_NAMED = 5
+
+
+def cluster_card(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The overview's replicas card (issue 16) from proxy.cluster's status: this replica and the
+    leader, and one row per replica with what its view sees down."""
+    me, leader = status["replica"], status.get("leader")
+    replicas = sorted({me, *status.get("peers", {}), *status.get("views", {})})
+    rows = []
+    for replica in replicas:
+        view = status.get("views", {}).get(replica, {})
+        down = [
+            f"{name}/{role}"
+            for name, roles in sorted(view.items())
+            for role, up in roles.items()
+            if up is False
+        ]
+        rows.append(
+            {
+                "replica": replica,
+                "role": "leader" if replica == leader else "follower",
+                "this": replica == me,
+                "control": status.get("peers", {}).get(replica, ""),
+                "published": replica in status.get("views", {}),
+                "down": down[:VIEW_NAMED],
+                "down_count": len(down),
+            }
+        )
+    if status.get("store_lost"):
+        contact = "no replica reaches the store: routing by the last decisions"
+    elif not status.get("in_contact"):
+        contact = "out of contact with the store"
+    else:
+        contact = "in contact with the store"
+    led = f"leader {leader} (term {status.get('term')})" if leader else "no leader"
+    routing = "" if status.get("routing", True) else " · NOT ROUTING"
+    return {
+        "summary": f"this is {me} ({'leader' if leader == me else 'follower'}) · {led} · "
+        f"{contact}{routing}",
+        "replica": me,
+        "leader": leader,
+        "term": status.get("term"),
+        "in_contact": status.get("in_contact"),
+        "store_lost": status.get("store_lost"),
+        "routing": status.get("routing"),
+        "replicas": rows,
+    }

@@ -36,7 +36,7 @@ from proxy.metrics import CONTENT_TYPE
 from proxy.sync_report import SYNC_STATES, SyncReportState
 
 from .board import Board
-from .overview import ListedSite, OverviewQuery, overview
+from .overview import ListedSite, OverviewQuery, cluster_card, overview
 
 __all__ = [
     "ADMIN_EMAIL",
@@ -67,6 +67,9 @@ class BoardSource(Protocol):
         """Whether the proxy serves named workspaces ([workspaces.NAME], a state_dir)."""
 
     def __iter__(self) -> Iterator[ListedSite]: ...
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """The replicas (issue 16, proxy.cluster's status); None for a proxy that runs alone."""
 
 
 BOARDS = web.AppKey("boards", BoardSource)
@@ -138,6 +141,8 @@ def _overview(request: web.Request, limit: int | None = None) -> dict[str, Any]:
     # The workspaces' clock: their switch records carry times from the event loop.
     found = overview(boards, asyncio.get_running_loop().time(), query)
     found["named_workspaces"] = shows_overview(boards)
+    status = boards.cluster_status()
+    found["cluster"] = None if status is None else cluster_card(status)
     root = request.app[ROOT]
     if root:
         for row in found["workspaces"]:

@@ -4,6 +4,9 @@ Reads the control listener's ``/admin/status`` (the dashboard's state) with the 
 prints it as a terminal table. Exit 0 when something serves, 1 when nothing does, 2 when the proxy
 cannot be asked.
 
+A replica of a cluster (issue 16) prints one line first: which replica it is, which one leads, and
+whether it routes (``/admin/cluster``; absent on a proxy that runs alone).
+
 A proxy serving named workspaces (issue 15) is listed instead, one line per workspace, from
 ``/admin/overview``; exit 1 when any workspace has nothing serving. ``--workspace NAME`` prints the
 table above for that one workspace (``/admin/workspaces/NAME/status``). A proxy started with
@@ -23,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from proxy.config import PROXY
+from proxy.dashboard.overview import cluster_card
 from proxy.dashboard.table import render_status, render_workspaces
 from proxy.errors import ConfigError
 from proxy.settings import (
@@ -82,6 +86,9 @@ def status_main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> in
         control = control.replace("0.0.0.0", "127.0.0.1", 1)
     asker = Asker(control.rstrip("/"), settings.admin_token, settings.timeout)
     try:
+        cluster = asker.get("/admin/cluster", missing_ok=True)
+        if cluster is not None and not settings.json:
+            print(f"cluster: {cluster_card(cluster)['summary']}")
         if settings.workspace is not None:
             return _show(
                 asker.get(f"/admin/workspaces/{quote(settings.workspace)}/status"), settings

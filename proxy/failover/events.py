@@ -17,6 +17,7 @@ __all__ = [
     "ROLES",
     "AdminFailback",
     "AdminFailover",
+    "Adopt",
     "BackendReplaced",
     "Cause",
     "CheckResult",
@@ -24,6 +25,7 @@ __all__ = [
     "HookFinished",
     "HookName",
     "PassiveFailure",
+    "PeerViews",
     "RequestServed",
     "Role",
     "Tick",
@@ -129,6 +131,32 @@ class HookFinished:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Adopt:
+    """Proxy replicas (proxy.cluster): the cluster decided that ``role`` serves, and whether this
+    replica's machine decides from now on (it leads) or only follows the leader's decisions.
+
+    A following machine keeps counting health (its replica's view, which the leader weighs) but
+    never switches by itself; adopting abandons a switch in progress, whose hooks are the new
+    leader's business."""
+
+    at: float
+    role: Role | None
+    deciding: bool
+    pinned: bool = False  # an operator's failover, which auto failback must not undo
+
+
+@dataclass(frozen=True)
+class PeerViews:
+    """What the other replicas see (proxy.cluster.views), for the leader's machine: how many of
+    them are there, and how many see each backend down. A backend the leader alone sees down is
+    left only after ``Policy.view_grace``: one replica's bad link cannot fail everyone over."""
+
+    at: float
+    peers: int
+    down: dict[Role, int]
+
+
 Event: TypeAlias = (
     CheckResult
     | PassiveFailure
@@ -138,4 +166,6 @@ Event: TypeAlias = (
     | AdminFailback
     | BackendReplaced
     | HookFinished
+    | Adopt
+    | PeerViews
 )

@@ -16,6 +16,11 @@ consecutive successes; automatic failback also waits ``failback_hold`` seconds o
 health, and a failed before_failback hook blocks the next attempt for another hold-down. A flapping
 primary therefore cannot bounce traffic.
 
+Replicas (proxy.cluster): a machine that does not lead only follows (``Adopt``): it counts health,
+which is its replica's view, and never switches by itself. The leader's machine hears the other
+replicas' views (``PeerViews``) and leaves a serving backend only when one of them sees it down too,
+or when its own view has said so for ``view_grace`` seconds. Alone (no peers), nothing changes.
+
 Why: every health change and switch carries a ``Cause``. A switch away from a backend that went
 down names how it went down (active checks or failing requests); a commanded one names the command;
 an automatic failback is ``FAILBACK``; leaving UNAVAILABLE for a backend whose predecessor's fall is
@@ -47,6 +52,7 @@ from .events import (
     ROLES,
     AdminFailback,
     AdminFailover,
+    Adopt,
     BackendReplaced,
     Cause,
     CheckResult,
@@ -54,6 +60,7 @@ from .events import (
     HookFinished,
     HookName,
     PassiveFailure,
+    PeerViews,
     RequestServed,
     Role,
     Tick,
@@ -82,6 +89,9 @@ class Policy:
     # Which blocking hooks exist: a switch waits for them only when they are configured.
     before_failover: bool = False
     before_failback: bool = False
+    # With other replicas watching (PeerViews): how long the leader's own view of a serving backend
+    # being down must last before it acts on it alone.
+    view_grace: float = 0.0
 
 
 # --------------------------------------------------------------------------------------- health
@@ -96,6 +106,7 @@ class BackendHealth:
     fail_streak: int = 0
     first_failure_at: float | None = None
     up_since: float | None = None
+    down_since: float | None = None
     last_check_at: float | None = None
     last_latency: float | None = None
     last_detail: str = ""
@@ -124,6 +135,7 @@ class BackendHealth:
             if self.up is None or (self.up and self.fail_streak >= fall):
                 self.up = False
                 self.up_since = None
+                self.down_since = at
                 self.down_cause = cause
         return self.up != before
 
@@ -153,6 +165,11 @@ class FailoverMachine:
     pinned_to_standby: bool = False
     # The last completed switch, until its new backend answers a request (RequestServed).
     awaiting_service: SwitchRecord | None = None
+    # False on a replica that follows another's decisions (Adopt): health only, no switches.
+    deciding: bool = True
+    # The other replicas' views (PeerViews): how many there are, how many see each backend down.
+    peers: int = 0
+    peers_down: dict[Role, int] = field(default_factory=lambda: {"primary": 0, "standby": 0})
     _switch: _Switch | None = None
     _next_switch_id: int = 1
 
@@ -191,7 +208,13 @@ class FailoverMachine:
                 return out
             case HookFinished():
                 self._on_hook(event, out)
-        self._reconsider(event.at, out)
+            case Adopt():
+                self._on_adopt(event, out)
+            case PeerViews():
+                self.peers = event.peers
+                self.peers_down = dict(event.down)
+        if self.deciding:
+            self._reconsider(event.at, out)
         return out
 
     # ---------------------------------------------------------------------------- health
@@ -247,15 +270,25 @@ class FailoverMachine:
     def _down(self, role: Role) -> bool:
         return self.health[role].up is False
 
+    def _gone(self, role: Role, at: float) -> bool:
+        """Down, and confirmed enough to leave it while it serves: by another replica's view,
+        by ``view_grace`` of this one's, or by there being no other replica."""
+        h = self.health[role]
+        if h.up is not False:
+            return False
+        if self.peers == 0 or self.peers_down[role] > 0:
+            return True
+        return h.down_since is not None and at - h.down_since >= self.policy.view_grace
+
     # ----------------------------------------------------------------------- the decision
 
     def _reconsider(self, at: float, out: list[Decision]) -> None:
         match self.state:
             case State.SERVING_PRIMARY:
-                if self._down("primary"):
+                if self._gone("primary", at):
                     self._leave("primary", at, out)
             case State.SERVING_STANDBY:
-                if self._down("standby"):
+                if self._gone("standby", at):
                     self._leave("standby", at, out)
                 elif self._auto_failback_due(at):
                     hold = self.policy.failback_hold
@@ -471,10 +504,22 @@ class FailoverMachine:
             self.failback_blocked_until = ev.at + self.policy.failback_hold
             self.state = SERVING[self.active] if self.active else State.UNAVAILABLE
 
+    # ----------------------------------------------------------------------------- replicas
+
+    def _on_adopt(self, ev: Adopt, out: list[Decision]) -> None:
+        self.deciding = ev.deciding
+        if self._switch is not None:
+            self._finish(self._switch, ev.at, "abandoned", "another replica decided", out)
+        self.pinned_to_standby = ev.pinned and ev.role == "standby"
+        self._activate(ev.role, ev.at, out)
+        self.state = State.UNAVAILABLE if ev.role is None else SERVING[ev.role]
+
     # -------------------------------------------------------------------------------- admin
 
     def _on_admin_failover(self, ev: AdminFailover, out: list[Decision]) -> None:
-        if self.state != State.SERVING_PRIMARY:
+        if not self.deciding:
+            out.append(CommandRefused("this replica does not lead: the leader decides"))
+        elif self.state != State.SERVING_PRIMARY:
             out.append(CommandRefused(f"failover needs state serving_primary, not {self.state}"))
         elif not self._up("standby"):
             out.append(CommandRefused("the standby is not healthy"))
@@ -483,7 +528,9 @@ class FailoverMachine:
             self._start_failover(ev.at, ev.reason, ev.cause, ev.at, out)
 
     def _on_admin_failback(self, ev: AdminFailback, out: list[Decision]) -> None:
-        if self.state != State.SERVING_STANDBY:
+        if not self.deciding:
+            out.append(CommandRefused("this replica does not lead: the leader decides"))
+        elif self.state != State.SERVING_STANDBY:
             out.append(CommandRefused(f"failback needs state serving_standby, not {self.state}"))
         elif not self._up("primary"):
             out.append(CommandRefused("the primary is not healthy"))

@@ -74,6 +74,9 @@ class WorkspaceSpec:
     def same_backends(self, other: WorkspaceSpec) -> bool:
         return (self.primary, self.standby) == (other.primary, other.standby)
 
+    def url(self, role: str) -> URL:
+        return self.primary if role == "primary" else self.standby
+
 
 def check_name(key: str, name: str) -> str:
     if not NAME.fullmatch(name):

@@ -1,7 +1,9 @@
 """A test backend: echoes what it received, streams big bodies, echoes WebSockets.
 
 Run in-process through ``make_upstream_app(name)`` or as a process:
-``python tests/support/upstream_app.py NAME`` prints ``PORT <n>`` once it listens on 127.0.0.1.
+``python tests/support/upstream_app.py NAME [HOST [PORT]]`` prints ``PORT <n>`` once it listens on
+HOST (127.0.0.1) and PORT (one the kernel picks; a given one lets a restarted backend come back
+where the proxies look for it).
 """
 
 from __future__ import annotations
@@ -99,10 +101,10 @@ def make_upstream_app(name: str) -> web.Application:
     return app
 
 
-async def _main(name: str) -> None:
+async def _main(name: str, host: str = "127.0.0.1", port: int = 0) -> None:
     runner = web.AppRunner(make_upstream_app(name), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     port = runner.addresses[0][1]
     print(f"PORT {port}", flush=True)
@@ -110,4 +112,7 @@ async def _main(name: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(sys.argv[1]))
+    name, host, port = [*sys.argv[1:], "127.0.0.1", "0"][:3]
+    if len(sys.argv) == 3:  # NAME HOST: the pad above put the default host where PORT goes
+        port = "0"
+    asyncio.run(_main(name, host, int(port)))
