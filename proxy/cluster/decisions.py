@@ -9,7 +9,6 @@ carrying an older one. Every replica watches the prefix and routes by what it la
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -18,14 +17,12 @@ from typing import Any
 
 from proxy.failover import Role
 
-from .etcd import Compare, Etcd, EtcdError, EtcdUnavailable, KeyValue, put_op
+from .etcd import Compare, Etcd, KeyValue, WatchEvent, put_op
 from .leader import Leadership
 
 __all__ = ["Decision", "Decisions"]
 
 log = logging.getLogger("dumont.cluster")
-
-REWATCH_PAUSE = 0.2
 
 
 @dataclass(frozen=True)
@@ -94,19 +91,16 @@ class Decisions:
         return dict(self.latest)
 
     async def follow(self) -> None:
-        while True:
-            try:
-                async for event in self.etcd.watch(self.root, self.revision + 1):
-                    self.revision = max(self.revision, event.kv.mod_revision)
-                    if event.kind == "put":
-                        self._seen(event.kv)
-                    else:
-                        self.latest.pop(event.kv.key.removeprefix(self.root), None)
-            except EtcdUnavailable:
-                await asyncio.sleep(REWATCH_PAUSE)
-            except EtcdError as exc:  # compacted: read everything again
-                log.warning("watching decisions: %s; reloading", exc)
-                await self.load()
+        await self.etcd.follow(
+            self.root, lambda: self.revision, self._event, self.load, "decisions"
+        )
+
+    async def _event(self, event: WatchEvent) -> None:
+        self.revision = max(self.revision, event.kv.mod_revision)
+        if event.kind == "put":
+            self._seen(event.kv)
+        else:
+            self.latest.pop(event.kv.key.removeprefix(self.root), None)
 
     def _seen(self, kv: KeyValue) -> None:
         name = kv.key.removeprefix(self.root)

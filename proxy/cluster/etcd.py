@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +36,8 @@ __all__ = [
 
 ROUNDS = 2
 ROUND_PAUSE = 0.2
+REWATCH_PAUSE = 0.2  # after a watch ended, before the next one
+log = logging.getLogger("dumont.cluster")
 
 
 class EtcdError(Exception):
@@ -271,6 +274,28 @@ class Etcd:
                 raise
 
     # ----------------------------------------------------------------------------- watch
+
+    async def follow(
+        self,
+        prefix: str,
+        after: Callable[[], int],
+        on_event: Callable[[WatchEvent], Awaitable[None]],
+        reload: Callable[[], Awaitable[object]],
+        what: str,
+    ) -> None:
+        """Every change under ``prefix`` after the revision ``after()`` names, forever: a watch
+        that ends (a member died, the store is away) resumes from there after a pause; one the
+        member compacted past calls ``reload`` (read everything again) and resumes."""
+        while True:
+            try:
+                async for event in self.watch(prefix, after() + 1):
+                    await on_event(event)
+            except EtcdUnavailable as exc:
+                log.info("watching %s: %s; watching again", what, exc)
+                await asyncio.sleep(REWATCH_PAUSE)
+            except EtcdError as exc:
+                log.warning("watching %s: %s; reloading", what, exc)
+                await reload()
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
         """Every change under ``prefix`` from ``start_revision`` on, in order, for as long as

@@ -10,7 +10,6 @@ workspace deleted through the API never comes back from a replica's file.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -19,7 +18,7 @@ from typing import Any
 from proxy.settings import SettingError
 from proxy.workspaces.spec import WorkspaceSpec
 
-from .etcd import Compare, Etcd, EtcdError, EtcdUnavailable, KeyValue, put_op
+from .etcd import Compare, Etcd, KeyValue, WatchEvent, put_op
 
 __all__ = ["WorkspaceRegistry"]
 
@@ -29,7 +28,6 @@ log = logging.getLogger("dumont.cluster")
 Parse = Callable[[str, Any], WorkspaceSpec]
 # Applies one change locally: a spec to create or replace, None to delete.
 Apply = Callable[[str, WorkspaceSpec | None], Awaitable[None]]
-REWATCH_PAUSE = 0.5  # after the store went away, before watching again
 
 
 class WorkspaceRegistry:
@@ -87,18 +85,12 @@ class WorkspaceRegistry:
     async def follow(self) -> None:
         """Apply every change after the loaded revision, forever; a watch that ends (a member
         died, the store is away) resumes from the last revision applied."""
-        while True:
-            try:
-                async for event in self.etcd.watch(self.root, self.revision + 1):
-                    await self._changed(event.kind, event.kv)
-            except EtcdUnavailable as exc:
-                log.warning("watching the workspaces: %s; watching again", exc)
-                await asyncio.sleep(REWATCH_PAUSE)
-            except EtcdError as exc:  # compacted past our revision: read everything again
-                log.warning("watching the workspaces: %s; reloading", exc)
-                await self._resync()
+        await self.etcd.follow(
+            self.root, lambda: self.revision, self._changed, self._resync, "the workspaces"
+        )
 
-    async def _changed(self, kind: str, kv: KeyValue) -> None:
+    async def _changed(self, event: WatchEvent) -> None:
+        kind, kv = event.kind, event.kv
         self.revision = max(self.revision, kv.mod_revision)
         name = kv.key.removeprefix(self.root)
         if kind == "delete":

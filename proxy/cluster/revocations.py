@@ -17,13 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .etcd import Etcd, EtcdError, EtcdUnavailable, KeyValue
+from .etcd import Etcd, EtcdError, KeyValue, WatchEvent
 
 __all__ = ["RevocationBook", "SharedRevocations"]
 
 log = logging.getLogger("dumont.cluster")
 
-REWATCH_PAUSE = 0.2
 RETRY = 1.0  # between attempts to share a sign-out while the store is away
 
 
@@ -62,17 +61,14 @@ class SharedRevocations:
         self.revision = revision
 
     async def follow(self) -> None:
-        while True:
-            try:
-                async for event in self.etcd.watch(self.root, self.revision + 1):
-                    self.revision = max(self.revision, event.kv.mod_revision)
-                    if event.kind == "put":
-                        self._seen(event.kv)
-            except EtcdUnavailable:
-                await asyncio.sleep(REWATCH_PAUSE)
-            except EtcdError as exc:  # compacted: read everything again
-                log.warning("watching signed-out sessions: %s; reloading", exc)
-                await self.load()
+        await self.etcd.follow(
+            self.root, lambda: self.revision, self._event, self.load, "signed-out sessions"
+        )
+
+    async def _event(self, event: WatchEvent) -> None:
+        self.revision = max(self.revision, event.kv.mod_revision)
+        if event.kind == "put":
+            self._seen(event.kv)
 
     def _seen(self, kv: KeyValue) -> None:
         sid = kv.key.removeprefix(self.root)

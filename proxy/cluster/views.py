@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 from proxy.failover import ROLES, Role
 
-from .etcd import Etcd, EtcdError, EtcdUnavailable, KeyValue
+from .etcd import Etcd, EtcdError, KeyValue, WatchEvent
 
 __all__ = ["View", "ViewBoard", "peer_counts"]
 
@@ -25,7 +25,7 @@ log = logging.getLogger("dumont.cluster")
 
 View = dict[str, dict[str, bool | None]]  # workspace -> role -> up
 PUBLISH_PAUSE = 0.05  # coalesces the health changes of many workspaces into one write
-REWATCH_PAUSE = 0.2
+RETRY = 0.2  # after a write the store did not take
 
 
 def peer_counts(views: Mapping[str, View], me: str, workspace: str) -> tuple[int, dict[Role, int]]:
@@ -72,7 +72,7 @@ class ViewBoard:
             lease = self.lease()
             if not lease:  # no contact yet: the presence loop brings a lease, then we write
                 self._dirty.set()
-                await asyncio.sleep(REWATCH_PAUSE)
+                await asyncio.sleep(RETRY)
                 continue
             body = json.dumps(self.collect(), separators=(",", ":")).encode()
             try:
@@ -80,7 +80,7 @@ class ViewBoard:
             except EtcdError as exc:
                 log.info("publishing this replica's view: %s", exc)
                 self._dirty.set()
-                await asyncio.sleep(REWATCH_PAUSE)
+                await asyncio.sleep(RETRY)
 
     async def load(self) -> None:
         revision, kvs = await self.etcd.get_prefix(self.root)
@@ -91,20 +91,17 @@ class ViewBoard:
         self.on_change()
 
     async def follow(self) -> None:
-        while True:
-            try:
-                async for event in self.etcd.watch(self.root, self.revision + 1):
-                    self.revision = max(self.revision, event.kv.mod_revision)
-                    if event.kind == "put":
-                        self._seen(event.kv)
-                    else:
-                        self.views.pop(event.kv.key.removeprefix(self.root), None)
-                    self.on_change()
-            except EtcdUnavailable:
-                await asyncio.sleep(REWATCH_PAUSE)
-            except EtcdError as exc:  # compacted: read everything again
-                log.warning("watching the replicas' views: %s; reloading", exc)
-                await self.load()
+        await self.etcd.follow(
+            self.root, lambda: self.revision, self._event, self.load, "the replicas' views"
+        )
+
+    async def _event(self, event: WatchEvent) -> None:
+        self.revision = max(self.revision, event.kv.mod_revision)
+        if event.kind == "put":
+            self._seen(event.kv)
+        else:
+            self.views.pop(event.kv.key.removeprefix(self.root), None)
+        self.on_change()
 
     def _seen(self, kv: KeyValue) -> None:
         replica = kv.key.removeprefix(self.root)
