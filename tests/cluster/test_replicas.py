@@ -92,7 +92,15 @@ async def replicas(etcd_cluster: EtcdCluster) -> AsyncIterator[Start]:
             await server.start()
             replica = Replica(f"r{index}", server, own)
             started.append(replica)
-        return started
+        group = started[-count:]
+        # Settled before the test acts: one leader, every replica knowing the others, and every
+        # one routing to the primary (the "gpu" upstream).
+        await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
+        await until(
+            lambda: all(len(r.member.peers) == count - 1 for r in group), timeout=5, what="roster"
+        )
+        await everyone_routes_to(group, "gpu", timeout=10)
+        return group
 
     yield start
     for replica in started:
@@ -130,8 +138,6 @@ async def test_one_leader_decides_and_every_replica_follows_its_decision(
 ) -> None:
     gpu, cpu = upstreams
     group = await replicas(gpu.make_url(""), cpu.make_url(""))
-    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
-    await everyone_routes_to(group, "gpu", timeout=10)
     leader = leaders(group)[0]
     followers = [r for r in group if r is not leader]
     assert all(not r.server.workspace.machine.deciding for r in followers)
@@ -152,8 +158,6 @@ async def test_a_leader_that_leaves_hands_over_and_the_new_one_keeps_the_decisio
 ) -> None:
     gpu, cpu = upstreams
     group = await replicas(gpu.make_url(""), cpu.make_url(""))
-    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
-    await everyone_routes_to(group, "gpu", timeout=10)
     old = leaders(group)[0]
     assert old.server.cluster is not None
     old.server.workspace.failover(
@@ -180,8 +184,6 @@ async def test_a_leader_cut_off_from_the_store_stops_before_another_takes_over(
 ) -> None:
     gpu, cpu = upstreams
     group = await replicas(gpu.make_url(""), cpu.make_url(""))
-    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
-    await until(lambda: all(len(r.member.peers) == 2 for r in group), timeout=5, what="roster")
     old = leaders(group)[0]
     rest = [r for r in group if r is not old]
     stopped_at: list[float] = []
@@ -221,8 +223,6 @@ async def test_a_store_answering_slowly_is_not_a_store_lost(
 ) -> None:
     gpu, cpu = upstreams
     group = await replicas(gpu.make_url(""), cpu.make_url(""))
-    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
-    await everyone_routes_to(group, "gpu", timeout=10)
     slow = next(r for r in group if not r.leading())
     for relay in slow.relays:
         relay.delay = 0.3  # each chunk held: most of a second more for a request and its answer
@@ -240,8 +240,6 @@ async def test_one_replicas_bad_view_fails_no_one_over(
 ) -> None:
     gpu, cpu = upstreams
     group = await replicas(gpu.make_url(""), cpu.make_url(""), view_grace=60.0)
-    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
-    await everyone_routes_to(group, "gpu", timeout=10)
     leader = leaders(group)[0]
     loner = next(r for r in group if r is not leader)
 
@@ -335,8 +333,6 @@ async def test_hooks_run_on_the_leader_alone_with_the_decisions_fencing_token(
     record = tmp_path / "tokens"
     hooks = HooksConfig(on_failover=f'echo "$DUMONT_FENCING_TOKEN" >> {record}')
     group = await replicas(gpu.make_url(""), cpu.make_url(""), hooks=hooks)
-    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
-    await everyone_routes_to(group, "gpu", timeout=10)
     leader = leaders(group)[0]
     await gpu.close()
     await everyone_routes_to(group, "cpu", timeout=10)
@@ -353,13 +349,6 @@ async def test_a_command_sent_to_a_follower_is_carried_out_by_the_leader(
 ) -> None:
     gpu, cpu = upstreams
     group = await replicas(gpu.make_url(""), cpu.make_url(""))
-    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
-    await until(
-        lambda: all(r.member.leader is not None and r.member.peers for r in group),
-        timeout=5,
-        what="roster",
-    )
-    await everyone_routes_to(group, "gpu", timeout=10)
     follower = next(r for r in group if not r.leading())
     async with aiohttp.ClientSession() as session:
         async with session.post(control_url(follower.server) / "admin/failover") as r:
@@ -387,9 +376,6 @@ async def test_with_the_store_lost_by_everyone_the_last_decisions_hold_for_a_gra
 ) -> None:
     gpu, cpu = upstreams
     group = await replicas(gpu.make_url(""), cpu.make_url(""), store_lost_grace=4.0)
-    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
-    await until(lambda: all(len(r.member.peers) == 2 for r in group), timeout=5, what="roster")
-    await everyone_routes_to(group, "gpu", timeout=10)
     for replica in group:
         replica.cut()
     await until(lambda: all(r.member.store_lost for r in group), timeout=TTL + 3, what="store lost")
@@ -425,8 +411,6 @@ async def test_the_dashboard_shows_the_replicas_the_leader_and_each_view(
 ) -> None:
     gpu, cpu = upstreams
     group = await replicas(gpu.make_url(""), cpu.make_url(""), view_grace=60.0)
-    await until(lambda: len(leaders(group)) == 1, timeout=10, what="one leader")
-    await until(lambda: all(len(r.member.peers) == 2 for r in group), timeout=5, what="roster")
     leader = leaders(group)[0]
     loner = next(r for r in group if not r.leading())
     loner.server.workspace.checker.stop()
