@@ -21,6 +21,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# The data plane compiled with mypyc, in place (scripts/compile_dataplane.py): about a fifth less
+# CPU per request. Rebuilt when any source under proxy/ changes; proxy/compiled.py runs the sources
+# instead of a build older than them, so a plain `pytest` after an edit is never stale.
+COMPILED := proxy/dataplane/compiled.json
+$(COMPILED): $(STAMP) scripts/compile_dataplane.py $(shell find proxy -name '*.py')
+	$(PY) scripts/compile_dataplane.py
+
 deps-debian:
 	bash scripts/install-debian-deps.sh
 
@@ -32,7 +39,7 @@ oidc-provider: code-server
 	bash scripts/install-oidc-provider.sh
 
 # Two local demo backends named gpu and cpu, and the proxy in front of them.
-demo: $(STAMP)
+demo: $(STAMP) $(COMPILED)
 	$(PY) -m proxy.demo
 
 lint: $(STAMP)
@@ -45,7 +52,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 	MYPYPATH=bench $(VENV)/bin/mypy --explicit-package-bases bench
 
-unit: $(STAMP)
+unit: $(STAMP) $(COMPILED)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Before each commit: lint, types and every test that needs no code-server, Chromium, container
@@ -53,18 +60,23 @@ unit: $(STAMP)
 # Four workers on two cores: most of these tests wait on real processes (sshd, lsyncd, the proxy)
 # rather than compute. Measured 3 min 15 s for the whole target (pytest 3 min 06 s) with three
 # other test suites on the machine (load average 4); serial, the same tests took 11 minutes.
-check: deps-debian $(STAMP) lint typecheck
-	$(PY) -m pytest -m "not ($(HEAVY))" -n 4 --dist worksteal $(PYTEST_ARGS)
+check: deps-debian $(STAMP) $(COMPILED) lint typecheck
+	DUMONT_EXPECT_COMPILED=1 $(PY) -m pytest -m "not ($(HEAVY))" -n 4 --dist worksteal $(PYTEST_ARGS)
 
 # The whole suite: lint, types, and every test (real nginx, lsyncd, sshd, Prometheus, code-server,
 # Chromium, containers, namespaces), with a coverage report of proxy/ and provisioning/ that fails
 # under COVERAGE_FLOOR. pytest exits non-zero on any failure and when it collects no test at all.
-test: deps-debian code-server oidc-provider $(STAMP) lint typecheck
-	$(PY) -m pytest --cov --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) \
-		$(PYTEST_ARGS)
+# The suite runs the compiled data plane, which is what ships; coverage cannot see into compiled
+# modules, so the data plane's own tests run a second time on its sources (the build a machine
+# without a C compiler runs), and their coverage is added before the floor is checked.
+test: deps-debian code-server oidc-provider $(STAMP) $(COMPILED) lint typecheck
+	DUMONT_EXPECT_COMPILED=1 $(PY) -m pytest --cov --cov-report= $(PYTEST_ARGS)
+	DUMONT_PURE_PYTHON=1 $(PY) -m pytest -m "not ($(HEAVY))" -n 2 --dist worksteal \
+		--cov --cov-append --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR) \
+		tests/proxy tests/security tests/test_compiled.py $(PYTEST_ARGS)
 
-bench: deps-debian $(STAMP)
+bench: deps-debian $(STAMP) $(COMPILED)
 	$(PY) bench/throughput.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build proxy/dataplane/*.so $(COMPILED)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .auth import build_auth
+from .compiled import BUILDS
 from .config import Config, configured_workspaces
 from .control_app import make_control_app
 from .dashboard import Board
@@ -201,6 +202,8 @@ class ProxyServer:
             )
             or "no workspace yet (add one with PUT /admin/workspaces/NAME)",
         )
+        for build in BUILDS.values():
+            log.info("%s", build.describe())
 
     async def stop(self) -> None:
         listeners = [x for x in (self.public, self.control) if x is not None]

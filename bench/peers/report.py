@@ -217,6 +217,14 @@ def machine_load(sample: float = 1.0) -> dict[str, Any]:
     }
 
 
+def _dataplane_build() -> str:
+    # The proxy under test imports from this checkout, so it judges its build the same way.
+    import proxy.dataplane  # noqa: F401  (chooses the build)
+    from proxy.compiled import BUILDS
+
+    return BUILDS["proxy.dataplane"].describe()
+
+
 def machine_info(sample: float = 1.0) -> dict[str, Any]:
     """What ran the benchmark and what else was busy on the machine when it started."""
     cpu = "?"
@@ -236,6 +244,7 @@ def machine_info(sample: float = 1.0) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
+        "dataplane": _dataplane_build(),
         "at_start": machine_load(sample),
         "nginx": _version(["nginx", "-v"]),
         "haproxy": _version(["haproxy", "-v"]),
@@ -259,7 +268,10 @@ def _plain(value: Any) -> Any:
 
 def load_summary(machine: Mapping[str, Any]) -> str:
     start, end = machine["at_start"], machine.get("at_end", {})
-    return f"load average (1, 5, 15 min) at start {start['loadavg']}, at end {end.get('loadavg')}"
+    return (
+        f"load average (1, 5, 15 min) at start {start['loadavg']}, at end {end.get('loadavg')}"
+        f"\n{machine.get('dataplane', 'proxy.dataplane: build not recorded')}"
+    )
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:

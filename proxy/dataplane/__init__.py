@@ -13,3 +13,8 @@
 It only routes by the latest decision and reports passive failures; everything that decides lives
 in the control plane (proxy.workspace, proxy.failover, proxy.health).
 """
+
+from proxy.compiled import choose_build
+
+# Before any module of this package is imported: the compiled build only if it is current.
+choose_build(__name__, __path__[0])

@@ -9,7 +9,7 @@ still be retried or answered with an error.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .exchange import Destination
     from .h2_stream import H2Stream
     from .messages import RequestHead
-    from .upstream import ResponseHead
+    from .upstream import ResponseHead, UpstreamPool
 
 __all__ = ["H2Exchange"]
 
@@ -44,10 +44,17 @@ class H2Exchange(HttpExchange):
         head: RequestHead,
         destination: Destination,
         client: ClientFacts,
-        **options: Any,
+        *,
+        pages: UpstreamPool,
+        watcher: bool,
+        hsts: str | None,
+        extra_out: tuple[bytes, ...] = (),
     ) -> None:
         self.stream = stream  # before the base class starts: it may answer at once
-        super().__init__(stream, head, destination, client, **options)
+        super().__init__(
+            stream, head, destination, client,
+            pages=pages, watcher=watcher, hsts=hsts, extra_out=extra_out,
+        )  # fmt: skip
 
     def _send_continue(self) -> None:
         # Browsers never send Expect over HTTP/2; a client that does sends its body after a

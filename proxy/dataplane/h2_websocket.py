@@ -11,7 +11,7 @@ END_STREAM, and backpressure is the stream's window rather than the socket's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
@@ -46,11 +46,13 @@ class H2WebSocketExchange(WebSocketExchange):
         router: Router,
         traffic: TrafficObserver,
         client: ClientFacts,
-        **options: Any,
+        *,
+        wait: float,
+        hsts: str | None,
     ) -> None:
         self.stream = stream
         self.early: list[bytes] = []  # DATA that came before the backend answered
-        super().__init__(stream, head, router, traffic, client, **options)
+        super().__init__(stream, head, router, traffic, client, wait=wait, hsts=hsts)
 
     def _answer_refusal(self, status: int, reason: str, body: bytes) -> None:
         fields = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),

@@ -16,7 +16,7 @@ import logging
 import ssl
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from proxy.config import HostPort, Http2Config, LimitsConfig
 from proxy.tasks import TaskSet
@@ -157,7 +157,9 @@ class Listener:
     @property
     def address(self) -> HostPort:
         assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
+        # Any: uvloop's `sockets` is a list where typeshed says tuple, and compiled code checks.
+        server: Any = self._server
+        host, port = server.sockets[0].getsockname()[:2]
         return HostPort(host, port)
 
     def stop_accepting(self) -> None:
