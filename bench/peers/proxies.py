@@ -23,6 +23,7 @@ from typing import Literal
 
 from peers.procs import BENCH_DIR, REPO_DIR, ProcessGroup, wait_http
 from peers.upstreams import nginx_paths, nginx_temp_paths
+from proxy.compiled import PURE_ENV
 from tests.support.ports import free_port
 
 __all__ = [
@@ -37,7 +38,11 @@ __all__ = [
 
 Mode = Literal["pool", "failover"]
 # aiohttp-plain: bench/peers/servers.py's minimal aiohttp proxy, what aiohttp alone costs.
-POOL_PROXIES = ("nginx", "haproxy", "caddy", "aiohttp-plain", "dumont")
+# dumont-sources: our proxy on its sources rather than the mypyc build `make` compiles
+# (proxy/compiled.py), what the compile buys.
+POOL_PROXIES = ("nginx", "haproxy", "caddy", "aiohttp-plain", "dumont-sources", "dumont")
+# Ours, and the environment each variant runs with.
+OURS: dict[str, dict[str, str]] = {"dumont": {}, "dumont-sources": {PURE_ENV: "1"}}
 FAILOVER_PROXIES = ("nginx", "haproxy-defaults", "haproxy-tuned", "caddy", "dumont")
 
 
@@ -262,9 +267,9 @@ def _launch(
 ) -> RunningProxy:
     port = free_port()
     tag = f"{name}-{mode}-{port}"
-    if name == "dumont":
+    if name in OURS:
         argv = dumont_argv(port, free_port(), up, clients)
-        group = ProcessGroup(tag, argv, workdir / f"{tag}.log", cwd=REPO_DIR)
+        group = ProcessGroup(tag, argv, workdir / f"{tag}.log", cwd=REPO_DIR, env=OURS[name])
     elif name == "aiohttp-plain":
         argv = [sys.executable, "-m", "peers.servers", "plain-proxy", "--port", str(port),
                 "--upstream", f"http://127.0.0.1:{up.primary}"]  # fmt: skip
@@ -283,7 +288,7 @@ def _launch(
     group.start()
     proxy = RunningProxy(name, port, group)
     try:
-        if name == "dumont":
+        if name in OURS:
             wait_http(proxy.url("/__dumont/healthz"), timeout=20.0, watch=group.check_alive)
             _wait_serving_primary(proxy)
         # A request through the proxy that reaches an upstream.
