@@ -113,6 +113,10 @@ def test_image_is_slim_unprivileged_and_labelled(proxy_image: str, container: Co
     assert assets == expected
     # The provisioning CLI's cloud SDK is not the proxy's business (Dockerfile, SKIP_DEPS).
     assert container.run(["python3", "-c", "import google.cloud.compute"], check=False).returncode
+    # The data plane the build stage compiled, and current with the sources installed beside it.
+    which = "import proxy.dataplane, proxy.compiled as c; print(c.BUILDS['proxy.dataplane'].reason)"
+    build = container.run(["/opt/dumont/bin/python", "-I", "-c", which])
+    assert build.stdout.strip() == "compiled with mypyc"
 
 
 def test_entrypoint_serves_and_fails_over(
