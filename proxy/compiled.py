@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import sys
 from dataclasses import dataclass
 from importlib.machinery import SOURCE_SUFFIXES, FileFinder, SourceFileLoader
@@ -28,6 +29,7 @@ __all__ = [
     "choose_build",
     "manifest_for",
     "source_digests",
+    "this_python",
 ]
 
 PURE_ENV = "DUMONT_PURE_PYTHON"
@@ -56,9 +58,15 @@ def source_digests(root: Path = PROXY_DIR) -> dict[str, str]:
     }
 
 
+def this_python() -> str:
+    """The interpreter a build is for, to the patch release: compiled code uses CPython's
+    internals, which only the same release is sure to share."""
+    return f"{sys.implementation.name} {platform.python_version()}"
+
+
 def manifest_for(digests: dict[str, str]) -> dict[str, object]:
     """What the build writes beside the extension modules it made."""
-    return {"cache_tag": sys.implementation.cache_tag, "sources": digests}
+    return {"python": this_python(), "sources": digests}
 
 
 def _judge(package: str, directory: Path) -> Build:
@@ -70,8 +78,10 @@ def _judge(package: str, directory: Path) -> Build:
         manifest = json.loads((directory / MANIFEST_NAME).read_text())
     except (OSError, ValueError) as exc:
         return Build(package, False, f"running from sources (the build's manifest: {exc})")
-    if manifest.get("cache_tag") != sys.implementation.cache_tag:
-        return Build(package, False, "running from sources (built for another Python)")
+    if (built_for := manifest.get("python")) != this_python():
+        return Build(
+            package, False, f"running from sources (built for {built_for}, this is {this_python()})"
+        )
     built = manifest.get("sources")
     built = built if isinstance(built, dict) else {}
     current = source_digests()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import proxy.dataplane
-from proxy.compiled import BUILDS, MANIFEST_NAME, PURE_ENV
+from proxy.compiled import BUILDS, MANIFEST_NAME, PURE_ENV, this_python
 
 PROXY = Path(proxy.dataplane.__file__).resolve().parent.parent
 BUILT = any((PROXY / "dataplane").glob("*.so")) and (PROXY / "dataplane" / MANIFEST_NAME).exists()
@@ -88,6 +89,16 @@ def test_a_build_older_than_any_source_under_proxy_is_not_imported(copy_of_the_b
         reason
         == "running from sources (changed since the build: proxy/headers.py; `make` rebuilds)"
     )
+
+
+@needs_build
+def test_a_build_for_another_python_release_is_not_imported(copy_of_the_build: Path) -> None:
+    manifest = copy_of_the_build / "proxy" / "dataplane" / MANIFEST_NAME
+    recorded = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**recorded, "python": "cpython 3.11.0"}))
+    name, reason = _imports(copy_of_the_build)
+    assert name == "plain.py"
+    assert reason == f"running from sources (built for cpython 3.11.0, this is {this_python()})"
 
 
 @needs_build
