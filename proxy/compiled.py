@@ -69,36 +69,34 @@ def manifest_for(digests: dict[str, str]) -> dict[str, object]:
     return {"python": this_python(), "sources": digests}
 
 
-def _judge(package: str, directory: Path) -> Build:
+def _why_not_compiled(directory: Path) -> str | None:
+    """Why the package must run from its sources, or None when its build is current."""
     if not any(directory.glob("*.so")):
-        return Build(package, False, "running from sources (no compiled build; `make` makes one)")
+        return "no compiled build; `make` makes one"
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
-        return Build(package, False, f"running from sources ({PURE_ENV} is set)")
+        return f"{PURE_ENV} is set"
     try:
         manifest = json.loads((directory / MANIFEST_NAME).read_text())
     except (OSError, ValueError) as exc:
-        return Build(package, False, f"running from sources (the build's manifest: {exc})")
+        return f"the build's manifest: {exc}"
     if (built_for := manifest.get("python")) != this_python():
-        return Build(
-            package, False, f"running from sources (built for {built_for}, this is {this_python()})"
-        )
+        return f"built for {built_for}, this is {this_python()}"
     built = manifest.get("sources")
     built = built if isinstance(built, dict) else {}
     current = source_digests()
-    if built != current:
-        changed = sorted(
-            name for name in current.keys() | built.keys() if current.get(name) != built.get(name)
-        )
-        return Build(
-            package, False, f"running from sources (changed since the build: proxy/{changed[0]}"
-            + (f" and {len(changed) - 1} more" if len(changed) > 1 else "") + "; `make` rebuilds)",
-        )  # fmt: skip
-    return Build(package, True, "compiled with mypyc")
+    if built == current:
+        return None
+    changed = sorted(k for k in current.keys() | built.keys() if current.get(k) != built.get(k))
+    more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+    return f"changed since the build: proxy/{changed[0]}{more}; `make` rebuilds"
 
 
 def choose_build(package: str, directory: str) -> Build:
     """Call from a compiled package's `__init__`, with its `__name__` and `__path__[0]`."""
-    build = _judge(package, Path(directory))
+    why = _why_not_compiled(Path(directory))
+    build = Build(
+        package, why is None, f"running from sources ({why})" if why else "compiled with mypyc"
+    )
     if not build.compiled:
         # The path-based finder asks sys.path_importer_cache for the finder of each directory of a
         # package's __path__ before making one; this one knows source files only, so the stale
